@@ -1,0 +1,1 @@
+"""Constitutional critic harness."""
