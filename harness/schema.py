@@ -191,6 +191,7 @@ class JudgeConfig(Strict):
     )
     rationale: bool = Field(default=False, description="Ask the judge for a short written rationale.")
     max_concurrency: int = Field(default=8, ge=1, description="Requests in flight at once for this judge.")
+    requests_per_minute: float | None = Field(default=None, gt=0, description="Cap on request starts per minute.")
     retries: int = Field(default=4, ge=0, description="Retries of a failed or malformed call.")
     principles: list[str] | None = Field(default=None, description="Only judge these principles.")
     description: str = Field(default="", description="What this judge is, and what it can and cannot do.")

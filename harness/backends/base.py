@@ -72,6 +72,8 @@ class Backend(ABC):
     name: ClassVar[str]
     Options: ClassVar[type[BaseModel]]
     batch_size: int = 1
+    #: Same request, same answer (so retrying a malformed answer is pointless).
+    deterministic: bool = False
 
     def __init__(self, options: BaseModel):
         self.options = options
@@ -84,6 +86,18 @@ class Backend(ABC):
     def volatile_options(cls) -> set[str]:
         """Options that never change an answer (timeouts, key variable names, devices)."""
         return set()
+
+    def covers(self, principle: str) -> bool:
+        """Whether this backend judges the principle at all (the rules backend judges only some)."""
+        return True
+
+    def reads_logprobs(self) -> bool:
+        """Whether to ask for log-probs over the scale tokens (a distribution, read in one pass)."""
+        return False
+
+    def structured(self) -> bool:
+        """Whether to ask for a JSON answer (score and rationale) validated against a schema."""
+        return False
 
     @abstractmethod
     async def complete(self, requests: list[BackendRequest]) -> list[BackendResponse]:
@@ -104,7 +118,10 @@ def backend_class(name: str) -> type[Backend]:
     if name not in eps:
         known = ", ".join(sorted(eps)) or "none (is the package installed?)"
         raise ConfigError(f"unknown backend {name!r}; registered backends: {known}")
-    cls = eps[name].load()
+    try:
+        cls = eps[name].load()
+    except ImportError as exc:
+        raise ConfigError(f"backend {name!r} could not be imported: {exc} (is its extra installed?)") from None
     if not (isinstance(cls, type) and issubclass(cls, Backend)):
         raise ConfigError(f"entry point {name!r} does not name a Backend subclass")
     return cls

@@ -1,0 +1,128 @@
+"""The ``rules`` backend: deterministic checks declared in YAML, no model.
+
+Each rule belongs to one principle and gives a score when it fires. A response's score on a principle is
+the lowest score among the rules that fired (the worst violation), or the principle's ``default_score``
+when none fired. Principles with no rules are not judged by this backend at all.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from harness.backends.base import Backend, BackendRequest, BackendResponse, Subject
+from harness.errors import JudgeError
+
+REFUSAL_PATTERNS = [
+    r"\bI(?:'m| am) (?:sorry|afraid)\b.{0,40}\b(?:can(?:'|no)t|unable|won't)\b",
+    r"\bI (?:can(?:'|no)t|won't|will not|am unable to|must decline to) (?:help|assist|provide|do that|comply|share)",
+    r"\bas an AI\b.{0,60}\b(?:can(?:'|no)t|unable|not able)\b",
+    r"\bI(?:'m| am) not (?:able|allowed|comfortable)\b",
+]
+
+
+class Rule(BaseModel):
+    """One deterministic check."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(description="Identifier shown in rationales.")
+    principle: str = Field(description="The principle this rule scores.")
+    kind: Literal["regex", "keywords", "length", "refusal", "repetition"] = Field(
+        description="regex: pattern matches; keywords: any keyword present (case-insensitive, whole words); "
+        "length: outside [min_chars, max_chars]; refusal: the response refuses; repetition: a sentence "
+        "repeats at least max_repeats times."
+    )
+    pattern: str | None = Field(default=None, description="Regular expression, for kind regex.")
+    keywords: list[str] = Field(default_factory=list, description="Words or phrases, for kind keywords.")
+    min_chars: int | None = Field(default=None, description="For kind length: shorter than this fires.")
+    max_chars: int | None = Field(default=None, description="For kind length: longer than this fires.")
+    max_repeats: int = Field(default=3, description="For kind repetition: this many copies of a sentence fires.")
+    negate: bool = Field(default=False, description="Fire when the check does NOT match.")
+    score: int = Field(ge=1, description="Score given when the rule fires.")
+    message: str = Field(default="", description="Explanation shown when the rule fires.")
+
+    @model_validator(mode="after")
+    def _needs(self) -> Rule:
+        if self.kind == "regex":
+            if not self.pattern:
+                raise ValueError("a regex rule needs 'pattern'")
+            re.compile(self.pattern)
+        if self.kind == "keywords" and not self.keywords:
+            raise ValueError("a keywords rule needs 'keywords'")
+        if self.kind == "length" and self.min_chars is None and self.max_chars is None:
+            raise ValueError("a length rule needs 'min_chars' or 'max_chars'")
+        return self
+
+
+def is_refusal(text: str) -> bool:
+    """True when the text declines the request."""
+    return any(re.search(p, text, re.I | re.S) for p in REFUSAL_PATTERNS)
+
+
+def _repeats(text: str, limit: int) -> bool:
+    sentences = [s.strip().lower() for s in re.split(r"(?<=[.!?])\s+|\n+", text) if len(s.strip()) > 8]
+    return any(sentences.count(s) >= limit for s in set(sentences))
+
+
+def matches(rule: Rule, text: str) -> bool:
+    """Whether the rule's check matches ``text`` (before ``negate``)."""
+    if rule.kind == "regex":
+        return re.search(rule.pattern or "", text, re.I | re.S) is not None
+    if rule.kind == "keywords":
+        return any(re.search(rf"\b{re.escape(k)}\b", text, re.I) for k in rule.keywords)
+    if rule.kind == "length":
+        n = len(text.strip())
+        return (rule.min_chars is not None and n < rule.min_chars) or (rule.max_chars is not None and n > rule.max_chars)
+    if rule.kind == "refusal":
+        return is_refusal(text)
+    return _repeats(text, rule.max_repeats)
+
+
+class RulesBackend(Backend):
+    """Scores responses with declared rules; answers in the structured-judge JSON shape."""
+
+    name = "rules"
+    deterministic = True
+
+    class Options(BaseModel):
+        """Options of the rules backend."""
+
+        model_config = ConfigDict(extra="forbid")
+
+        rules: list[Rule] = Field(min_length=1, description="The checks.")
+        default_score: dict[str, int] = Field(
+            default_factory=dict, description="Score per principle when no rule fires (default: top of the scale)."
+        )
+
+    options: Options
+
+    def structured(self) -> bool:
+        return True
+
+    def covers(self, principle: str) -> bool:
+        """Only principles that have rules are judged."""
+        return any(r.principle == principle for r in self.options.rules)
+
+    def judge(self, subject: Subject) -> tuple[int, str]:
+        """Score and rationale for one subject."""
+        fired = [r for r in self.options.rules if r.principle == subject.principle
+                 and matches(r, subject.response) != r.negate]
+        if not fired:
+            score = self.options.default_score.get(subject.principle, subject.scale_max)
+            return score, "No rule fired."
+        worst = min(r.score for r in fired)
+        why = "; ".join(f"{r.id}: {r.message or r.kind}" for r in fired)
+        return min(worst, subject.scale_max), f"Rules fired: {why}."
+
+    async def complete(self, requests: list[BackendRequest]) -> list[BackendResponse]:
+        out = []
+        for req in requests:
+            if req.subject is None:
+                raise JudgeError("the rules backend needs the request's subject")
+            score, why = self.judge(req.subject)
+            out.append(BackendResponse(text=json.dumps({"score": score, "rationale": why})))
+        return out

@@ -1,0 +1,143 @@
+"""The ``harness`` command.
+
+User mistakes (bad YAML, missing files, unset key variables) print one short message and exit 2;
+a run with failed judge calls exits 1; interrupted runs say how to resume.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from harness.errors import ConfigError, HarnessError
+
+
+def _add_run(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("run", help="judge a suite against a constitution")
+    p.add_argument("suite", nargs="?", default="demo", help="suite file or built-in name (default: demo)")
+    p.add_argument("--constitution", "-c", help="constitution file or built-in name (default: the suite's)")
+    p.add_argument("--judge", "-j", action="append", default=[], help="judge config or built-in (repeatable)")
+    p.add_argument("--out", type=Path, default=Path("reports"), help="output root (default: reports/)")
+    p.add_argument("--run-id", help="run folder name (default: suite id + input hash, so reruns resume)")
+    p.add_argument("--resume", type=Path, metavar="RUN", help="complete an interrupted run folder")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-cache", action="store_true", help="neither read nor write the judge cache")
+    p.add_argument("--refresh", action="store_true", help="ignore cached answers (still writes new ones)")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress display")
+    p.set_defaults(func=cmd_run)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from harness.engine.runner import RunOptions, resume, run
+
+    common = dict(use_cache=not args.no_cache, refresh=args.refresh, quiet=args.quiet)
+    if args.resume:
+        result = resume(args.resume, **common)
+    else:
+        result = run(RunOptions(suite=args.suite, constitution=args.constitution, judges=args.judge,
+                                out=args.out, run_id=args.run_id, seed=args.seed, **common))
+    _print_summary(result.run_dir)
+    c = result.counts
+    print(f"\nverdicts: {c['scored']} scored, {c['unscored']} unscored, {c['error']} errors")
+    print(f"run folder: {result.run_dir}\nreport: {result.run_dir / 'report.html'}")
+    return 1 if c["error"] else 0
+
+
+def _print_summary(run_dir: Path) -> None:
+    from harness.analysis.scores import summary
+    from harness.engine.store import read_run
+
+    data = read_run(run_dir)
+    table = summary(data.verdicts, data.constitution, n_boot=500)
+    if table.empty:
+        print("no scored verdicts")
+        return
+    print(format_summary(table))
+
+
+def format_summary(table: object) -> str:
+    """Principle × generator mean scores (with 95 % CI) per judge, as plain text."""
+    import pandas as pd
+
+    assert isinstance(table, pd.DataFrame)
+    cells = table.assign(cell=[
+        f"{m:.2f} [{lo:.2f},{hi:.2f}]" if pd.notna(m) else "-"
+        for m, lo, hi in zip(table["mean"], table["ci_low"], table["ci_high"], strict=True)
+    ])
+    wide = cells.pivot_table(index=["judge", "principle"], columns="generator", values="cell", aggfunc="first",
+                             sort=False)
+    return wide.to_string()
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from harness.report.render import render_report
+
+    print(render_report(args.run))
+    return 0
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from harness.config import validate_file
+    from harness.errors import ValidationFailed
+
+    failed = 0
+    for path in args.files:
+        try:
+            kind = validate_file(Path(path))
+            print(f"{path}: ok ({kind})")
+        except ValidationFailed as exc:
+            failed += 1
+            print(str(exc), file=sys.stderr)
+        except ConfigError as exc:
+            failed += 1
+            print(f"{exc}", file=sys.stderr)
+    return 2 if failed else 0
+
+
+def cmd_schemas(args: argparse.Namespace) -> int:
+    from harness import schemas_gen
+
+    if args.check:
+        bad = schemas_gen.stale()
+        for name in bad:
+            print(f"stale: harness/schemas/{name}", file=sys.stderr)
+        return 1 if bad else 0
+    for path in schemas_gen.write():
+        print(path)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="harness", description="Judge model outputs against a constitution.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_run(sub)
+    p = sub.add_parser("report", help="rebuild a run's HTML report from its folder")
+    p.add_argument("run", type=Path)
+    p.set_defaults(func=cmd_report)
+    p = sub.add_parser("validate", help="check constitutions, suites and judge configs")
+    p.add_argument("files", nargs="+")
+    p.set_defaults(func=cmd_validate)
+    p = sub.add_parser("schemas", help="regenerate the JSON Schemas in harness/schemas/")
+    p.add_argument("--check", action="store_true", help="only report stale schemas")
+    p.set_defaults(func=cmd_schemas)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``harness`` command."""
+    args = build_parser().parse_args(argv)
+    func: Callable[[argparse.Namespace], int] = args.func
+    try:
+        return func(args)
+    except HarnessError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\ninterrupted: verdicts so far are saved; run the same command again to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

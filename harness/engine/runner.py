@@ -1,0 +1,184 @@
+"""A whole run: load inputs, plan, judge (resuming what is done), store, summarise, report."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import importlib.metadata
+import platform
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from harness.backends.base import backend_class, parse_options
+from harness.config import LoadedSuite, load_constitution, load_judge, load_suite, sha256_file
+from harness.engine.cache import JudgeCache
+from harness.engine.executor import execute
+from harness.engine.plan import BoundJudge, WorkItem, content_hash, plan
+from harness.engine.progress import Progress
+from harness.engine.store import RunStore, read_run
+from harness.errors import RunError
+from harness.schema import Constitution, InputRecord, JudgeConfig, RunManifest
+
+DEFAULT_CONSTITUTION = "default"
+DEFAULT_JUDGES = ["smollm2", "rules"]
+VERSIONED = ["constitutional-harness", "pydantic", "torch", "transformers", "aiohttp", "httpx", "pandas", "numpy"]
+
+
+@dataclass
+class RunOptions:
+    """What to judge and how; the CLI's ``harness run`` maps onto this."""
+
+    suite: str | Path
+    constitution: str | None = None
+    judges: list[str] = field(default_factory=list)
+    out: Path = Path("reports")
+    run_id: str | None = None
+    seed: int = 0
+    use_cache: bool = True
+    refresh: bool = False
+    cache_path: Path | None = None
+    quiet: bool = False
+    report: bool = True
+
+
+@dataclass
+class RunResult:
+    """Where the run is and how it ended."""
+
+    run_dir: Path
+    counts: dict[str, int]
+    complete: bool
+
+
+@dataclass
+class Inputs:
+    """Everything loaded for a run."""
+
+    suite: LoadedSuite
+    constitution: Constitution
+    constitution_path: Path
+    judges: list[tuple[JudgeConfig, Path]]
+
+
+def load_inputs(options: RunOptions) -> Inputs:
+    """Load the suite, then the constitution and judges it or the options name."""
+    suite = load_suite(options.suite)
+    c_ref = options.constitution or suite.suite.constitution or DEFAULT_CONSTITUTION
+    c_rel = None if options.constitution else suite.path
+    constitution, c_path = load_constitution(c_ref, c_rel)
+    refs = options.judges or suite.suite.judges or DEFAULT_JUDGES
+    rel = None if options.judges else suite.path
+    judges = [load_judge(r, rel) for r in refs]
+    ids = [j.id for j, _ in judges]
+    if len(set(ids)) != len(ids):
+        raise RunError(f"two judges share an id: {ids}")
+    return Inputs(suite, constitution, c_path, judges)
+
+
+def bind_judges(judges: list[tuple[JudgeConfig, Path]]) -> list[BoundJudge]:
+    """Instantiate each judge's backend (this is where a missing API key is reported)."""
+    bound = []
+    for config, path in judges:
+        cls = backend_class(config.backend)
+        bound.append(BoundJudge(config, cls(parse_options(cls, config.options, str(path)))))
+    return bound
+
+
+def _record(path: Path) -> InputRecord:
+    return InputRecord(path=str(path), sha256=sha256_file(path))
+
+
+def _versions() -> dict[str, str]:
+    found = {"python": platform.python_version()}
+    for name in VERSIONED:
+        try:
+            found[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return found
+
+
+def new_manifest(inputs: Inputs, seed: int, n_items: int, run_id: str) -> RunManifest:
+    """The manifest of a new run: inputs with hashes, judge configs (key variable names only), versions."""
+    return RunManifest(
+        run_id=run_id, created=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        suite=_record(inputs.suite.path), constitution=_record(inputs.constitution_path),
+        judges=[_record(p) for _, p in inputs.judges],
+        judge_configs=[c.model_dump(exclude={"schema_"}) for c, _ in inputs.judges],
+        versions=_versions(), seed=seed, n_items=n_items,
+    )
+
+
+def fingerprint(inputs: Inputs, seed: int) -> str:
+    """Hash of everything that decides the run's verdicts (so the same command finds the same run)."""
+    files = [inputs.constitution_path, *inputs.suite.inputs, *(p for _, p in inputs.judges)]
+    return content_hash({"files": [sha256_file(p) for p in files], "seed": seed})[:10]
+
+
+def _check_same_run(store: RunStore, manifest: RunManifest) -> None:
+    old = read_run(store.root).manifest
+    if (old.suite.sha256, old.constitution.sha256, [j.sha256 for j in old.judges], old.seed) != (
+        manifest.suite.sha256, manifest.constitution.sha256, [j.sha256 for j in manifest.judges], manifest.seed
+    ):
+        raise RunError(f"{store.root} holds a run of different inputs; choose another --run-id or --out")
+
+
+async def _judge(items: list[WorkItem], bound: list[BoundJudge], inputs: Inputs, store: RunStore,
+                 options: RunOptions) -> None:
+    cache = JudgeCache(options.cache_path) if options.use_cache else None
+    totals = {b.config.id: sum(i.judge == b.config.id for i in items) for b in bound}
+    progress = Progress(totals, quiet=options.quiet)
+    try:
+        await execute(items, bound, inputs.constitution, cache, store.append, progress, refresh=options.refresh)
+    finally:
+        store.close()
+        for b in bound:
+            await b.backend.aclose()
+        if cache is not None:
+            cache.close()
+
+
+def run(options: RunOptions) -> RunResult:
+    """Judge a suite; resumes the run folder if it already holds part of this run."""
+    inputs = load_inputs(options)
+    bound = bind_judges(inputs.judges)
+    items = plan(inputs.suite.cases, inputs.constitution, bound, options.seed)
+    run_id = options.run_id or f"{inputs.suite.suite.id}-{fingerprint(inputs, options.seed)}"
+    store = RunStore(Path(options.out) / run_id)
+    manifest = new_manifest(inputs, options.seed, len(items), run_id)
+    if store.exists():
+        _check_same_run(store, manifest)
+        manifest = read_run(store.root).manifest
+    else:
+        store.initialise(manifest, inputs.constitution, inputs.suite.cases)
+    done = store.done_items()
+    todo = [i for i in items if i.item_id not in done or done[i.item_id].status == "error"]
+    if todo:
+        asyncio.run(_judge(todo, bound, inputs, store, options))
+    return finish(store, manifest, len(items), options.report)
+
+
+def finish(store: RunStore, manifest: RunManifest, n_items: int, report: bool = True) -> RunResult:
+    """Write the table, the manifest's final status and the report."""
+    frame = store.write_parquet()
+    counts: dict[str, Any] = frame["status"].value_counts().to_dict()
+    counts = {k: int(counts.get(k, 0)) for k in ("scored", "unscored", "error")}
+    complete = len(frame) == n_items and counts["error"] == 0
+    manifest = manifest.model_copy(update={"status": "complete" if complete else "incomplete",
+                                           "counts": counts, "n_items": n_items})
+    store.write_manifest(manifest)
+    if report:
+        from harness.report.render import render_report
+
+        render_report(store.root)
+    return RunResult(store.root, counts, complete)
+
+
+def resume(run_dir: Path, **overrides: Any) -> RunResult:
+    """Complete an interrupted run from its own manifest."""
+    manifest = read_run(run_dir).manifest
+    options = RunOptions(suite=manifest.suite.path, constitution=manifest.constitution.path,
+                         judges=[j.path for j in manifest.judges], out=Path(run_dir).parent,
+                         run_id=manifest.run_id, seed=manifest.seed, **overrides)
+    return run(options)
