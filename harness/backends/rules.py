@@ -50,7 +50,10 @@ class Rule(BaseModel):
         if self.kind == "regex":
             if not self.pattern:
                 raise ValueError("a regex rule needs 'pattern'")
-            re.compile(self.pattern)
+            try:
+                re.compile(self.pattern)
+            except re.error as exc:
+                raise ValueError(f"invalid regex {self.pattern!r}: {exc}") from None
         if self.kind == "keywords" and not self.keywords:
             raise ValueError("a keywords rule needs 'keywords'")
         if self.kind == "length" and self.min_chars is None and self.max_chars is None:
