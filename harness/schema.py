@@ -228,6 +228,31 @@ class Verdict(BaseModel):
     attempts: int = Field(default=1, description="Calls made, retries included.")
 
 
+class PairVerdict(BaseModel):
+    """One ordered pairwise judgment (a row of pairwise.jsonl): which of two shown responses is better."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    item_id: str = Field(description="Content hash of the work item.")
+    case_id: str = Field(description="The case judged.")
+    principle: str = Field(description="Principle id.")
+    judge: str = Field(description="Judge id.")
+    first: str = Field(description="Generator of the response shown first (as A).")
+    second: str = Field(description="Generator of the response shown second (as B).")
+    status: VerdictStatus = Field(description="scored, unscored (answer unusable) or error (call failed).")
+    p_first: float | None = Field(default=None, description="P(first shown is better), ties counted half.")
+    distribution: list[float] | None = Field(default=None, description="P(A), P(B), P(tie) when log-probs were read.")
+    winner: Literal["first", "second", "tie"] | None = Field(default=None, description="The judge's pick.")
+    rationale: str = Field(default="", description="The judge's explanation, when asked for.")
+    raw_output: str = Field(default="", description="What the judge returned, verbatim.")
+    reason: str = Field(default="", description="Why the judgment is unscored or an error.")
+    tokens_in: int = Field(default=0, description="Prompt tokens.")
+    tokens_out: int = Field(default=0, description="Generated tokens.")
+    latency_s: float = Field(default=0.0, description="Seconds spent on the judge call(s).")
+    cached: bool = Field(default=False, description="Served from the persistent cache.")
+    attempts: int = Field(default=1, description="Calls made, retries included.")
+
+
 class InputRecord(BaseModel):
     """An input file of a run, with its content hash."""
 

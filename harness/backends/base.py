@@ -75,8 +75,10 @@ class Backend(ABC):
     #: Same request, same answer (so retrying a malformed answer is pointless).
     deterministic: bool = False
 
-    def __init__(self, options: BaseModel):
+    def __init__(self, options: BaseModel, *, judge: str | None = None):
+        """``judge`` names the judge config in error messages."""
         self.options = options
+        self.judge_id = judge
 
     def identity(self) -> dict[str, Any]:
         """Backend name plus the options that change outputs (part of every cache key)."""
@@ -89,6 +91,10 @@ class Backend(ABC):
 
     def covers(self, principle: str) -> bool:
         """Whether this backend judges the principle at all (the rules backend judges only some)."""
+        return True
+
+    def pairwise(self) -> bool:
+        """Whether this backend can compare two responses (model-free backends cannot)."""
         return True
 
     def reads_logprobs(self) -> bool:

@@ -106,6 +106,9 @@ class RulesBackend(Backend):
     def structured(self) -> bool:
         return True
 
+    def pairwise(self) -> bool:
+        return False
+
     def covers(self, principle: str) -> bool:
         """Only principles that have rules are judged."""
         return any(r.principle == principle for r in self.options.rules)

@@ -17,10 +17,12 @@ from harness.engine.limits import AdaptiveLimiter, RateLimiter, backoff_delay
 from harness.engine.plan import BoundJudge, WorkItem
 from harness.engine.progress import Progress
 from harness.errors import JudgeError, TransientJudgeError
+from harness.judging.pairwise import read_preference, winner_of
 from harness.judging.pointwise import read_score
-from harness.schema import Constitution, Verdict
+from harness.schema import Constitution, PairVerdict, Verdict
 
-Sink = Callable[[list[Verdict]], None]
+Record = Verdict | PairVerdict
+Sink = Callable[[list[Record]], None]
 
 
 @dataclass
@@ -63,7 +65,7 @@ class JudgeWorker:
 
     async def _run_batch(self, batch: list[WorkItem]) -> None:
         outcomes = await self._call(batch)
-        verdicts = []
+        verdicts: list[Record] = []
         for item, outcome in zip(batch, outcomes, strict=True):
             verdict = self._verdict(item, outcome)
             if verdict.status == "unscored" and not self.judge.backend.deterministic:
@@ -73,7 +75,7 @@ class JudgeWorker:
         self.sink(verdicts)
         self.progress.record(self.judge.config.id, verdicts)
 
-    async def _retry_invalid(self, item: WorkItem, verdict: Verdict) -> Verdict:
+    async def _retry_invalid(self, item: WorkItem, verdict: Record) -> Record:
         """Ask again, a bounded number of times, when the answer could not be read."""
         for _ in range(min(2, self.judge.config.retries)):
             self.progress.retry(self.judge.config.id, "invalid")
@@ -106,7 +108,7 @@ class JudgeWorker:
             return [Outcome(r, attempts=attempt + 1) for r in responses]
         raise AssertionError("unreachable")
 
-    def _remember(self, batch: list[WorkItem], outcomes: list[Outcome], verdicts: list[Verdict]) -> None:
+    def _remember(self, batch: list[WorkItem], outcomes: list[Outcome], verdicts: list[Record]) -> None:
         """Cache answers that gave a score; never failures or unusable answers."""
         if self.cache is None:
             return
@@ -114,8 +116,27 @@ class JudgeWorker:
                 if v.status == "scored" and o.response is not None and not o.cached}
         self.cache.put_many(keep)
 
-    def _verdict(self, item: WorkItem, outcome: Outcome) -> Verdict:
-        return make_verdict(item, outcome, self.constitution, self.judge.style().structured)
+    def _verdict(self, item: WorkItem, outcome: Outcome) -> Record:
+        structured = self.judge.style().structured
+        if item.kind == "pairwise":
+            return make_pair_verdict(item, outcome, structured)
+        return make_verdict(item, outcome, self.constitution, structured)
+
+
+def make_pair_verdict(item: WorkItem, outcome: Outcome, structured: bool) -> PairVerdict:
+    """Turn a backend outcome into an ordered pairwise judgment."""
+    base = dict(item_id=item.item_id, case_id=item.case_id, principle=item.principle, judge=item.judge,
+                first=item.generator, second=item.other, attempts=outcome.attempts, cached=outcome.cached)
+    resp = outcome.response
+    if resp is None:
+        return PairVerdict(status="error", reason=outcome.error, **base)
+    cost = dict(raw_output=resp.text, tokens_in=resp.tokens_in, tokens_out=resp.tokens_out, latency_s=resp.latency_s)
+    reading = read_preference(resp, structured)
+    if reading.score is None:
+        return PairVerdict(status="unscored", reason=reading.reason, **base, **cost)
+    return PairVerdict(status="scored", p_first=round(reading.score, 6), distribution=reading.distribution,
+                       winner=winner_of(reading.score, reading.distribution), rationale=reading.rationale,
+                       **base, **cost)
 
 
 def make_verdict(item: WorkItem, outcome: Outcome, constitution: Constitution, structured: bool) -> Verdict:

@@ -9,14 +9,17 @@ with identical settings still get one verdict each.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
+import random
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
 from harness.backends.base import Backend, BackendRequest
+from harness.judging import pairwise
 from harness.judging.pointwise import TEMPLATE_VERSION, Style, build_request
 from harness.schema import Case, Constitution, JudgeConfig
 
@@ -34,6 +37,8 @@ class WorkItem(BaseModel):
     principle: str
     template: str
     request: BackendRequest
+    kind: Literal["pointwise", "pairwise"] = "pointwise"
+    other: str = ""  # pairwise: the generator shown second (``generator`` is shown first)
 
 
 def content_hash(payload: Any) -> str:
@@ -43,12 +48,14 @@ def content_hash(payload: Any) -> str:
 
 
 def make_item(judge: str, identity: dict[str, Any], case_id: str, generator: str, principle: str,
-              request: BackendRequest, template: str = TEMPLATE_VERSION) -> WorkItem:
+              request: BackendRequest, template: str = TEMPLATE_VERSION, other: str = "") -> WorkItem:
     """A work item with its hashes computed."""
     cache_key = content_hash({"backend": identity, "template": template, "request": request.model_dump(mode="json")})
-    item_id = content_hash({"judge": judge, "cache_key": cache_key, "case": case_id, "generator": generator})[:32]
+    item_id = content_hash({"judge": judge, "cache_key": cache_key, "case": case_id, "generator": generator,
+                            "other": other})[:32]
+    kind: Literal["pointwise", "pairwise"] = "pairwise" if other else "pointwise"
     return WorkItem(item_id=item_id, cache_key=cache_key, judge=judge, case_id=case_id, generator=generator,
-                    principle=principle, template=template, request=request)
+                    principle=principle, template=template, request=request, kind=kind, other=other)
 
 
 @dataclass
@@ -69,6 +76,7 @@ class BoundJudge:
 
 def plan(cases: Iterable[Case], constitution: Constitution, judges: list[BoundJudge], seed: int = 0) -> list[WorkItem]:
     """Every pointwise work item of a run, in a stable order."""
+    cases = list(cases)
     items = []
     for judge in judges:
         identity, style = judge.backend.identity(), judge.style()
@@ -79,3 +87,49 @@ def plan(cases: Iterable[Case], constitution: Constitution, judges: list[BoundJu
                         req = build_request(principle, case, cand, style, seed)
                         items.append(make_item(judge.config.id, identity, case.id, cand.generator, principle.id, req))
     return items
+
+
+@dataclass(frozen=True)
+class PairPlan:
+    """How to pick and order pairs: all pairs, or a tournament of ``opponents`` per candidate when K is large."""
+
+    both_orders: bool = True
+    max_all_pairs_k: int = 6
+    opponents: int = 3
+
+
+def case_pairs(generators: list[str], how: PairPlan, seed: int, case_id: str) -> list[tuple[str, str]]:
+    """Unordered pairs to compare for one case: all of them, or a seeded round-robin tournament."""
+    k = len(generators)
+    if k <= how.max_all_pairs_k:
+        return list(itertools.combinations(generators, 2))
+    rng = random.Random(f"{seed}:{case_id}")
+    order = rng.sample(generators, k)
+    pairs = {tuple(sorted((order[i], order[(i + d) % k]))) for i in range(k) for d in range(1, how.opponents + 1)}
+    return sorted((a, b) for a, b in pairs)
+
+
+def plan_pairs(cases: Iterable[Case], constitution: Constitution, judges: list[BoundJudge], how: PairPlan,
+               seed: int = 0) -> list[WorkItem]:
+    """Every pairwise work item: each chosen pair, per principle and judge, in one or both orders."""
+    items = []
+    cases = list(cases)
+    for judge in (j for j in judges if j.backend.pairwise()):
+        identity, style = judge.backend.identity(), judge.style()
+        for case in cases:
+            by_gen = {c.generator: c for c in case.candidates}
+            for a, b in case_pairs(list(by_gen), how, seed, case.id):
+                orders = [(a, b), (b, a)] if how.both_orders else [_single_order(a, b, seed, case.id)]
+                for principle in constitution.principles:
+                    if not judge.judges(principle.id):
+                        continue
+                    for x, y in orders:
+                        req = pairwise.build_request(principle, case, by_gen[x], by_gen[y], style, seed)
+                        items.append(make_item(judge.config.id, identity, case.id, x, principle.id, req,
+                                               pairwise.TEMPLATE_VERSION, other=y))
+    return items
+
+
+def _single_order(a: str, b: str, seed: int, case_id: str) -> tuple[str, str]:
+    """A seeded coin decides which is shown first, so a one-order run has no systematic position."""
+    return (a, b) if random.Random(f"{seed}:{case_id}:{a}:{b}").random() < 0.5 else (b, a)

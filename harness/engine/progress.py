@@ -5,10 +5,11 @@ from __future__ import annotations
 import sys
 import time
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TextIO
 
-from harness.schema import Verdict
+from harness.schema import PairVerdict, Verdict
 
 
 @dataclass
@@ -38,7 +39,7 @@ class Progress:
         self._last = 0.0
         self._tty = self.stream.isatty()
 
-    def record(self, judge: str, verdicts: list[Verdict]) -> None:
+    def record(self, judge: str, verdicts: Sequence[Verdict | PairVerdict]) -> None:
         t = self.tally[judge]
         for v in verdicts:
             t.done += 1

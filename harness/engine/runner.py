@@ -81,7 +81,7 @@ def bind_judges(judges: list[tuple[JudgeConfig, Path]]) -> list[BoundJudge]:
     bound = []
     for config, path in judges:
         cls = backend_class(config.backend)
-        bound.append(BoundJudge(config, cls(parse_options(cls, config.options, str(path)))))
+        bound.append(BoundJudge(config, cls(parse_options(cls, config.options, str(path)), judge=config.id)))
     return bound
 
 

@@ -7,6 +7,8 @@ A run folder holds::
     cases.jsonl          the suite's cases with their candidates, as judged
     verdicts.jsonl       append-only, one Verdict per line, written as verdicts arrive
     verdicts.parquet     the same verdicts as a table, written when the run completes
+    pairwise.jsonl       append-only ordered pairwise judgments (PairVerdict), when pairwise judging ran
+    pairwise.parquet     the same as a table
     report.html          the self-contained report
 
 Every stage after judging reads this folder, never in-process state.
@@ -24,13 +26,17 @@ from typing import IO, Any
 import pandas as pd
 
 from harness.errors import RunError
-from harness.schema import Case, Constitution, RunManifest, Verdict
+from harness.schema import Case, Constitution, PairVerdict, RunManifest, Verdict
+
+Record = Verdict | PairVerdict
 
 MANIFEST = "manifest.json"
 CONSTITUTION = "constitution.json"
 CASES = "cases.jsonl"
 VERDICTS = "verdicts.jsonl"
 VERDICTS_PARQUET = "verdicts.parquet"
+PAIRS = "pairwise.jsonl"
+PAIRS_PARQUET = "pairwise.parquet"
 REPORT = "report.html"
 
 
@@ -64,7 +70,7 @@ class RunStore:
 
     def __init__(self, root: Path):
         self.root = root
-        self._fh: IO[str] | None = None
+        self._files: dict[str, IO[str]] = {}
 
     @property
     def manifest_path(self) -> Path:
@@ -84,42 +90,65 @@ class RunStore:
     def write_manifest(self, manifest: RunManifest) -> None:
         write_atomic(self.manifest_path, manifest.model_dump_json(indent=2))
 
-    def done_items(self) -> dict[str, Verdict]:
-        """Verdicts already recorded, by item id; truncates a torn last line so appends stay clean."""
-        path = self.root / VERDICTS
+    def done_items(self) -> dict[str, Record]:
+        """Records already written (pointwise and pairwise), by item id; repairs a torn last line."""
+        done: dict[str, Record] = {}
+        for name, model in ((VERDICTS, Verdict), (PAIRS, PairVerdict)):
+            for row in self._repaired_rows(self.root / name):
+                done[row["item_id"]] = model.model_validate(row)  # a redone error is superseded by its retry
+        return done
+
+    @staticmethod
+    def _repaired_rows(path: Path) -> list[dict[str, Any]]:
+        """Rows of a JSONL file after cutting a torn last line off, so appends stay clean."""
         rows, good = read_jsonl_tolerant(path)
         if path.exists() and path.stat().st_size != good:
             with path.open("r+b") as fh:
                 fh.truncate(good)
-        done: dict[str, Verdict] = {}
-        for row in rows:
-            done[row["item_id"]] = Verdict.model_validate(row)  # a redone error is superseded by its retry
-        return done
+        return rows
 
-    def append(self, verdicts: Iterable[Verdict]) -> None:
-        """Append verdicts as whole lines, flushed to the OS at once."""
-        if self._fh is None:
-            self._fh = (self.root / VERDICTS).open("a", encoding="utf-8")
-        self._fh.write("".join(v.model_dump_json() + "\n" for v in verdicts))
-        self._fh.flush()
+    def append(self, records: Iterable[Record]) -> None:
+        """Append records as whole lines (verdicts and pairwise judgments to their own files), flushed at once."""
+        lines: dict[str, list[str]] = {}
+        for rec in records:
+            lines.setdefault(PAIRS if isinstance(rec, PairVerdict) else VERDICTS, []).append(rec.model_dump_json())
+        for name, chunk in lines.items():
+            fh = self._files.get(name) or self._files.setdefault(name, (self.root / name).open("a", encoding="utf-8"))
+            fh.write("\n".join(chunk) + "\n")
+            fh.flush()
 
     def close(self) -> None:
-        if self._fh is not None:
-            self._fh.flush()
-            os.fsync(self._fh.fileno())
-            self._fh.close()
-            self._fh = None
+        for fh in self._files.values():
+            fh.flush()
+            os.fsync(fh.fileno())
+            fh.close()
+        self._files.clear()
 
     def write_parquet(self) -> pd.DataFrame:
-        """Write verdicts.parquet from verdicts.jsonl (last verdict per item wins)."""
-        frame = verdict_frame(list(self.done_items().values()))
-        tmp = self.root / f".{VERDICTS_PARQUET}.tmp"
-        frame.to_parquet(tmp, index=False)
-        os.replace(tmp, self.root / VERDICTS_PARQUET)
+        """Write verdicts.parquet (and pairwise.parquet) from the JSONL logs; returns all verdicts."""
+        done = list(self.done_items().values())
+        frame = verdict_frame([v for v in done if isinstance(v, Verdict)])
+        _write_parquet(frame, self.root / VERDICTS_PARQUET)
+        pairs = [v for v in done if isinstance(v, PairVerdict)]
+        if pairs:
+            _write_parquet(pair_frame(pairs), self.root / PAIRS_PARQUET)
         return frame
 
 
 VERDICT_COLUMNS = list(Verdict.model_fields)
+PAIR_COLUMNS = list(PairVerdict.model_fields)
+
+
+def _write_parquet(frame: pd.DataFrame, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    frame.to_parquet(tmp, index=False)
+    os.replace(tmp, path)
+
+
+def pair_frame(pairs: list[PairVerdict]) -> pd.DataFrame:
+    """Ordered pairwise judgments as a tidy table."""
+    frame = pd.DataFrame([p.model_dump() for p in pairs], columns=PAIR_COLUMNS)
+    return frame.sort_values(["case_id", "principle", "judge", "first", "second"], kind="stable").reset_index(drop=True)
 
 
 def verdict_frame(verdicts: list[Verdict]) -> pd.DataFrame:
@@ -137,6 +166,7 @@ class RunData:
     constitution: Constitution
     cases: list[Case]
     verdicts: pd.DataFrame
+    pairs: pd.DataFrame
 
 
 def read_run(root: Path | str) -> RunData:
@@ -150,6 +180,7 @@ def read_run(root: Path | str) -> RunData:
         cases = [Case.model_validate(r) for r in read_jsonl_tolerant(root / CASES)[0]]
     except (OSError, ValueError) as exc:
         raise RunError(f"{root}: unreadable run folder: {exc}") from None
-    rows = read_jsonl_tolerant(root / VERDICTS)[0]
-    latest = {r["item_id"]: Verdict.model_validate(r) for r in rows}
-    return RunData(root, manifest, constitution, cases, verdict_frame(list(latest.values())))
+    latest = {r["item_id"]: Verdict.model_validate(r) for r in read_jsonl_tolerant(root / VERDICTS)[0]}
+    pairs = {r["item_id"]: PairVerdict.model_validate(r) for r in read_jsonl_tolerant(root / PAIRS)[0]}
+    return RunData(root, manifest, constitution, cases, verdict_frame(list(latest.values())),
+                   pair_frame(list(pairs.values())))
