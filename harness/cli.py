@@ -26,6 +26,10 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-cache", action="store_true", help="neither read nor write the judge cache")
     p.add_argument("--refresh", action="store_true", help="ignore cached answers (still writes new ones)")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress display")
+    p.add_argument("--pairwise", action="store_true", help="also compare candidates pairwise (both orders)")
+    p.add_argument("--pairwise-only", action="store_true", help="pairwise judging only, no pointwise scores")
+    p.add_argument("--single-order", action="store_true", help="pairwise in one (seeded random) order only")
+    p.add_argument("--tournament", type=int, metavar="N", help="with K > 6 candidates, N opponents per candidate")
     p.set_defaults(func=cmd_run)
 
 
@@ -37,12 +41,21 @@ def cmd_run(args: argparse.Namespace) -> int:
         result = resume(args.resume, **common)
     else:
         result = run(RunOptions(suite=args.suite, constitution=args.constitution, judges=args.judge,
-                                out=args.out, run_id=args.run_id, seed=args.seed, **common))
+                                out=args.out, run_id=args.run_id, seed=args.seed, **common,
+                                **_protocol_options(args)))
     _print_summary(result.run_dir)
     c = result.counts
     print(f"\nverdicts: {c['scored']} scored, {c['unscored']} unscored, {c['error']} errors")
     print(f"run folder: {result.run_dir}\nreport: {result.run_dir / 'report.html'}")
     return 1 if c["error"] else 0
+
+
+def _protocol_options(args: argparse.Namespace) -> dict[str, object]:
+    from harness.engine.plan import PairPlan
+
+    pairs = PairPlan(both_orders=not args.single_order,
+                     **({"max_all_pairs_k": 6, "opponents": args.tournament} if args.tournament else {}))
+    return {"pointwise": not args.pairwise_only, "pairwise": args.pairwise or args.pairwise_only, "pairs": pairs}
 
 
 def _print_summary(run_dir: Path) -> None:

@@ -272,5 +272,6 @@ class RunManifest(BaseModel):
     versions: dict[str, str]
     seed: int
     n_items: int
+    protocol: dict[str, object] = Field(default_factory=dict)
     status: Literal["running", "complete", "incomplete"] = "running"
     counts: dict[str, int] = Field(default_factory=dict)

@@ -14,7 +14,7 @@ from harness.backends.base import backend_class, parse_options
 from harness.config import LoadedSuite, load_constitution, load_judge, load_suite, sha256_file
 from harness.engine.cache import JudgeCache
 from harness.engine.executor import execute
-from harness.engine.plan import BoundJudge, WorkItem, content_hash, plan
+from harness.engine.plan import BoundJudge, PairPlan, WorkItem, content_hash, plan, plan_pairs
 from harness.engine.progress import Progress
 from harness.engine.store import RunStore, read_run
 from harness.errors import RunError
@@ -40,6 +40,9 @@ class RunOptions:
     cache_path: Path | None = None
     quiet: bool = False
     report: bool = True
+    pointwise: bool = True
+    pairwise: bool = False
+    pairs: PairPlan = field(default_factory=PairPlan)
 
 
 @dataclass
@@ -99,28 +102,35 @@ def _versions() -> dict[str, str]:
     return found
 
 
-def new_manifest(inputs: Inputs, seed: int, n_items: int, run_id: str) -> RunManifest:
+def protocol_of(options: RunOptions) -> dict[str, Any]:
+    """The judging protocol, as recorded in the manifest and restored on resume."""
+    return {"pointwise": options.pointwise, "pairwise": options.pairwise, "pairs": vars(options.pairs)}
+
+
+def new_manifest(inputs: Inputs, options: RunOptions, n_items: int, run_id: str) -> RunManifest:
     """The manifest of a new run: inputs with hashes, judge configs (key variable names only), versions."""
     return RunManifest(
         run_id=run_id, created=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         suite=_record(inputs.suite.path), constitution=_record(inputs.constitution_path),
         judges=[_record(p) for _, p in inputs.judges],
         judge_configs=[c.model_dump(exclude={"schema_"}) for c, _ in inputs.judges],
-        versions=_versions(), seed=seed, n_items=n_items,
+        versions=_versions(), seed=options.seed, n_items=n_items, protocol=protocol_of(options),
     )
 
 
-def fingerprint(inputs: Inputs, seed: int) -> str:
+def fingerprint(inputs: Inputs, options: RunOptions) -> str:
     """Hash of everything that decides the run's verdicts (so the same command finds the same run)."""
     files = [inputs.constitution_path, *inputs.suite.inputs, *(p for _, p in inputs.judges)]
-    return content_hash({"files": [sha256_file(p) for p in files], "seed": seed})[:10]
+    return content_hash({"files": [sha256_file(p) for p in files], "seed": options.seed,
+                         "protocol": protocol_of(options)})[:10]
 
 
 def _check_same_run(store: RunStore, manifest: RunManifest) -> None:
     old = read_run(store.root).manifest
-    if (old.suite.sha256, old.constitution.sha256, [j.sha256 for j in old.judges], old.seed) != (
-        manifest.suite.sha256, manifest.constitution.sha256, [j.sha256 for j in manifest.judges], manifest.seed
-    ):
+    def key(m: RunManifest) -> tuple[object, ...]:
+        return (m.suite.sha256, m.constitution.sha256, [j.sha256 for j in m.judges], m.seed, m.protocol)
+
+    if key(old) != key(manifest):
         raise RunError(f"{store.root} holds a run of different inputs; choose another --run-id or --out")
 
 
@@ -139,14 +149,22 @@ async def _judge(items: list[WorkItem], bound: list[BoundJudge], inputs: Inputs,
             cache.close()
 
 
+def plan_all(inputs: Inputs, bound: list[BoundJudge], options: RunOptions) -> list[WorkItem]:
+    """Pointwise and/or pairwise items, as the options ask."""
+    items = plan(inputs.suite.cases, inputs.constitution, bound, options.seed) if options.pointwise else []
+    if options.pairwise:
+        items += plan_pairs(inputs.suite.cases, inputs.constitution, bound, options.pairs, options.seed)
+    return items
+
+
 def run(options: RunOptions) -> RunResult:
     """Judge a suite; resumes the run folder if it already holds part of this run."""
     inputs = load_inputs(options)
     bound = bind_judges(inputs.judges)
-    items = plan(inputs.suite.cases, inputs.constitution, bound, options.seed)
-    run_id = options.run_id or f"{inputs.suite.suite.id}-{fingerprint(inputs, options.seed)}"
+    items = plan_all(inputs, bound, options)
+    run_id = options.run_id or f"{inputs.suite.suite.id}-{fingerprint(inputs, options)}"
     store = RunStore(Path(options.out) / run_id)
-    manifest = new_manifest(inputs, options.seed, len(items), run_id)
+    manifest = new_manifest(inputs, options, len(items), run_id)
     if store.exists():
         _check_same_run(store, manifest)
         manifest = read_run(store.root).manifest
@@ -161,10 +179,10 @@ def run(options: RunOptions) -> RunResult:
 
 def finish(store: RunStore, manifest: RunManifest, n_items: int, report: bool = True) -> RunResult:
     """Write the table, the manifest's final status and the report."""
-    frame = store.write_parquet()
-    counts: dict[str, Any] = frame["status"].value_counts().to_dict()
-    counts = {k: int(counts.get(k, 0)) for k in ("scored", "unscored", "error")}
-    complete = len(frame) == n_items and counts["error"] == 0
+    store.write_parquet()
+    done = store.done_items().values()
+    counts = {k: sum(r.status == k for r in done) for k in ("scored", "unscored", "error")}
+    complete = len(done) == n_items and counts["error"] == 0
     manifest = manifest.model_copy(update={"status": "complete" if complete else "incomplete",
                                            "counts": counts, "n_items": n_items})
     store.write_manifest(manifest)
@@ -178,7 +196,9 @@ def finish(store: RunStore, manifest: RunManifest, n_items: int, report: bool = 
 def resume(run_dir: Path, **overrides: Any) -> RunResult:
     """Complete an interrupted run from its own manifest."""
     manifest = read_run(run_dir).manifest
+    proto: dict[str, Any] = dict(manifest.protocol)
+    pairs = PairPlan(**proto.pop("pairs", {}))  # type: ignore[arg-type]
     options = RunOptions(suite=manifest.suite.path, constitution=manifest.constitution.path,
                          judges=[j.path for j in manifest.judges], out=Path(run_dir).parent,
-                         run_id=manifest.run_id, seed=manifest.seed, **overrides)
+                         run_id=manifest.run_id, seed=manifest.seed, pairs=pairs, **proto, **overrides)
     return run(options)
