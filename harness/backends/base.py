@@ -30,6 +30,7 @@ class Subject(BaseModel):
     response: str
     prompt: list[Message]
     scale_max: int = 5
+    response_b: str | None = None  # pairwise: the response shown second (``response`` is shown first)
 
 
 class BackendRequest(BaseModel):

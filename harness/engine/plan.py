@@ -119,7 +119,7 @@ def plan_pairs(cases: Iterable[Case], constitution: Constitution, judges: list[B
         for case in cases:
             by_gen = {c.generator: c for c in case.candidates}
             for a, b in case_pairs(list(by_gen), how, seed, case.id):
-                orders = [(a, b), (b, a)] if how.both_orders else [_single_order(a, b, seed, case.id)]
+                orders = [(a, b), (b, a)] if how.both_orders else [single_order(a, b, seed, case.id)]
                 for principle in constitution.principles:
                     if not judge.judges(principle.id):
                         continue
@@ -130,6 +130,6 @@ def plan_pairs(cases: Iterable[Case], constitution: Constitution, judges: list[B
     return items
 
 
-def _single_order(a: str, b: str, seed: int, case_id: str) -> tuple[str, str]:
+def single_order(a: str, b: str, seed: int, case_id: str) -> tuple[str, str]:
     """A seeded coin decides which is shown first, so a one-order run has no systematic position."""
     return (a, b) if random.Random(f"{seed}:{case_id}:{a}:{b}").random() < 0.5 else (b, a)

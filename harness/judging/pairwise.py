@@ -14,7 +14,7 @@ from typing import Any
 
 import jsonschema
 
-from harness.backends.base import BackendRequest, BackendResponse
+from harness.backends.base import BackendRequest, BackendResponse, Subject
 from harness.judging.pointwise import MIN_SCALE_MASS, SYSTEM, Reading, Style, _conversation, fence
 from harness.schema import Candidate, Case, Message, Principle
 
@@ -37,7 +37,8 @@ def _instruction(style: Style) -> str:
     if style.structured:
         return 'Answer with JSON: {"winner": "A" | "B" | "tie", "rationale": "<one sentence>"}.'
     tail = ", then one short sentence explaining it." if style.rationale else ", and nothing else."
-    return f"Reply with A if Response A better follows the principle, B if Response B does, or C if they are equally good{tail}"
+    return ("Reply with A if Response A better follows the principle, B if Response B does, "
+            f"or C if they are equally good{tail}")
 
 
 def render(principle: Principle, case: Case, first: Candidate, second: Candidate, style: Style) -> list[Message]:
@@ -61,6 +62,8 @@ def build_request(principle: Principle, case: Case, first: Candidate, second: Ca
         choices=CHOICES if style.logprobs else None,
         max_tokens=style.max_tokens if wants_text else 0,
         json_schema=output_schema() if style.structured else None,
+        subject=Subject(principle=principle.id, response=first.response, response_b=second.response,
+                        prompt=case.messages(), scale_max=principle.scale_max),
         seed=seed,
     )
 
@@ -74,8 +77,9 @@ def _probs(logprobs: dict[str, float]) -> tuple[list[float] | None, float]:
 def _from_text(text: str, structured: bool) -> Reading:
     if structured or text.startswith("{"):
         match = re.search(r"\{.*\}", text, re.S)
+        data: dict[str, Any] = {}
         try:
-            data = json.loads(match.group(0)) if match else None
+            data = json.loads(match.group(0)) if match else {}
             jsonschema.validate(data, output_schema())
         except (json.JSONDecodeError, jsonschema.ValidationError) as exc:
             return Reading(reason=f"judge JSON invalid: {getattr(exc, 'message', exc)}")

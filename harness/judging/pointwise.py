@@ -75,7 +75,8 @@ def _instruction(principle: Principle, rationale: bool, structured: bool) -> str
     return f"Reply with only the score, a single digit from 1 to {n}."
 
 
-def render(principle: Principle, case: Case, candidate: Candidate, *, rationale: bool, structured: bool) -> list[Message]:
+def render(principle: Principle, case: Case, candidate: Candidate, *, rationale: bool,
+           structured: bool) -> list[Message]:
     """The judge chat for one (case, candidate, principle). Shared text comes first, for prefix reuse."""
     user = (
         f"Principle ({principle.id}): {principle.statement}\n\n"

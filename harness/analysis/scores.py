@@ -1,0 +1,202 @@
+"""Score summaries of a run: means with bootstrap confidence intervals, pass rates, weighted overall scores.
+
+Pure functions from the verdict table (columns of :class:`harness.schema.Verdict`, as written by
+:func:`harness.engine.store.verdict_frame`) to tidy tables. Only ``status == "scored"`` rows carry scores;
+unscored and error verdicts are counted, never averaged in.
+
+Bootstrap intervals resample *cases* (the unit that was sampled), with a seeded generator, so every
+number is reproducible: the same inputs and seed give the same table.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+from scipy.stats import norm
+
+from harness.schema import Constitution
+
+KEYS = ["judge", "principle", "generator"]
+SUMMARY_COLUMNS = [
+    *KEYS,
+    "n",
+    "n_unscored",
+    "n_error",
+    "mean",
+    "ci_low",
+    "ci_high",
+    "pass_rate",
+    "pass_low",
+    "pass_high",
+    "mean_normalized",
+]
+OVERALL_COLUMNS = ["judge", "generator", "n_cases", "overall", "ci_low", "ci_high"]
+
+
+# --------------------------------------------------------------------------- interval primitives
+
+
+def wilson_interval(k: int, n: int, level: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval for a proportion of k successes in n trials (NaNs when n == 0)."""
+    if n == 0:
+        return math.nan, math.nan
+    z = float(norm.ppf(0.5 + level / 2))
+    p = k / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def resample_counts(n: int, n_boot: int, rng: np.random.Generator) -> np.ndarray:
+    """How often each of n units is drawn in each of n_boot resamples with replacement: (n_boot, n)."""
+    draws = rng.integers(0, n, size=(n_boot, n))
+    # Offset each resample's draws into its own block so one bincount counts them all.
+    flat = (draws + np.arange(n_boot)[:, None] * n).ravel()
+    return np.bincount(flat, minlength=n_boot * n).reshape(n_boot, n)
+
+
+def _percentiles(stats: np.ndarray, level: float) -> tuple[float, float]:
+    """The central `level` percentile interval of bootstrap statistics, ignoring NaNs."""
+    lo, hi = np.nanquantile(stats, [(1 - level) / 2, (1 + level) / 2])
+    return float(lo), float(hi)
+
+
+def bootstrap_mean_ci(
+    values: np.ndarray, *, n_boot: int = 2000, seed: int = 0, level: float = 0.95
+) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean of `values` (one value per case)."""
+    values = np.asarray(values, dtype=float)
+    if len(values) == 0:
+        return math.nan, math.nan
+    counts = resample_counts(len(values), n_boot, np.random.default_rng(seed))
+    return _percentiles(counts @ values / len(values), level)
+
+
+# --------------------------------------------------------------------------- preparing verdicts
+
+
+def scored(verdicts: pd.DataFrame, constitution: Constitution) -> pd.DataFrame:
+    """The scored rows, with `normalized` and `passed` filled from the rubric where a judge left them out."""
+    rows = verdicts[verdicts["status"] == "scored"].copy()
+    rows["score"] = rows["score"].astype(float)
+    scale = rows["principle"].map(_principle_attr(constitution, "scale_max"))
+    threshold = rows["principle"].map(_principle_attr(constitution, "pass_threshold"))
+    normalized = rows["normalized"].astype(float)
+    rows["normalized"] = normalized.fillna((rows["score"] - 1) / (scale.astype(float) - 1))
+    passed = rows["passed"].astype(object)
+    rows["passed"] = passed.where(passed.notna(), rows["score"] >= threshold.astype(float)).astype(bool)
+    return rows
+
+
+def _principle_attr(constitution: Constitution, attr: str) -> dict[str, float]:
+    return {p.id: getattr(p, attr) for p in constitution.principles}
+
+
+def _principle_order(constitution: Constitution, present: pd.Series) -> list[str]:
+    """Principles in constitution order, then any the verdicts name that the constitution does not."""
+    known = [p.id for p in constitution.principles]
+    return known + sorted(set(present) - set(known))
+
+
+def _order(frame: pd.DataFrame, constitution: Constitution) -> pd.DataFrame:
+    """Sort by judge, principle (constitution order), generator."""
+    rank = {p: i for i, p in enumerate(_principle_order(constitution, frame["principle"]))}
+    key = frame["principle"].map(rank)
+    out = frame.assign(_rank=key).sort_values(["judge", "_rank", "generator"], kind="stable")
+    return out.drop(columns="_rank").reset_index(drop=True)
+
+
+# --------------------------------------------------------------------------- summary
+
+
+def summary(
+    verdicts: pd.DataFrame, constitution: Constitution, *, n_boot: int = 2000, seed: int = 0, level: float = 0.95
+) -> pd.DataFrame:
+    """One row per (judge, principle, generator): counts, mean score with bootstrap CI, pass rate with
+    Wilson CI, and mean normalized score. Principles in constitution order."""
+    if verdicts.empty:
+        return pd.DataFrame(columns=SUMMARY_COLUMNS)
+    status = verdicts.groupby(KEYS)["status"].value_counts().unstack(fill_value=0)
+    good = scored(verdicts, constitution)
+    groups = dict(list(good.groupby(KEYS)))
+    rows = []
+    for key in status.index:
+        counts = status.loc[key]
+        stats = _group_stats(groups.get(key), n_boot=n_boot, seed=seed, level=level)
+        ids = dict(zip(KEYS, key, strict=True))
+        rows.append(
+            {**ids, "n_unscored": int(counts.get("unscored", 0)), "n_error": int(counts.get("error", 0)), **stats}
+        )
+    return _order(pd.DataFrame(rows, columns=SUMMARY_COLUMNS), constitution)
+
+
+def _group_stats(rows: pd.DataFrame | None, *, n_boot: int, seed: int, level: float) -> dict[str, float]:
+    """Statistics of one (judge, principle, generator) group's scored rows."""
+    if rows is None or rows.empty:
+        return {"n": 0} | dict.fromkeys(SUMMARY_COLUMNS[6:], math.nan)
+    per_case = rows.groupby("case_id")["score"].mean().to_numpy()  # a case is the resampling unit
+    low, high = bootstrap_mean_ci(per_case, n_boot=n_boot, seed=seed, level=level)
+    k, n = int(rows["passed"].sum()), len(rows)
+    pass_low, pass_high = wilson_interval(k, n, level)
+    return {
+        "n": n,
+        "mean": float(per_case.mean()),
+        "ci_low": low,
+        "ci_high": high,
+        "pass_rate": k / n,
+        "pass_low": pass_low,
+        "pass_high": pass_high,
+        "mean_normalized": float(rows.groupby("case_id")["normalized"].mean().mean()),
+    }
+
+
+# --------------------------------------------------------------------------- overall
+
+
+def overall(
+    verdicts: pd.DataFrame, constitution: Constitution, *, n_boot: int = 2000, seed: int = 0, level: float = 0.95
+) -> pd.DataFrame:
+    """Per (judge, generator): the principle-weighted mean of mean normalized scores, with a bootstrap CI.
+
+    The estimate is sum(w_p * m_p) / sum(w_p) over the principles p that have scores, where m_p is the
+    mean over cases of principle p's normalized score (so it agrees with `summary`'s mean_normalized).
+    The interval resamples whole cases, keeping each case's principles together.
+    """
+    good = scored(verdicts, constitution) if not verdicts.empty else verdicts
+    rows = []
+    for (judge, generator), group in good.groupby(["judge", "generator"]):
+        matrix, weights = case_matrix(group, constitution)
+        counts = resample_counts(len(matrix), n_boot, np.random.default_rng(seed))
+        low, high = _percentiles(weighted_mean(matrix, weights, counts), level)
+        rows.append([judge, generator, len(matrix), float(weighted_mean(matrix, weights)[0]), low, high])
+    out = pd.DataFrame(rows, columns=OVERALL_COLUMNS)
+    return out.sort_values(["judge", "generator"], kind="stable").reset_index(drop=True)
+
+
+def case_matrix(group: pd.DataFrame, constitution: Constitution) -> tuple[np.ndarray, np.ndarray]:
+    """Cases × principles matrix of normalized scores (NaN where missing) and the principles' weights."""
+    table = group.pivot_table(index="case_id", columns="principle", values="normalized", aggfunc="mean")
+    order = [p for p in _principle_order(constitution, group["principle"]) if p in table.columns]
+    weight = {p.id: p.weight for p in constitution.principles}
+    return table[order].to_numpy(dtype=float), np.array([weight.get(p, 1.0) for p in order])
+
+
+def weighted_mean(matrix: np.ndarray, weights: np.ndarray, counts: np.ndarray | None = None) -> np.ndarray:
+    """Weighted mean over principles of per-principle mean scores, skipping principles with no scores.
+
+    `counts` (resamples × cases) says how often each case is drawn; one result per resample. Without it,
+    each case counts once. Works from counts so a bootstrap never copies the data.
+    """
+    if counts is None:
+        counts = np.ones((1, len(matrix)))
+    present = ~np.isnan(matrix)
+    sums = counts @ np.where(present, matrix, 0.0)
+    ns = counts @ present.astype(float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        means = sums / ns
+    have = ns > 0
+    total = (np.where(have, means, 0.0) * weights).sum(axis=1)
+    return total / np.where(have, weights, 0.0).sum(axis=1)
