@@ -1,7 +1,8 @@
 """The ``harness`` command.
 
 User mistakes (bad YAML, missing files, unset key variables) print one short message and exit 2;
-a run with failed judge calls exits 1; interrupted runs say how to resume.
+a run with failed judge calls exits 1; a run stopped by ``--max-cost`` exits 3; interrupted runs say how
+to resume.
 """
 
 from __future__ import annotations
@@ -10,8 +11,16 @@ import argparse
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
+from harness import cli_compare, cli_data
 from harness.errors import ConfigError, HarnessError
+
+if TYPE_CHECKING:
+    from harness.engine.runner import RunResult
+    from harness.schema import JudgeUsage, RunManifest
+
+EXIT_BUDGET = 3  # stopped by --max-cost: nothing half-written, rerun to continue
 
 
 def _add_run(sub: argparse._SubParsersAction) -> None:
@@ -26,6 +35,9 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-cache", action="store_true", help="neither read nor write the judge cache")
     p.add_argument("--refresh", action="store_true", help="ignore cached answers (still writes new ones)")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress display")
+    p.add_argument("--max-cost", type=_usd, metavar="USD",
+                   help="stop starting judge calls once this invocation has spent USD (judge configs set "
+                   "price_per_million_input/output); calls in flight finish and are saved; rerun to continue")
     p.add_argument("--pairwise", action="store_true", help="also compare candidates pairwise (both orders)")
     p.add_argument("--pairwise-only", action="store_true", help="pairwise judging only, no pointwise scores")
     p.add_argument("--single-order", action="store_true", help="pairwise in one (seeded random) order only")
@@ -33,10 +45,22 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_run)
 
 
+def _usd(text: str) -> float:
+    """A positive amount of US dollars (``--max-cost``)."""
+    try:
+        value = float(text.lstrip("$"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an amount of US dollars: {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0, got {text!r}")
+    return value
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from harness.engine.runner import RunOptions, resume, run
 
-    common = dict(use_cache=not args.no_cache, refresh=args.refresh, quiet=args.quiet)
+    common: dict[str, Any] = dict(use_cache=not args.no_cache, refresh=args.refresh, quiet=args.quiet,
+                                  max_cost=args.max_cost)
     if args.resume:
         result = resume(args.resume, **common)
     else:
@@ -44,13 +68,48 @@ def cmd_run(args: argparse.Namespace) -> int:
                                 out=args.out, run_id=args.run_id, seed=args.seed, **common,
                                 **_protocol_options(args)))
     _print_summary(result.run_dir)
+    print(format_accounting(result))
     c = result.counts
     print(f"\nverdicts: {c['scored']} scored, {c['unscored']} unscored, {c['error']} errors")
     print(f"run folder: {result.run_dir}\nreport: {result.run_dir / 'report.html'}")
+    if result.left:
+        print(f"stopped: the --max-cost budget of ${args.max_cost:g} was reached; {result.left} items were not "
+              "started (no row is half-written). Run the same command again, with a larger --max-cost if "
+              "needed, to continue.", file=sys.stderr)
+        return EXIT_BUDGET
     return 1 if c["error"] else 0
 
 
-def _protocol_options(args: argparse.Namespace) -> dict[str, object]:
+def format_accounting(result: RunResult) -> str:
+    """What this invocation did per judge (calls, retries by cause, cache hits, tokens, spend) and run spend."""
+    from harness.engine.store import read_run
+
+    manifest = read_run(result.run_dir).manifest
+    session = result.session
+    if session is None:
+        return "\nnothing left to judge: every item already has a verdict in the run folder (0 judge calls)"
+    lines = [f"\njudge calls ({session.elapsed_s:.1f}s):"]
+    for judge, u in session.judges.items():
+        causes = ", ".join(f"{k}: {n}" for k, n in u.retries.items())
+        retries = f"{sum(u.retries.values())} ({causes})" if causes else "0"
+        spend = f"${u.spend_usd:.4f}" if u.spend_usd is not None else "spend not tracked (no prices)"
+        cut = f", concurrency cut to {u.lowest_concurrency} by 429s" if _was_cut(manifest, judge, u) else ""
+        lines.append(f"  {judge}: {u.calls} calls for {u.items} items, retries {retries}, cache hits "
+                     f"{u.cache_hits}, tokens {u.tokens_in:,} in / {u.tokens_out:,} out, {spend}{cut}")
+    lines.append(f"  generation: ${session.generation_spend_usd:.4f}")
+    total = manifest.spend.total if manifest.spend else session.spend_usd
+    lines.append(f"spend: ${session.spend_usd:.4f} this invocation, ${total:.4f} for the whole run")
+    return "\n".join(lines)
+
+
+def _was_cut(manifest: RunManifest, judge: str, usage: JudgeUsage) -> bool:
+    """Whether 429s held the judge's concurrency below what its config allows."""
+    configured = next((c.get("max_concurrency") for c in manifest.judge_configs if c.get("id") == judge), None)
+    return isinstance(configured, int) and usage.lowest_concurrency is not None and \
+        usage.lowest_concurrency < configured
+
+
+def _protocol_options(args: argparse.Namespace) -> dict[str, Any]:
     from harness.engine.plan import PairPlan
 
     pairs = PairPlan(both_orders=not args.single_order,
@@ -135,6 +194,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("schemas", help="regenerate the JSON Schemas in harness/schemas/")
     p.add_argument("--check", action="store_true", help="only report stale schemas")
     p.set_defaults(func=cmd_schemas)
+    cli_compare.add_parser(sub)
+    cli_data.add_parsers(sub)
     return parser
 
 

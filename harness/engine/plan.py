@@ -37,8 +37,9 @@ class WorkItem(BaseModel):
     principle: str
     template: str
     request: BackendRequest
-    kind: Literal["pointwise", "pairwise"] = "pointwise"
+    kind: Literal["pointwise", "pairwise", "generate"] = "pointwise"
     other: str = ""  # pairwise: the generator shown second (``generator`` is shown first)
+    step: str = ""  # generate: sample, critique or revision
 
 
 def content_hash(payload: Any) -> str:
@@ -48,14 +49,14 @@ def content_hash(payload: Any) -> str:
 
 
 def make_item(judge: str, identity: dict[str, Any], case_id: str, generator: str, principle: str,
-              request: BackendRequest, template: str = TEMPLATE_VERSION, other: str = "") -> WorkItem:
+              request: BackendRequest, template: str = TEMPLATE_VERSION, other: str = "", step: str = "") -> WorkItem:
     """A work item with its hashes computed."""
     cache_key = content_hash({"backend": identity, "template": template, "request": request.model_dump(mode="json")})
     item_id = content_hash({"judge": judge, "cache_key": cache_key, "case": case_id, "generator": generator,
-                            "other": other})[:32]
-    kind: Literal["pointwise", "pairwise"] = "pairwise" if other else "pointwise"
+                            "other": other, "step": step})[:32]
+    kind: Literal["pointwise", "pairwise", "generate"] = "generate" if step else "pairwise" if other else "pointwise"
     return WorkItem(item_id=item_id, cache_key=cache_key, judge=judge, case_id=case_id, generator=generator,
-                    principle=principle, template=template, request=request, kind=kind, other=other)
+                    principle=principle, template=template, request=request, kind=kind, other=other, step=step)
 
 
 @dataclass

@@ -9,6 +9,7 @@ A run folder holds::
     verdicts.parquet     the same verdicts as a table, written when the run completes
     pairwise.jsonl       append-only ordered pairwise judgments (PairVerdict), when pairwise judging ran
     pairwise.parquet     the same as a table
+    generations.jsonl    generated texts (samples, critiques, revisions), when generation ran
     report.html          the self-contained report
 
 Every stage after judging reads this folder, never in-process state.
@@ -26,9 +27,8 @@ from typing import IO, Any
 import pandas as pd
 
 from harness.errors import RunError
-from harness.schema import Case, Constitution, PairVerdict, RunManifest, Verdict
+from harness.schema import Case, Constitution, Generation, PairVerdict, RunManifest, Verdict
 
-Record = Verdict | PairVerdict
 
 MANIFEST = "manifest.json"
 CONSTITUTION = "constitution.json"
@@ -37,7 +37,11 @@ VERDICTS = "verdicts.jsonl"
 VERDICTS_PARQUET = "verdicts.parquet"
 PAIRS = "pairwise.jsonl"
 PAIRS_PARQUET = "pairwise.parquet"
+GENERATIONS = "generations.jsonl"
 REPORT = "report.html"
+
+Record = Verdict | PairVerdict | Generation
+FILES: dict[type[Record], str] = {Verdict: VERDICTS, PairVerdict: PAIRS, Generation: GENERATIONS}
 
 
 def write_atomic(path: Path, text: str) -> None:
@@ -93,7 +97,7 @@ class RunStore:
     def done_items(self) -> dict[str, Record]:
         """Records already written (pointwise and pairwise), by item id; repairs a torn last line."""
         done: dict[str, Record] = {}
-        for name, model in ((VERDICTS, Verdict), (PAIRS, PairVerdict)):
+        for model, name in FILES.items():
             for row in self._repaired_rows(self.root / name):
                 done[row["item_id"]] = model.model_validate(row)  # a redone error is superseded by its retry
         return done
@@ -111,7 +115,7 @@ class RunStore:
         """Append records as whole lines (verdicts and pairwise judgments to their own files), flushed at once."""
         lines: dict[str, list[str]] = {}
         for rec in records:
-            lines.setdefault(PAIRS if isinstance(rec, PairVerdict) else VERDICTS, []).append(rec.model_dump_json())
+            lines.setdefault(FILES[type(rec)], []).append(rec.model_dump_json())
         for name, chunk in lines.items():
             fh = self._files.get(name) or self._files.setdefault(name, (self.root / name).open("a", encoding="utf-8"))
             fh.write("\n".join(chunk) + "\n")

@@ -25,6 +25,7 @@ from markupsafe import Markup, escape
 
 from harness.analysis.scores import overall, summary
 from harness.engine.store import REPORT, RunData, read_run, write_atomic
+from harness.report.sections import sections
 from harness.schema import Case, Constitution, HumanPreference
 
 # Okabe-Ito: distinguishable with the common colour-vision deficiencies, readable on white.
@@ -109,6 +110,7 @@ def _context(run: RunData) -> dict[str, Any]:
         "charts": [_chart_svg(table, run.constitution, j, generators, colours) for j in judges],
         "cases": _case_views(run, judges),
         "tags": sorted({t for c in run.cases for t in c.tags}),
+        "sections": sections(run),
     }
 
 

@@ -1,0 +1,139 @@
+"""Meta-evaluation: how often a judge agrees with human preference labels, under several protocols.
+
+Protocols (one row each per judge × principle):
+
+- ``single-order``: one pairwise judgment per labelled pair, in a seeded random order (the order a run with
+  ``--single-order`` would have used);
+- ``both-orders``: the two orders' probabilities averaged, then the side above 0.5 picked;
+- ``soft``: the probability the judge gave the human's choice (expected accuracy of sampling its soft label);
+- ``pointwise``: the candidate with the higher pointwise score (expected score when a distribution exists).
+
+In the hard protocols a tie counts as half right, as a coin flip would break it; ``ties`` says how many.
+
+Labels are compared in a per-case coin-flip frame (which of the two is called "first" is seeded random), so
+Cohen's kappa is meaningful even when every human label names the same generator.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+
+import numpy as np
+import pandas as pd
+
+from harness.analysis.pairwise import combine_orders
+from harness.analysis.scores import bootstrap_mean_ci, wilson_interval
+from harness.analysis.stats import label_agreement
+from harness.engine.plan import single_order
+from harness.engine.store import RunData
+from harness.schema import Case
+
+COLUMNS = ["judge", "principle", "protocol", "n", "accuracy", "ci_low", "ci_high", "kappa", "ties"]
+
+
+def _labelled(cases: list[Case], principles: list[str]) -> Iterator[tuple[Case, str]]:
+    for case in cases:
+        pref = case.human_preference
+        if pref is not None:
+            for pid in principles if pref.principle is None else [pref.principle]:
+                yield case, pid
+
+
+def _frame(case: Case, seed: int) -> tuple[str, str]:
+    pref = case.human_preference
+    assert pref is not None
+    return single_order(pref.chosen, pref.rejected, seed, case.id)
+
+
+def _side(frame: tuple[str, str], p_first: float) -> str:
+    return "tie" if p_first == 0.5 else ("first" if p_first > 0.5 else "second")
+
+
+def _truth(case: Case, frame: tuple[str, str]) -> str:
+    assert case.human_preference is not None
+    return "first" if frame[0] == case.human_preference.chosen else "second"
+
+
+def _hard_row(judge: str, principle: str, protocol: str, pred: list[str], truth: list[str]) -> dict[str, object]:
+    """Accuracy counting a tie as half right (a coin would break it), Wilson interval, Cohen's kappa."""
+    agree = label_agreement(pred, truth)
+    ties = pred.count("tie")
+    hits = sum(p == t for p, t in zip(pred, truth, strict=True)) + ties / 2
+    lo, hi = wilson_interval(hits, len(truth))  # type: ignore[arg-type]
+    return {"judge": judge, "principle": principle, "protocol": protocol, "n": len(truth),
+            "accuracy": hits / len(truth), "ci_low": lo, "ci_high": hi, "kappa": agree["kappa"], "ties": ties}
+
+
+def _soft_row(judge: str, principle: str, probs: list[float], seed: int) -> dict[str, object]:
+    lo, hi = bootstrap_mean_ci(np.asarray(probs), seed=seed)
+    mean = float(np.mean(probs)) if probs else math.nan
+    return {"judge": judge, "principle": principle, "protocol": "soft", "n": len(probs), "accuracy": mean,
+            "ci_low": lo, "ci_high": hi, "kappa": math.nan, "ties": 0}
+
+
+def pairwise_agreement(run: RunData, seed: int = 0) -> list[dict[str, object]]:
+    """single-order, both-orders and soft agreement from the run's pairwise judgments."""
+    if run.pairs.empty:
+        return []
+    combined = combine_orders(run.pairs).set_index(["judge", "principle", "case_id", "a", "b"])
+    ordered = run.pairs[run.pairs["status"] == "scored"].set_index(["judge", "principle", "case_id", "first", "second"])
+    rows = []
+    principles = [p.id for p in run.constitution.principles]
+    for judge in sorted(run.pairs["judge"].unique()):
+        for pid in principles:
+            acc: dict[str, list] = {"single": [], "single_t": [], "both": [], "both_t": [], "soft": []}
+            for case, _ in ((c, p) for c, p in _labelled(run.cases, principles) if p == pid):
+                _collect(acc, case, judge, pid, combined, ordered, seed)
+            if acc["both"]:
+                rows.append(_hard_row(judge, pid, "both-orders", acc["both"], acc["both_t"]))
+                rows.append(_soft_row(judge, pid, acc["soft"], seed))
+            if acc["single"]:
+                rows.append(_hard_row(judge, pid, "single-order", acc["single"], acc["single_t"]))
+    return rows
+
+
+def _collect(acc: dict[str, list], case: Case, judge: str, pid: str, combined: pd.DataFrame,
+             ordered: pd.DataFrame, seed: int) -> None:
+    frame = _frame(case, seed)
+    truth = _truth(case, frame)
+    a, b = sorted(frame)
+    key = (judge, pid, case.id, a, b)
+    if key in combined.index:
+        p_a = float(combined.loc[key, "p_a"])
+        p_first = p_a if frame[0] == a else 1 - p_a
+        acc["both"].append(_side(frame, p_first))
+        acc["both_t"].append(truth)
+        acc["soft"].append(p_first if truth == "first" else 1 - p_first)
+    okey = (judge, pid, case.id, *frame)
+    if okey in ordered.index:
+        winner = ordered.loc[okey, "winner"]
+        winner = winner.iloc[0] if isinstance(winner, pd.Series) else winner
+        acc["single"].append(str(winner))
+        acc["single_t"].append(truth)
+
+
+def pointwise_agreement(run: RunData, seed: int = 0) -> list[dict[str, object]]:
+    """Agreement of pointwise scores (higher score wins) with the human labels."""
+    good = run.verdicts[run.verdicts["status"] == "scored"]
+    score = good.groupby(["judge", "principle", "case_id", "generator"])["score"].mean().to_dict()
+    principles = [p.id for p in run.constitution.principles]
+    rows = []
+    for judge in sorted(good["judge"].unique()):
+        for pid in principles:
+            pred, truth = [], []
+            for case, _ in ((c, p) for c, p in _labelled(run.cases, principles) if p == pid):
+                frame = _frame(case, seed)
+                s = [score.get((judge, pid, case.id, g)) for g in frame]
+                if s[0] is not None and s[1] is not None:
+                    pred.append("tie" if s[0] == s[1] else ("first" if s[0] > s[1] else "second"))
+                    truth.append(_truth(case, frame))
+            if truth:
+                rows.append(_hard_row(judge, pid, "pointwise", pred, truth))
+    return rows
+
+
+def human_agreement(run: RunData, seed: int = 0) -> pd.DataFrame:
+    """Every protocol's agreement with the human labels, per judge and principle."""
+    rows = pairwise_agreement(run, seed) + pointwise_agreement(run, seed)
+    return pd.DataFrame(rows, columns=COLUMNS)

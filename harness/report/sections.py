@@ -1,0 +1,120 @@
+"""Optional analysis sections of the report: each is a titled table computed from the run folder.
+
+A section appears only when the run holds what it needs (pairwise judgments, human labels, a comparison,
+revisions). Every number comes from a named function of :mod:`harness.analysis`, so it can be recomputed.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+
+from harness.engine.store import RunData
+
+
+@dataclass
+class Section:
+    """A titled table for the report."""
+
+    id: str
+    title: str
+    note: str
+    columns: list[str]
+    rows: list[list[str]]
+    source: str
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return "–" if math.isnan(value) else f"{value:.3f}"
+    if value is None:
+        return "–"
+    return str(value)
+
+
+def table_section(sid: str, title: str, note: str, frame: pd.DataFrame, source: str) -> Section | None:
+    """A section from a DataFrame (None when the frame is empty)."""
+    if frame is None or frame.empty:
+        return None
+    rows = [[_cell(v) for v in row] for row in frame.itertuples(index=False)]
+    return Section(sid, title, note, [str(c) for c in frame.columns], rows, source)
+
+
+def _agreement(run: RunData) -> Section | None:
+    if not any(c.human_preference for c in run.cases):
+        return None
+    from harness.analysis.agreement import human_agreement
+
+    note = ("Judge vs human preference labels. single-order: one seeded order per pair; both-orders: the two "
+            "orders' probabilities averaged; soft: the probability given to the human's choice; pointwise: the "
+            "higher score wins. Accuracy with a 95% interval (Wilson; bootstrap for soft) and Cohen's kappa.")
+    return table_section("agreement", "Agreement with human labels", note, human_agreement(run),
+                         "harness.analysis.agreement.human_agreement")
+
+
+def _position(run: RunData) -> Section | None:
+    if run.pairs.empty:
+        return None
+    from harness.analysis.pairwise import position_bias
+
+    note = ("Pairwise judgments: how often the first-shown response was preferred (0.5 is unbiased), mean "
+            "P(first better), tie rate, and the share of pairs whose verdict held when the order was swapped.")
+    return table_section("position", "Pairwise position bias", note, position_bias(run.pairs),
+                         "harness.analysis.pairwise.position_bias")
+
+
+def _win_probability(run: RunData) -> Section | None:
+    if run.pairs.empty:
+        return None
+    from harness.analysis.pairwise import combine_orders, soft_wins
+
+    wins = soft_wins(combine_orders(run.pairs))
+    table = wins.groupby(["judge", "principle", "generator"], as_index=False, sort=False).agg(
+        cases=("case_id", "nunique"), mean_p_win=("p_win", "mean"))
+    note = "Mean probability that a generator's response beats the others in its case (orders combined)."
+    return table_section("wins", "Pairwise win probability", note, table,
+                         "harness.analysis.pairwise.soft_wins")
+
+
+def _revisions(run: RunData) -> Section | None:
+    path = run.root / "revisions.jsonl"
+    if not path.exists():
+        return None
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    frame = pd.DataFrame(rows)
+    if frame.empty:
+        return None
+    table = frame.groupby("principle", as_index=False).agg(
+        targets=("status", "size"), revised=("status", lambda s: int((s == "ok").sum())),
+        confirmed_better=("confirmed", lambda s: int((s == True).sum())))  # noqa: E712
+    note = "Critique → revision: candidates revised per principle, and how many re-judging confirmed better."
+    return table_section("revisions", "Critique and revision", note, table, "revisions.jsonl")
+
+
+def _comparison(run: RunData) -> Section | None:
+    path = run.root / "comparison.json"
+    if not path.exists():
+        return None
+    data = json.loads(path.read_text(encoding="utf-8"))
+    frame = pd.DataFrame(data.get("rows", []))
+    warnings = " ".join(f"Warning: {w}" for w in data.get("warnings", []))
+    note = (f"This run compared with baseline {data.get('base')} by `harness compare` (paired by case): "
+            f"{data.get('n_regressions', 0)} regression(s) flagged. {warnings}")
+    return table_section("comparison", "Comparison with the baseline", note, frame,
+                         "harness.analysis.compare.compare_runs")
+
+
+BUILDERS: list[Callable[[RunData], Section | None]] = [_comparison, _agreement, _position, _win_probability,
+                                                        _revisions]
+
+
+def sections(run: RunData) -> list[Section]:
+    """Every optional section this run has data for."""
+    return [s for s in (build(run) for build in BUILDERS) if s is not None]
