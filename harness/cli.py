@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from harness import cli_compare, cli_data
+from harness import cli_compare, cli_data, cli_export
 from harness.errors import ConfigError, HarnessError
 
 if TYPE_CHECKING:
@@ -196,6 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_schemas)
     cli_compare.add_parser(sub)
     cli_data.add_parsers(sub)
+    cli_export.add_parser(sub)
     return parser
 
 

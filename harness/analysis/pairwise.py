@@ -40,8 +40,9 @@ def combine_orders(pairs: pd.DataFrame) -> pd.DataFrame:
     s = orient(pairs)
     grouped = s.groupby(KEYS, sort=True)
     out = grouped.agg(p_a=("p_a", "mean"), n_orders=("p_a", "size")).reset_index()
-    winners = grouped["winner_gen"].agg(lambda w: bool(w.nunique() == 1) if len(w) > 1 else None)
-    out["consistent"] = winners.to_numpy()
+    # Vectorised: the verdict held when every order named the same winner (only defined with two orders).
+    same = grouped["winner_gen"].nunique().to_numpy() == 1
+    out["consistent"] = pd.Series(same, dtype=object).where(out["n_orders"].to_numpy() > 1, None).to_numpy()
     out["p_a_first_shown"] = _by_order(s, True).reindex(pd.MultiIndex.from_frame(out[KEYS])).to_numpy()
     out["p_a_second_shown"] = _by_order(s, False).reindex(pd.MultiIndex.from_frame(out[KEYS])).to_numpy()
     return out[cols]
@@ -95,6 +96,7 @@ def rankings(combined: pd.DataFrame, constitution: Constitution) -> pd.DataFrame
     overall_df = overall[["wp", "w"]].sum()
     overall_df = overall_df.assign(p_win=overall_df["wp"] / overall_df["w"], principle="overall")
     table = pd.concat([wins.drop(columns="w"), overall_df[["judge", "case_id", "generator", "p_win", "principle"]]])
+    table["p_win"] = table["p_win"].round(9)  # equal win rates must not be split by float noise
     table["rank"] = table.groupby(["judge", "principle", "case_id"])["p_win"].rank(ascending=False, method="min")
     return table.sort_values(["judge", "case_id", "principle", "rank"]).reset_index(drop=True)
 
