@@ -9,12 +9,15 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import pandas as pd
+from markupsafe import Markup
 
 from harness.engine.store import RunData
+from harness.report.charts import line_chart
 
 
 @dataclass
@@ -27,6 +30,7 @@ class Section:
     columns: list[str]
     rows: list[list[str]]
     source: str
+    figures: list[tuple[str, Markup]] = field(default_factory=list)
 
 
 def _cell(value: Any) -> str:
@@ -111,8 +115,61 @@ def _comparison(run: RunData) -> Section | None:
                          "harness.analysis.compare.compare_runs")
 
 
+def _scaling(run: RunData) -> Section | None:
+    from harness.analysis.stats import generator_parameters, scaling_fit
+
+    params = generator_parameters(run)
+    scored = run.verdicts[run.verdicts["status"] == "scored"]
+    if len([g for g in scored["generator"].unique() if params.get(g)]) < 3:
+        return None
+    rows, figures = [], []
+    for (judge, principle), group in scored.groupby(["judge", "principle"], sort=False):
+        fit, curve = scaling_fit(group, params)
+        if curve.empty:
+            continue
+        rows.append({"judge": judge, "principle": principle, **fit})
+        means = group.groupby("generator")["score"].mean()
+        points = [(float(np.log10(params[g])), float(m), g) for g, m in means.items() if params.get(g)]
+        figures.append((f"{judge} · {principle}", line_chart(
+            curve["log10_parameters"], curve["fit"], curve["lo"], curve["hi"], points=points,
+            xlabel="log10 parameters", ylabel="mean score", title=f"{judge} {principle} scaling")))
+    section = table_section("scaling", "Score against model size", "Least-squares fit of each generator's mean "
+                            "score on log10(parameters), slope per tenfold size with a case-bootstrap 95% CI.",
+                            pd.DataFrame(rows), "harness.analysis.stats.scaling_fit")
+    if section is not None:
+        section.figures = figures
+    return section
+
+
+def _convergence(run: RunData) -> Section | None:
+    from harness.analysis.sequential import convergence_curve
+
+    order = {c.id: i for i, c in enumerate(run.cases)}  # cases.jsonl holds the planned (judging) order
+    scored = run.verdicts[run.verdicts["status"] == "scored"].copy()
+    if scored.empty or len(order) < 5:
+        return None
+    scored["pos"] = scored["case_id"].map(order)
+    figures, rows = [], []
+    ordered = scored.sort_values("pos")
+    for (judge, principle, gen), g in ordered.groupby(["judge", "principle", "generator"], sort=False):
+        curve = convergence_curve(g["normalized"].to_numpy(dtype=float))
+        last = curve.iloc[-1]
+        rows.append({"judge": judge, "principle": principle, "generator": gen, "n": int(last["n"]),
+                     "estimate": float(last["estimate"]), "half_width": float(last["half_width"])})
+        figures.append((f"{judge} · {principle} · {gen}", line_chart(
+            curve["n"], curve["estimate"], curve["lo"], curve["hi"], xlabel="verdicts (n)",
+            ylabel="normalized score", title=f"{judge} {principle} {gen} convergence", width=240, height=150)))
+    note = ("Running mean of the normalized score with its anytime-valid 95% confidence sequence (empirical "
+            "Bernstein), in judging order; `--target-ci W` stops a principle × generator once the half-width < W.")
+    section = table_section("convergence", "Convergence", note, pd.DataFrame(rows),
+                            "harness.analysis.sequential.convergence_curve")
+    if section is not None:
+        section.figures = figures
+    return section
+
+
 BUILDERS: list[Callable[[RunData], Section | None]] = [_comparison, _agreement, _position, _win_probability,
-                                                        _revisions]
+                                                        _revisions, _scaling, _convergence]
 
 
 def sections(run: RunData) -> list[Section]:

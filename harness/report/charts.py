@@ -1,0 +1,90 @@
+"""Small inline-SVG charts for report sections: a line with a shaded band, and optional labelled points.
+
+Only numbers and our own labels go into the SVG; any text is escaped.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from markupsafe import Markup, escape
+
+
+@dataclass
+class Frame:
+    """Plot area and data ranges of one chart."""
+
+    width: int
+    height: int
+    x_range: tuple[float, float]
+    y_range: tuple[float, float]
+    pad: int = 34
+
+    def x(self, v: float) -> float:
+        lo, hi = self.x_range
+        return self.pad + (v - lo) / ((hi - lo) or 1) * (self.width - self.pad - 8)
+
+    def y(self, v: float) -> float:
+        lo, hi = self.y_range
+        return self.height - self.pad + 6 - (v - lo) / ((hi - lo) or 1) * (self.height - self.pad - 6)
+
+
+def _range(values: Sequence[float]) -> tuple[float, float]:
+    good = [v for v in values if not math.isnan(v)]
+    if not good:
+        return 0.0, 1.0
+    lo, hi = min(good), max(good)
+    margin = (hi - lo) * 0.05 or 0.5
+    return lo - margin, hi + margin
+
+
+def _path(f: Frame, xs: Sequence[float], ys: Sequence[float]) -> str:
+    pts = [(f.x(x), f.y(y)) for x, y in zip(xs, ys, strict=True) if not math.isnan(y)]
+    return " ".join(f"{'M' if i == 0 else 'L'}{px:.1f},{py:.1f}" for i, (px, py) in enumerate(pts))
+
+
+def _band(f: Frame, xs: Sequence[float], lo: Sequence[float], hi: Sequence[float]) -> str:
+    top = [(f.x(x), f.y(h)) for x, h in zip(xs, hi, strict=True) if not math.isnan(h)]
+    bottom = [(f.x(x), f.y(low)) for x, low in zip(xs, lo, strict=True) if not math.isnan(low)][::-1]
+    pts = top + bottom
+    return "M" + " L".join(f"{px:.1f},{py:.1f}" for px, py in pts) + " Z" if pts else ""
+
+
+def _axes(f: Frame, xlabel: str, ylabel: str) -> str:
+    x0, x1 = f.x_range
+    y0, y1 = f.y_range
+    base = f.height - f.pad + 6
+    return (
+        f'<line x1="{f.pad}" y1="{base}" x2="{f.width - 8}" y2="{base}" stroke="#8c959f"/>'
+        f'<line x1="{f.pad}" y1="6" x2="{f.pad}" y2="{base}" stroke="#8c959f"/>'
+        f'<text x="{f.pad}" y="{base + 12}" font-size="10">{x0:.3g}</text>'
+        f'<text x="{f.width - 8}" y="{base + 12}" font-size="10" text-anchor="end">{x1:.3g}</text>'
+        f'<text x="{f.pad - 3}" y="{base}" font-size="10" text-anchor="end">{y0:.2f}</text>'
+        f'<text x="{f.pad - 3}" y="14" font-size="10" text-anchor="end">{y1:.2f}</text>'
+        f'<text x="{(f.width + f.pad) / 2:.0f}" y="{f.height - 2}" font-size="10" text-anchor="middle">'
+        f"{escape(xlabel)}</text>"
+        f'<text x="10" y="{f.height / 2:.0f}" font-size="10" text-anchor="middle" '
+        f'transform="rotate(-90 10 {f.height / 2:.0f})">{escape(ylabel)}</text>'
+    )
+
+
+def line_chart(xs: Sequence[float], ys: Sequence[float], lo: Sequence[float], hi: Sequence[float], *,
+               xlabel: str, ylabel: str, title: str, points: Sequence[tuple[float, float, str]] = (),
+               width: int = 300, height: int = 180) -> Markup:
+    """A line with a shaded interval band, optional labelled points, axes with end labels."""
+    y_all = [*ys, *lo, *hi, *(p[1] for p in points)]
+    f = Frame(width, height, _range([*xs, *(p[0] for p in points)]), _range(y_all))
+    dots = "".join(
+        f'<circle cx="{f.x(px):.1f}" cy="{f.y(py):.1f}" r="3" fill="#0072B2"/>'
+        f'<text x="{f.x(px) + 4:.1f}" y="{f.y(py) - 4:.1f}" font-size="9">{escape(label)}</text>'
+        for px, py, label in points)
+    svg = (
+        f'<svg class="mini" viewBox="0 0 {width} {height}" width="{width}" height="{height}" role="img">'
+        f"<title>{escape(title)}</title>"
+        f'<path d="{_band(f, xs, lo, hi)}" fill="#0072B2" fill-opacity="0.15" stroke="none"/>'
+        f'<path d="{_path(f, xs, ys)}" fill="none" stroke="#0072B2" stroke-width="1.5"/>'
+        f"{dots}{_axes(f, xlabel, ylabel)}</svg>"
+    )
+    return Markup(svg)
