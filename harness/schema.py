@@ -195,6 +195,24 @@ class JudgeConfig(Strict):
     retries: int = Field(default=4, ge=0, description="Retries of a failed or malformed call.")
     principles: list[str] | None = Field(default=None, description="Only judge these principles.")
     description: str = Field(default="", description="What this judge is, and what it can and cannot do.")
+    price_per_million_input: float | None = Field(
+        default=None, ge=0,
+        description="US dollars per million prompt tokens. With the output price, the judge's spend is shown "
+        "and counted against --max-cost; unset means its calls are treated as free (a local model).",
+    )
+    price_per_million_output: float | None = Field(
+        default=None, ge=0, description="US dollars per million generated tokens (see price_per_million_input)."
+    )
+
+    def cost(self, tokens_in: int, tokens_out: int) -> float:
+        """What a call with these token counts costs, in US dollars (0 without prices)."""
+        return (tokens_in * (self.price_per_million_input or 0.0)
+                + tokens_out * (self.price_per_million_output or 0.0)) / 1e6
+
+    @property
+    def priced(self) -> bool:
+        """Whether any price is set (so spend is tracked)."""
+        return self.price_per_million_input is not None or self.price_per_million_output is not None
 
 
 # --------------------------------------------------------------------------- outputs
@@ -214,7 +232,9 @@ class Verdict(BaseModel):
     principle: str = Field(description="Principle id.")
     judge: str = Field(description="Judge id.")
     status: VerdictStatus = Field(description="scored, unscored (answer unusable) or error (call failed).")
-    score: float | None = Field(default=None, description="Score on the rubric scale (expected value if a distribution).")
+    score: float | None = Field(
+        default=None, description="Score on the rubric scale (expected value if a distribution)."
+    )
     normalized: float | None = Field(default=None, description="Score mapped to 0..1.")
     distribution: list[float] | None = Field(default=None, description="P(score = k) for k = 1..N, when known.")
     passed: bool | None = Field(default=None, description="Score at or above the principle's pass threshold.")
@@ -253,11 +273,72 @@ class PairVerdict(BaseModel):
     attempts: int = Field(default=1, description="Calls made, retries included.")
 
 
+class Generation(BaseModel):
+    """One generated text (a sampled candidate, a critique or a revision): a row of generations.jsonl."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    item_id: str = Field(description="Content hash of the work item.")
+    case_id: str = Field(description="The case the text belongs to.")
+    generator: str = Field(description="The candidate concerned (critique, revision) or the new sample's name.")
+    principle: str = Field(default="", description="Principle of a critique or revision; empty for samples.")
+    judge: str = Field(description="Id of the model config that wrote the text.")
+    step: Literal["sample", "critique", "revision"] = Field(description="What the text is.")
+    status: VerdictStatus = Field(description="scored (text written), unscored (empty answer) or error.")
+    text: str = Field(default="", description="The generated text.")
+    reason: str = Field(default="", description="Why there is no text.")
+    tokens_in: int = Field(default=0, description="Prompt tokens.")
+    tokens_out: int = Field(default=0, description="Generated tokens.")
+    latency_s: float = Field(default=0.0, description="Seconds spent on the call(s).")
+    cached: bool = Field(default=False, description="Served from the persistent cache.")
+    attempts: int = Field(default=1, description="Calls made, retries included.")
+
+
 class InputRecord(BaseModel):
     """An input file of a run, with its content hash."""
 
     path: str
     sha256: str
+
+
+class JudgeUsage(BaseModel):
+    """What one judge did during one invocation of a run."""
+
+    items: int = Field(default=0, description="Items finished (rows written), cache hits included.")
+    calls: int = Field(default=0, description="Calls made to the judge, retries included.")
+    cache_hits: int = Field(default=0, description="Items served from the persistent cache (no call, no spend).")
+    scored: int = 0
+    unscored: int = 0
+    errors: int = 0
+    retries: dict[str, int] = Field(
+        default_factory=dict,
+        description="Failed calls by cause (429, 5xx, timeout, connection, malformed, invalid); each was retried "
+        "unless it was an item's last allowed attempt.",
+    )
+    tokens_in: int = Field(default=0, description="Prompt tokens paid for (cache hits excluded).")
+    tokens_out: int = Field(default=0, description="Generated tokens paid for (cache hits excluded).")
+    spend_usd: float | None = Field(default=None, description="What the calls cost; null for an unpriced judge.")
+    lowest_concurrency: int | None = Field(default=None, description="Lowest concurrency limit after 429 cuts.")
+
+
+class Session(BaseModel):
+    """One invocation of a run: the first ``harness run``, a rerun of the same command, or ``--resume``."""
+
+    started: str = Field(description="UTC start time, ISO 8601.")
+    elapsed_s: float = Field(description="Seconds spent judging.")
+    judges: dict[str, JudgeUsage] = Field(default_factory=dict, description="Usage per judge id.")
+    generation_spend_usd: float = Field(default=0.0, description="Spend on generating responses (kept apart).")
+    spend_usd: float = Field(default=0.0, description="Total spend of this invocation: judges plus generation.")
+    max_cost_usd: float | None = Field(default=None, description="The --max-cost budget of this invocation.")
+    stopped: str = Field(default="", description="Why the invocation stopped before every item was done, if so.")
+
+
+class Spend(BaseModel):
+    """Spend of the whole run in US dollars, recomputed from its verdict logs (cache hits are free)."""
+
+    judges: dict[str, float | None] = Field(default_factory=dict, description="Per judge id; null if unpriced.")
+    generation: float = Field(default=0.0, description="Spend on generating responses, apart from judging.")
+    total: float = Field(default=0.0, description="Judges plus generation.")
 
 
 class RunManifest(BaseModel):
@@ -275,3 +356,7 @@ class RunManifest(BaseModel):
     protocol: dict[str, object] = Field(default_factory=dict)
     status: Literal["running", "complete", "incomplete"] = "running"
     counts: dict[str, int] = Field(default_factory=dict)
+    sessions: list[Session] = Field(
+        default_factory=list, description="Each invocation that judged something: calls, retries, cache hits, spend."
+    )
+    spend: Spend | None = Field(default=None, description="Spend of the whole run, per judge and for generation.")

@@ -8,20 +8,23 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any, Literal, cast
 
 from harness.backends.base import BackendResponse
 from harness.engine.cache import JudgeCache
-from harness.engine.limits import AdaptiveLimiter, RateLimiter, backoff_delay
+from harness.engine.limits import AdaptiveLimiter, Budget, RateLimiter, backoff_delay
 from harness.engine.plan import BoundJudge, WorkItem
 from harness.engine.progress import Progress
 from harness.errors import JudgeError, TransientJudgeError
 from harness.judging.pairwise import read_preference, winner_of
 from harness.judging.pointwise import read_score
-from harness.schema import Constitution, PairVerdict, Verdict
+from harness.schema import Constitution, Generation, PairVerdict, Verdict
 
-Record = Verdict | PairVerdict
+Record = Verdict | PairVerdict | Generation
+Winner = Literal["first", "second", "tie"]
 Sink = Callable[[list[Record]], None]
 
 
@@ -36,22 +39,36 @@ class Outcome:
 
 
 class JudgeWorker:
-    """Runs one judge's items: batching, limits, retries, cache, verdicts."""
+    """Runs one judge's items: a pool of ``max_concurrency`` tasks, limits, retries, cache, verdicts, spend.
+
+    A fixed pool (rather than one task per item) keeps memory and scheduling flat for 100k-item runs.
+    """
 
     def __init__(self, judge: BoundJudge, constitution: Constitution, cache: JudgeCache | None,
-                 progress: Progress, sink: Sink, *, refresh: bool = False):
+                 progress: Progress, sink: Sink, *, refresh: bool = False, budget: Budget | None = None):
         self.judge, self.constitution, self.cache = judge, constitution, cache
         self.progress, self.sink, self.refresh = progress, sink, refresh
+        self.config = judge.config
         self.limiter = AdaptiveLimiter(judge.config.max_concurrency)
         self.rate = RateLimiter(judge.config.requests_per_minute)
+        self.budget = budget or Budget(None)
+        self.structured = judge.style().structured
+        self.left = 0  # items never started because the budget ran out
 
     async def run(self, items: list[WorkItem]) -> None:
-        """Judge every item; returns when all have a verdict."""
+        """Judge every item (or stop starting new ones once the budget is spent)."""
         pending = self._serve_from_cache(items)
         size = max(1, self.judge.backend.batch_size)
-        pending.sort(key=lambda i: (i.principle, len(i.request.messages[-1].content)))
-        batches = [pending[i : i + size] for i in range(0, len(pending), size)]
-        await asyncio.gather(*(self._run_batch(b) for b in batches))
+        if size > 1:  # similar prompts together, so a local model's batches pad little
+            pending.sort(key=lambda i: (i.principle, len(i.request.messages[-1].content)))
+        queue = deque(pending[i : i + size] for i in range(0, len(pending), size))
+        self._show_limit()
+        await asyncio.gather(*(self._drain(queue) for _ in range(min(self.config.max_concurrency, len(queue)))))
+        self.left += sum(len(b) for b in queue)
+
+    async def _drain(self, queue: deque[list[WorkItem]]) -> None:
+        while queue and not self.budget.exhausted:
+            await self._run_batch(queue.popleft())
 
     def _serve_from_cache(self, items: list[WorkItem]) -> list[WorkItem]:
         if self.cache is None or self.refresh:
@@ -60,53 +77,89 @@ class JudgeWorker:
         served = [self._verdict(i, Outcome(hits[i.cache_key], cached=True)) for i in items if i.cache_key in hits]
         if served:
             self.sink(served)
-            self.progress.record(self.judge.config.id, served)
+            self.progress.record(self.config.id, served)
         return [i for i in items if i.cache_key not in hits]
 
     async def _run_batch(self, batch: list[WorkItem]) -> None:
         outcomes = await self._call(batch)
+        if outcomes is None:  # the budget ran out before the call: no row, so a rerun does these items
+            self.left += len(batch)
+            return
         verdicts: list[Record] = []
-        for item, outcome in zip(batch, outcomes, strict=True):
+        for k, (item, outcome) in enumerate(zip(batch, outcomes, strict=True)):
             verdict = self._verdict(item, outcome)
             if verdict.status == "unscored" and not self.judge.backend.deterministic:
-                verdict = await self._retry_invalid(item, verdict)
+                verdict, outcomes[k] = await self._retry_invalid(item, verdict, outcome)
             verdicts.append(verdict)
         self._remember(batch, outcomes, verdicts)
         self.sink(verdicts)
-        self.progress.record(self.judge.config.id, verdicts)
+        self.progress.record(self.config.id, verdicts)
 
-    async def _retry_invalid(self, item: WorkItem, verdict: Record) -> Record:
-        """Ask again, a bounded number of times, when the answer could not be read."""
-        for _ in range(min(2, self.judge.config.retries)):
-            self.progress.retry(self.judge.config.id, "invalid")
-            outcome = (await self._call([item]))[0]
+    async def _retry_invalid(self, item: WorkItem, verdict: Record, outcome: Outcome) -> tuple[Record, Outcome]:
+        """Ask again, a bounded number of times, when the answer could not be read; the last verdict and outcome.
+
+        Not stopped by the budget: the item is already under way, and its row must be written whole.
+        The final row carries the tokens and time of every attempt, so the log holds what was paid.
+        """
+        for _ in range(min(2, self.config.retries)):
+            self.progress.retry(self.config.id, "invalid")
+            outcomes = await self._call([item], gated=False)
+            assert outcomes is not None  # only a gated call can be stopped
+            outcome = outcomes[0]
             outcome.attempts += verdict.attempts
-            verdict = self._verdict(item, outcome)
+            verdict = _add_usage(self._verdict(item, outcome), verdict)
             if verdict.status != "unscored":
                 break
-        return verdict
+        return verdict, outcome
 
-    async def _call(self, batch: list[WorkItem]) -> list[Outcome]:
-        """One backend call for the batch, with retries on transient failures."""
-        retries = self.judge.config.retries
+    async def _call(self, batch: list[WorkItem], gated: bool = True) -> list[Outcome] | None:
+        """One backend call for the batch, with retries on transient failures; None if the budget stopped it."""
+        retries = self.config.retries
         for attempt in range(retries + 1):
-            await self.rate.wait()
-            await self.limiter.acquire()
-            try:
-                responses = await self.judge.backend.complete([i.request for i in batch])
-            except TransientJudgeError as exc:
-                await self.limiter.release(ok=False, throttled=exc.cause == "429")
-                self.progress.retry(self.judge.config.id, exc.cause, final=attempt == retries)
-                if attempt == retries:
-                    return [Outcome(None, f"{exc.cause}: {exc}", attempt + 1) for _ in batch]
-                await asyncio.sleep(backoff_delay(attempt, exc.retry_after))
-                continue
-            except JudgeError as exc:
-                await self.limiter.release(ok=False)
-                return [Outcome(None, str(exc), attempt + 1) for _ in batch]
-            await self.limiter.release(ok=True)
-            return [Outcome(r, attempts=attempt + 1) for r in responses]
+            answer = await self._attempt(batch, attempt, gated)
+            if answer is None or isinstance(answer, list):
+                return answer
+            if attempt == retries:
+                return [Outcome(None, f"{answer.cause}: {answer}", attempt + 1) for _ in batch]
+            await asyncio.sleep(backoff_delay(attempt, answer.retry_after))
         raise AssertionError("unreachable")
+
+    async def _attempt(self, batch: list[WorkItem], attempt: int,
+                       gated: bool) -> list[Outcome] | TransientJudgeError | None:
+        """One try: outcomes, a transient error to retry, or None when the budget forbids starting."""
+        await self.rate.wait()
+        ticket = await self.limiter.acquire()
+        if gated and self.budget.exhausted:
+            self.limiter.release(ticket, ok=False)
+            return None
+        try:
+            responses = await self.judge.backend.complete([i.request for i in batch])
+        except TransientJudgeError as exc:
+            self._released(ticket, ok=False, throttled=exc.cause == "429")
+            self.progress.retry(self.config.id, exc.cause, final=attempt == self.config.retries)
+            return exc
+        except JudgeError as exc:
+            self._released(ticket, ok=False)
+            return [Outcome(None, str(exc), attempt + 1) for _ in batch]
+        self._released(ticket, ok=True, responses=responses, generating=batch[0].kind == "generate")
+        return [Outcome(r, attempts=attempt + 1) for r in responses]
+
+    def _released(self, ticket: int, *, ok: bool, throttled: bool = False,
+                  responses: Sequence[BackendResponse] = (), generating: bool = False) -> None:
+        """Give the slot back and count the call: its tokens, its cost (generation apart), the concurrency limit."""
+        limit = self.limiter.limit
+        self.limiter.release(ticket, ok=ok, throttled=throttled)
+        t_in = sum(r.tokens_in for r in responses)
+        t_out = sum(r.tokens_out for r in responses)
+        usd = self.config.cost(t_in, t_out) if responses else 0.0
+        self.budget.add(usd)
+        self.progress.paid(self.config.id, 1, t_in, t_out, usd, generation=generating)
+        if self.limiter.limit != limit:
+            self._show_limit()
+
+    def _show_limit(self) -> None:
+        lim = self.limiter
+        self.progress.concurrency(self.config.id, lim.limit, lim.maximum, lim.lowest)
 
     def _remember(self, batch: list[WorkItem], outcomes: list[Outcome], verdicts: list[Record]) -> None:
         """Cache answers that gave a score; never failures or unusable answers."""
@@ -117,36 +170,62 @@ class JudgeWorker:
         self.cache.put_many(keep)
 
     def _verdict(self, item: WorkItem, outcome: Outcome) -> Record:
-        structured = self.judge.style().structured
+        if item.kind == "generate":
+            return make_generation(item, outcome)
         if item.kind == "pairwise":
-            return make_pair_verdict(item, outcome, structured)
-        return make_verdict(item, outcome, self.constitution, structured)
+            return make_pair_verdict(item, outcome, self.structured)
+        return make_verdict(item, outcome, self.constitution, self.structured)
+
+
+def _add_usage(verdict: Record, earlier: Record) -> Record:
+    """``verdict`` with the tokens and seconds of an earlier attempt at the same item added."""
+    return verdict.model_copy(update={"tokens_in": verdict.tokens_in + earlier.tokens_in,
+                                      "tokens_out": verdict.tokens_out + earlier.tokens_out,
+                                      "latency_s": verdict.latency_s + earlier.latency_s})
 
 
 def make_pair_verdict(item: WorkItem, outcome: Outcome, structured: bool) -> PairVerdict:
     """Turn a backend outcome into an ordered pairwise judgment."""
-    base = dict(item_id=item.item_id, case_id=item.case_id, principle=item.principle, judge=item.judge,
-                first=item.generator, second=item.other, attempts=outcome.attempts, cached=outcome.cached)
+    base: dict[str, Any] = dict(item_id=item.item_id, case_id=item.case_id, principle=item.principle,
+                                judge=item.judge, first=item.generator, second=item.other,
+                                attempts=outcome.attempts, cached=outcome.cached)
     resp = outcome.response
     if resp is None:
         return PairVerdict(status="error", reason=outcome.error, **base)
-    cost = dict(raw_output=resp.text, tokens_in=resp.tokens_in, tokens_out=resp.tokens_out, latency_s=resp.latency_s)
+    cost: dict[str, Any] = dict(raw_output=resp.text, tokens_in=resp.tokens_in, tokens_out=resp.tokens_out,
+                                latency_s=resp.latency_s)
     reading = read_preference(resp, structured)
     if reading.score is None:
         return PairVerdict(status="unscored", reason=reading.reason, **base, **cost)
     return PairVerdict(status="scored", p_first=round(reading.score, 6), distribution=reading.distribution,
-                       winner=winner_of(reading.score, reading.distribution), rationale=reading.rationale,
+                       winner=cast(Winner, winner_of(reading.score, reading.distribution)), rationale=reading.rationale,
                        **base, **cost)
+
+
+def make_generation(item: WorkItem, outcome: Outcome) -> Generation:
+    """Turn a backend outcome into a generated text (a sample, critique or revision); empty text is unscored."""
+    base: dict[str, Any] = dict(item_id=item.item_id, case_id=item.case_id, generator=item.generator,
+                                principle=item.principle, judge=item.judge, step=item.step,
+                                attempts=outcome.attempts, cached=outcome.cached)
+    resp = outcome.response
+    if resp is None:
+        return Generation(status="error", reason=outcome.error, **base)
+    written = bool(resp.text.strip())
+    return Generation(status="scored" if written else "unscored", text=resp.text,
+                      reason="" if written else "empty answer",
+                      tokens_in=resp.tokens_in, tokens_out=resp.tokens_out, latency_s=resp.latency_s, **base)
 
 
 def make_verdict(item: WorkItem, outcome: Outcome, constitution: Constitution, structured: bool) -> Verdict:
     """Turn a backend outcome into a verdict: scored, unscored with the reason, or error."""
-    base = dict(item_id=item.item_id, case_id=item.case_id, generator=item.generator, principle=item.principle,
-                judge=item.judge, attempts=outcome.attempts, cached=outcome.cached)
+    base: dict[str, Any] = dict(item_id=item.item_id, case_id=item.case_id, generator=item.generator,
+                                principle=item.principle, judge=item.judge, attempts=outcome.attempts,
+                                cached=outcome.cached)
     resp = outcome.response
     if resp is None:
         return Verdict(status="error", reason=outcome.error, **base)
-    cost = dict(raw_output=resp.text, tokens_in=resp.tokens_in, tokens_out=resp.tokens_out, latency_s=resp.latency_s)
+    cost: dict[str, Any] = dict(raw_output=resp.text, tokens_in=resp.tokens_in, tokens_out=resp.tokens_out,
+                                latency_s=resp.latency_s)
     principle = constitution.principle(item.principle)
     reading = read_score(resp, principle.scale_max, structured)
     if reading.score is None:
@@ -158,14 +237,21 @@ def make_verdict(item: WorkItem, outcome: Outcome, constitution: Constitution, s
 
 
 async def execute(items: list[WorkItem], judges: list[BoundJudge], constitution: Constitution,
-                  cache: JudgeCache | None, sink: Sink, progress: Progress, *, refresh: bool = False) -> None:
-    """Run every item; judges run side by side, each within its own limits."""
+                  cache: JudgeCache | None, sink: Sink, progress: Progress, *, refresh: bool = False,
+                  budget: Budget | None = None) -> int:
+    """Run every item; judges run side by side, each within its own limits, all within one budget.
+
+    Returns how many items were left unstarted because the budget ran out (0 when all ran).
+    """
     by_judge: dict[str, list[WorkItem]] = {}
     for item in items:
         by_judge.setdefault(item.judge, []).append(item)
-    workers = [JudgeWorker(j, constitution, cache, progress, sink, refresh=refresh) for j in judges]
+    workers = [JudgeWorker(j, constitution, cache, progress, sink, refresh=refresh, budget=budget) for j in judges]
     started = time.monotonic()
     try:
         await asyncio.gather(*(w.run(by_judge.get(w.judge.config.id, [])) for w in workers))
     finally:
+        if cache is not None:
+            cache.flush()
         progress.finish(time.monotonic() - started)
+    return sum(w.left for w in workers)

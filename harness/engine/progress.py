@@ -1,4 +1,5 @@
-"""Progress for long runs: items done/total, rate, ETA, cache hits, unscored, errors and retries by cause."""
+"""Progress for long runs: items done/total, rate, ETA, cache hits, unscored, errors, retries by cause,
+concurrency and spend; the same counts become the manifest's record of the invocation."""
 
 from __future__ import annotations
 
@@ -9,12 +10,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TextIO
 
-from harness.schema import PairVerdict, Verdict
+from harness.schema import Generation, JudgeUsage, PairVerdict, Verdict
 
 
 @dataclass
 class JudgeTally:
-    """Counts for one judge."""
+    """Counts for one judge during one invocation."""
 
     total: int = 0
     done: int = 0
@@ -22,24 +23,42 @@ class JudgeTally:
     scored: int = 0
     unscored: int = 0
     errors: int = 0
+    calls: int = 0
     retries: Counter[str] = field(default_factory=Counter)
     failed_retries: int = 0
+    tokens_in: int = 0
+    tokens_out: int = 0
+    spend: float = 0.0
+    priced: bool = False
+    limit: int = 0
+    maximum: int = 0
+    lowest: int = 0
+
+    def usage(self) -> JudgeUsage:
+        """The tally as the manifest records it."""
+        return JudgeUsage(items=self.done, calls=self.calls, cache_hits=self.cached, scored=self.scored,
+                          unscored=self.unscored, errors=self.errors, retries=dict(sorted(self.retries.items())),
+                          tokens_in=self.tokens_in, tokens_out=self.tokens_out,
+                          spend_usd=round(self.spend, 6) if self.priced else None,
+                          lowest_concurrency=self.lowest or None)
 
 
 class Progress:
     """Collects counts as verdicts arrive and redraws a status line at most every ``interval`` seconds."""
 
     def __init__(self, totals: dict[str, int], stream: TextIO | None = None, interval: float = 1.0,
-                 quiet: bool = False):
-        self.tally = {j: JudgeTally(total=n) for j, n in totals.items()}
+                 quiet: bool = False, priced: dict[str, bool] | None = None):
+        self.tally = {j: JudgeTally(total=n, priced=(priced or {}).get(j, False)) for j, n in totals.items()}
         self.stream = stream or sys.stderr
         self.interval = interval
         self.quiet = quiet
         self.started = time.monotonic()
+        self.generation_spend = 0.0
         self._last = 0.0
         self._tty = self.stream.isatty()
 
-    def record(self, judge: str, verdicts: Sequence[Verdict | PairVerdict]) -> None:
+    def record(self, judge: str, verdicts: Sequence[Verdict | PairVerdict | Generation]) -> None:
+        """Count finished items (each one written to the run's log)."""
         t = self.tally[judge]
         for v in verdicts:
             t.done += 1
@@ -49,14 +68,40 @@ class Progress:
             t.errors += v.status == "error"
         self._maybe_draw()
 
+    def paid(self, judge: str, calls: int, tokens_in: int = 0, tokens_out: int = 0, usd: float = 0.0,
+             generation: bool = False) -> None:
+        """Count calls made (answered or not) and what the answers cost; ``generation`` spend is kept apart."""
+        t = self.tally[judge]
+        t.calls += calls
+        t.tokens_in += tokens_in
+        t.tokens_out += tokens_out
+        if generation:
+            self.generation_spend += usd
+        else:
+            t.spend += usd
+
     def retry(self, judge: str, cause: str, final: bool = False) -> None:
+        """Count a failed call by cause; ``final`` when it was the item's last allowed attempt."""
         self.tally[judge].retries[cause] += 1
         self.tally[judge].failed_retries += final
 
+    def concurrency(self, judge: str, limit: int, maximum: int, lowest: int) -> None:
+        """Note the judge's current concurrency limit (cut on 429, grown back while healthy)."""
+        t = self.tally[judge]
+        t.limit, t.maximum, t.lowest = limit, maximum, lowest
+
+    @property
+    def spend(self) -> float:
+        """Spend of this invocation so far: judges plus generation, in US dollars."""
+        return sum(t.spend for t in self.tally.values()) + self.generation_spend
+
     def line(self) -> str:
-        """The status line: one segment per judge."""
+        """The status line: one segment per judge, then spend when any judge is priced."""
         elapsed = max(time.monotonic() - self.started, 1e-9)
-        return " | ".join(self._segment(j, t, elapsed) for j, t in self.tally.items())
+        parts = [self._segment(j, t, elapsed) for j, t in self.tally.items()]
+        if any(t.priced for t in self.tally.values()):
+            parts.append(f"spend ${self.spend:.4f} (generation ${self.generation_spend:.4f})")
+        return " | ".join(parts)
 
     def _segment(self, judge: str, t: JudgeTally, elapsed: float) -> str:
         fresh = t.done - t.cached
@@ -64,8 +109,11 @@ class Progress:
         left = t.total - t.done
         eta = f"{left / rate:.0f}s" if rate > 0 and left else ("-" if left else "0s")
         retries = ",".join(f"{k}:{n}" for k, n in sorted(t.retries.items())) or "0"
-        return (f"{judge} {t.done}/{t.total} {rate:.1f}/s ETA {eta} cache {t.cached} "
+        text = (f"{judge} {t.done}/{t.total} {rate:.1f}/s ETA {eta} cache {t.cached} "
                 f"unscored {t.unscored} errors {t.errors} retries {retries}")
+        if t.maximum and t.limit < t.maximum:
+            text += f" conc {t.limit}/{t.maximum}"  # shown only while 429s hold it below the maximum
+        return text + (f" ${t.spend:.4f}" if t.priced else "")
 
     def _maybe_draw(self) -> None:
         now = time.monotonic()
@@ -77,6 +125,7 @@ class Progress:
         self.stream.flush()
 
     def finish(self, elapsed: float) -> None:
+        """Draw the final line."""
         if not self.quiet:
             self.stream.write(self.line() + f" | {elapsed:.1f}s\n")
             self.stream.flush()

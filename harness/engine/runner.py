@@ -1,4 +1,10 @@
-"""A whole run: load inputs, plan, judge (resuming what is done), store, summarise, report."""
+"""A whole run: load inputs, plan, judge (resuming what is done), store, summarise, report.
+
+Spend: each judge's calls cost its configured token prices; an invocation with ``max_cost`` stops starting
+new calls once it has spent that much, lets the calls in flight finish and be written, and leaves the run
+resumable. The manifest records each invocation (calls, retries by cause, cache hits, spend) and the spend
+of the whole run, recomputed from the verdict logs, with generation spend kept apart from judging.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +12,8 @@ import asyncio
 import datetime as dt
 import importlib.metadata
 import platform
+import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,14 +22,16 @@ from harness.backends.base import backend_class, parse_options
 from harness.config import LoadedSuite, load_constitution, load_judge, load_suite, sha256_file
 from harness.engine.cache import JudgeCache
 from harness.engine.executor import execute
+from harness.engine.limits import Budget
 from harness.engine.plan import BoundJudge, PairPlan, WorkItem, content_hash, plan, plan_pairs
 from harness.engine.progress import Progress
-from harness.engine.store import RunStore, read_run
+from harness.engine.store import PAIRS, VERDICTS, RunStore, read_jsonl_tolerant, read_run
 from harness.errors import RunError
-from harness.schema import Constitution, InputRecord, JudgeConfig, RunManifest
+from harness.schema import Constitution, InputRecord, JudgeConfig, RunManifest, Session, Spend
 
 DEFAULT_CONSTITUTION = "default"
 DEFAULT_JUDGES = ["smollm2", "rules"]
+GENERATIONS_LOG = "generations.jsonl"  # written by the generation stages (samples, critiques, revisions)
 VERSIONED = ["constitutional-harness", "pydantic", "torch", "transformers", "aiohttp", "httpx", "pandas", "numpy"]
 
 
@@ -43,6 +53,7 @@ class RunOptions:
     pointwise: bool = True
     pairwise: bool = False
     pairs: PairPlan = field(default_factory=PairPlan)
+    max_cost: float | None = None  # US dollars this invocation may spend on judge calls; None: no cap
 
 
 @dataclass
@@ -52,6 +63,8 @@ class RunResult:
     run_dir: Path
     counts: dict[str, int]
     complete: bool
+    session: Session | None = None  # what this invocation did; None when there was nothing left to judge
+    left: int = 0  # items not started because the --max-cost budget was reached
 
 
 @dataclass
@@ -135,18 +148,68 @@ def _check_same_run(store: RunStore, manifest: RunManifest) -> None:
 
 
 async def _judge(items: list[WorkItem], bound: list[BoundJudge], inputs: Inputs, store: RunStore,
-                 options: RunOptions) -> None:
+                 options: RunOptions) -> tuple[Session, int]:
+    """Judge ``items``; returns the invocation's record and how many items the budget left unstarted."""
     cache = JudgeCache(options.cache_path) if options.use_cache else None
     totals = {b.config.id: sum(i.judge == b.config.id for i in items) for b in bound}
-    progress = Progress(totals, quiet=options.quiet)
+    progress = Progress(totals, quiet=options.quiet, priced={b.config.id: b.config.priced for b in bound})
+    budget = Budget(options.max_cost)
+    started = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    clock = time.monotonic()
     try:
-        await execute(items, bound, inputs.constitution, cache, store.append, progress, refresh=options.refresh)
+        left = await execute(items, bound, inputs.constitution, cache, store.append, progress,
+                             refresh=options.refresh, budget=budget)
     finally:
         store.close()
         for b in bound:
             await b.backend.aclose()
         if cache is not None:
             cache.close()
+    return session_record(progress, started, time.monotonic() - clock, options.max_cost, left), left
+
+
+def session_record(progress: Progress, started: str, elapsed: float, max_cost: float | None, left: int) -> Session:
+    """The manifest's record of one invocation, from its progress counts."""
+    stopped = f"--max-cost {max_cost:g} reached; {left} items not started" if left else ""
+    return Session(started=started, elapsed_s=round(elapsed, 3),
+                   judges={j: t.usage() for j, t in progress.tally.items()},
+                   generation_spend_usd=round(progress.generation_spend, 6), spend_usd=round(progress.spend, 6),
+                   max_cost_usd=max_cost, stopped=stopped)
+
+
+def _warn_unpriced(bound: list[BoundJudge], max_cost: float | None) -> None:
+    """A budget cannot count what has no price: say so rather than stop too late in silence."""
+    free = [b.config.id for b in bound if not b.config.priced and b.backend.name == "openai"]
+    if max_cost is not None and free:
+        print(f"warning: --max-cost counts no spend for judge(s) {', '.join(free)}: they set no "
+              "price_per_million_input / price_per_million_output", file=sys.stderr)
+
+
+def run_spend(root: Path, configs: list[JudgeConfig]) -> Spend:
+    """Spend of a whole run from its logs: tokens of every paid row (cache hits are free) × the config's prices.
+
+    Every row counts, superseded ones too (an error later redone was still paid for). Generated texts
+    (``generations.jsonl``) count as generation spend, apart from judging.
+    """
+    by_id = {c.id: c for c in configs}
+    judged = _paid_tokens(root, (VERDICTS, PAIRS), by_id)
+    generated = _paid_tokens(root, (GENERATIONS_LOG,), by_id)
+    judges = {c.id: round(c.cost(*judged[c.id]), 6) if c.priced else None for c in configs}
+    generation = round(sum(by_id[j].cost(*tokens) for j, tokens in generated.items()), 6)
+    total = sum(v for v in judges.values() if v is not None) + generation
+    return Spend(judges=judges, generation=generation, total=round(total, 6))
+
+
+def _paid_tokens(root: Path, logs: tuple[str, ...], configs: dict[str, JudgeConfig]) -> dict[str, tuple[int, int]]:
+    """(tokens in, tokens out) per config id over the rows of ``logs`` that were not cache hits."""
+    tokens = {cid: [0, 0] for cid in configs}
+    for name in logs:
+        for row in read_jsonl_tolerant(root / name)[0]:
+            if not row.get("cached") and row.get("judge") in tokens:
+                pair = tokens[row["judge"]]
+                pair[0] += int(row.get("tokens_in") or 0)
+                pair[1] += int(row.get("tokens_out") or 0)
+    return {cid: (t[0], t[1]) for cid, t in tokens.items()}
 
 
 def plan_all(inputs: Inputs, bound: list[BoundJudge], options: RunOptions) -> list[WorkItem]:
@@ -172,32 +235,40 @@ def run(options: RunOptions) -> RunResult:
         store.initialise(manifest, inputs.constitution, inputs.suite.cases)
     done = store.done_items()
     todo = [i for i in items if i.item_id not in done or done[i.item_id].status == "error"]
+    session, left = None, 0
     if todo:
-        asyncio.run(_judge(todo, bound, inputs, store, options))
-    return finish(store, manifest, len(items), options.report)
+        _warn_unpriced(bound, options.max_cost)
+        session, left = asyncio.run(_judge(todo, bound, inputs, store, options))
+    result = finish(store, manifest, len(items), options.report, session=session)
+    result.left = left
+    return result
 
 
-def finish(store: RunStore, manifest: RunManifest, n_items: int, report: bool = True) -> RunResult:
-    """Write the table, the manifest's final status and the report."""
+def finish(store: RunStore, manifest: RunManifest, n_items: int, report: bool = True,
+           session: Session | None = None) -> RunResult:
+    """Write the table, the manifest's final status, its record of this invocation and spend, and the report."""
     store.write_parquet()
     done = store.done_items().values()
     counts = {k: sum(r.status == k for r in done) for k in ("scored", "unscored", "error")}
     complete = len(done) == n_items and counts["error"] == 0
+    configs = [JudgeConfig.model_validate(c) for c in manifest.judge_configs]
+    sessions = [*manifest.sessions, session] if session is not None else manifest.sessions
     manifest = manifest.model_copy(update={"status": "complete" if complete else "incomplete",
-                                           "counts": counts, "n_items": n_items})
+                                           "counts": counts, "n_items": n_items, "sessions": sessions,
+                                           "spend": run_spend(store.root, configs)})
     store.write_manifest(manifest)
     if report:
         from harness.report.render import render_report
 
         render_report(store.root)
-    return RunResult(store.root, counts, complete)
+    return RunResult(store.root, counts, complete, session=session)
 
 
 def resume(run_dir: Path, **overrides: Any) -> RunResult:
     """Complete an interrupted run from its own manifest."""
     manifest = read_run(run_dir).manifest
     proto: dict[str, Any] = dict(manifest.protocol)
-    pairs = PairPlan(**proto.pop("pairs", {}))  # type: ignore[arg-type]
+    pairs = PairPlan(**proto.pop("pairs", {}))
     options = RunOptions(suite=manifest.suite.path, constitution=manifest.constitution.path,
                          judges=[j.path for j in manifest.judges], out=Path(run_dir).parent,
                          run_id=manifest.run_id, seed=manifest.seed, pairs=pairs, **proto, **overrides)
