@@ -168,8 +168,7 @@ async def _run(tmp_path: Path, judges: list[BoundJudge]) -> list[Verdict]:
 def test_the_engine_judges_through_the_real_server(llama_url: str, tmp_path: Path) -> None:
     """Both judging styles end to end: log-prob distributions, and structured JSON answers."""
     soft = _judge(llama_url, "soft")
-    structured = _judge(llama_url, "json", logprobs=False,
-                        extra_body=JSON_OBJECT_FORMAT)
+    structured = _judge(llama_url, "json", logprobs=False, response_format="json_object")
     verdicts = asyncio.run(_run(tmp_path, [soft, structured]))
     assert len(verdicts) == 2 * 4  # two judges, four principles
     by_judge = {j: [v for v in verdicts if v.judge == j] for j in ("soft", "json")}

@@ -37,7 +37,7 @@ import math
 import os
 import time
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 import aiohttp
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -83,6 +83,11 @@ class OpenAIBackend(Backend):
             default=True,
             description="Send response_format json_schema (strict) when the judge asks for JSON output; turn off "
             "for servers without schema-constrained decoding.",
+        )
+        response_format: Literal["json_schema", "json_object"] = Field(
+            default="json_schema",
+            description="How to ask for schema-constrained JSON: OpenAI's json_schema form (OpenAI, vLLM, Ollama) "
+            "or {type: json_object, schema} (llama-cpp-python's server, which answers json_schema with a 500).",
         )
         timeout_s: float = Field(default=120.0, gt=0, description="Seconds to wait for one whole call.")
         extra_body: dict[str, Any] = Field(
@@ -185,12 +190,14 @@ class OpenAIBackend(Backend):
             body["logprobs"] = True
             body["top_logprobs"] = opts.top_logprobs
         if request.json_schema is not None and opts.structured_output:
-            body["response_format"] = {
-                "type": "json_schema",
-                "json_schema": {"name": SCHEMA_NAME, "schema": request.json_schema, "strict": True},
-            }
+            body["response_format"] = self._response_format(request.json_schema)
         body.update(opts.extra_body)
         return body
+
+    def _response_format(self, schema: dict[str, Any]) -> dict[str, Any]:
+        if self.options.response_format == "json_object":
+            return {"type": "json_object", "schema": schema}
+        return {"type": "json_schema", "json_schema": {"name": SCHEMA_NAME, "schema": schema, "strict": True}}
 
     async def _call(self, request: BackendRequest) -> BackendResponse:
         body = self.request_body(request)

@@ -79,7 +79,7 @@ def _from_text(text: str, structured: bool) -> Reading:
         match = re.search(r"\{.*\}", text, re.S)
         data: dict[str, Any] = {}
         try:
-            data = json.loads(match.group(0)) if match else {}
+            data = json.loads(match.group(0), strict=False) if match else {}
             jsonschema.validate(data, output_schema())
         except (json.JSONDecodeError, jsonschema.ValidationError) as exc:
             return Reading(reason=f"judge JSON invalid: {getattr(exc, 'message', exc)}")

@@ -36,7 +36,8 @@ def output_schema(scale_max: int) -> dict[str, Any]:
     return {
         "type": "object",
         "properties": {
-            "score": {"type": "integer", "minimum": 1, "maximum": scale_max},
+            # An enum rather than minimum/maximum: some constrained decoders (llama.cpp grammars) ignore bounds.
+            "score": {"type": "integer", "enum": list(range(1, scale_max + 1))},
             "rationale": {"type": "string"},
         },
         "required": ["score", "rationale"],
@@ -139,7 +140,7 @@ def _from_json(text: str, scale_max: int) -> Reading | None:
     if not match:
         return None
     try:
-        data = json.loads(match.group(0))
+        data = json.loads(match.group(0), strict=False)  # tolerate raw newlines inside strings
         jsonschema.validate(data, output_schema(scale_max))
     except (json.JSONDecodeError, jsonschema.ValidationError) as exc:
         msg = exc.message if isinstance(exc, jsonschema.ValidationError) else str(exc)
