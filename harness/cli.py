@@ -42,6 +42,12 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--pairwise-only", action="store_true", help="pairwise judging only, no pointwise scores")
     p.add_argument("--single-order", action="store_true", help="pairwise in one (seeded random) order only")
     p.add_argument("--tournament", type=int, metavar="N", help="with K > 6 candidates, N opponents per candidate")
+    p.add_argument("--target-ci", type=float, metavar="W",
+                   help="stop judging a principle × generator once its 95%% CI half-width (0..1 scale) is below W")
+    p.add_argument("--principle", "-p", action="append", default=[], help="judge only this principle (repeatable)")
+    p.add_argument("--labelled-only", action="store_true",
+                   help="judge human-labelled cases only on the principle their label is about")
+    p.add_argument("--max-cases", type=int, metavar="N", help="judge a seeded random sample of N cases")
     p.set_defaults(func=cmd_run)
 
 
@@ -71,6 +77,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(format_accounting(result))
     c = result.counts
     print(f"\nverdicts: {c['scored']} scored, {c['unscored']} unscored, {c['error']} errors")
+    if result.skipped:
+        print(f"adaptive stopping (--target-ci): {result.skipped} items were not needed")
     print(f"run folder: {result.run_dir}\nreport: {result.run_dir / 'report.html'}")
     if result.left:
         print(f"stopped: the --max-cost budget of ${args.max_cost:g} was reached; {result.left} items were not "
@@ -114,7 +122,9 @@ def _protocol_options(args: argparse.Namespace) -> dict[str, Any]:
 
     pairs = PairPlan(both_orders=not args.single_order,
                      **({"max_all_pairs_k": 6, "opponents": args.tournament} if args.tournament else {}))
-    return {"pointwise": not args.pairwise_only, "pairwise": args.pairwise or args.pairwise_only, "pairs": pairs}
+    return {"pointwise": not args.pairwise_only, "pairwise": args.pairwise or args.pairwise_only, "pairs": pairs,
+            "target_ci": args.target_ci, "principles": args.principle, "labelled_only": args.labelled_only,
+            "max_cases": args.max_cases}
 
 
 def _print_summary(run_dir: Path) -> None:

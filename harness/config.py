@@ -36,7 +36,8 @@ def _walk(node: yaml.Node, path: tuple[str, ...], marks: Marks, issues: list[Iss
         for key, value in node.value:
             name = str(key.value)
             if name in seen:
-                issues.append(Issue(file, key.start_mark.line + 1, key.start_mark.column + 1, f"duplicate key {name!r}"))
+                mark = key.start_mark
+                issues.append(Issue(file, mark.line + 1, mark.column + 1, f"duplicate key {name!r}"))
             seen.add(name)
             marks[(*path, f"{name}#key")] = (key.start_mark.line + 1, key.start_mark.column + 1)
             _walk(value, (*path, name), marks, issues, file)
@@ -254,7 +255,8 @@ def _check_cases(cases: dict[str, Case], located: list[tuple[str, int | None, Ca
         pref = case.human_preference
         for name in (pref.chosen, pref.rejected) if pref else ():
             if name not in gens:
-                issues.append(Issue(file, line, None, f"case {case.id!r}: human_preference names unknown generator {name!r}"))
+                msg = f"case {case.id!r}: human_preference names unknown generator {name!r}"
+                issues.append(Issue(file, line, None, msg))
     if issues:
         raise ValidationFailed(issues)
 

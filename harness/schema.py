@@ -354,6 +354,7 @@ class RunManifest(BaseModel):
     seed: int
     n_items: int
     protocol: dict[str, object] = Field(default_factory=dict)
+    generators: dict[str, Generator] = Field(default_factory=dict, description="The suite's generator metadata.")
     status: Literal["running", "complete", "incomplete"] = "running"
     counts: dict[str, int] = Field(default_factory=dict)
     sessions: list[Session] = Field(

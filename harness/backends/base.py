@@ -110,7 +110,7 @@ class Backend(ABC):
     async def complete(self, requests: list[BackendRequest]) -> list[BackendResponse]:
         """Answer a batch; raise :class:`~harness.errors.JudgeError` on failure."""
 
-    async def aclose(self) -> None:
+    async def aclose(self) -> None:  # noqa: B027 - optional hook: most backends hold nothing to release
         """Release connections or memory."""
 
 

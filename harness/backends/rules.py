@@ -79,7 +79,8 @@ def matches(rule: Rule, text: str) -> bool:
         return any(re.search(rf"\b{re.escape(k)}\b", text, re.I) for k in rule.keywords)
     if rule.kind == "length":
         n = len(text.strip())
-        return (rule.min_chars is not None and n < rule.min_chars) or (rule.max_chars is not None and n > rule.max_chars)
+        too_short = rule.min_chars is not None and n < rule.min_chars
+        return too_short or (rule.max_chars is not None and n > rule.max_chars)
     if rule.kind == "refusal":
         return is_refusal(text)
     return _repeats(text, rule.max_repeats)

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness.analysis.pairwise import combine_orders
+from harness.backends.base import BackendRequest
 from harness.config import load_judge
 from harness.engine.cache import JudgeCache
 from harness.engine.executor import execute
@@ -65,9 +66,9 @@ def targets(run: RunData, principles: list[str], only_failing: bool) -> list[Tar
             if not only_failing or (case.id, cand.generator, pid) in failing]
 
 
-def _gen_items(judge: BoundJudge, step: str, reqs: list[tuple[Target, object]]) -> list[WorkItem]:
+def _gen_items(judge: BoundJudge, step: str, reqs: list[tuple[Target, BackendRequest]]) -> list[WorkItem]:
     identity = judge.backend.identity()
-    return [make_item(judge.config.id, identity, t.case.id, t.candidate.generator, t.principle, r,  # type: ignore[arg-type]
+    return [make_item(judge.config.id, identity, t.case.id, t.candidate.generator, t.principle, r,
                       prompts.TEMPLATE_VERSION, step=step) for t, r in reqs]
 
 
@@ -164,7 +165,7 @@ def _write_revisions(run: RunData, chosen: list[Target], critiques: dict, revisi
     for t in chosen:
         crit, rev = critiques.get(_key(t)), revisions.get(_key(t))
         p = confirmed.get(_key(t))
-        ok = _ok(crit) and _ok(rev) and rev.text.strip() != t.candidate.response.strip()
+        ok = _ok(crit) and rev is not None and _ok(rev) and rev.text.strip() != t.candidate.response.strip()
         lines.append(json.dumps({
             "case_id": t.case.id, "generator": t.candidate.generator, "principle": t.principle,
             "judge": critic.config.id, "reviser": reviser.config.id, "original": t.candidate.response,

@@ -12,20 +12,23 @@ import asyncio
 import datetime as dt
 import importlib.metadata
 import platform
+import random
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from harness.backends.base import backend_class, parse_options
 from harness.config import LoadedSuite, load_constitution, load_judge, load_suite, sha256_file
+from harness.engine.adaptive import pending, run_adaptive
 from harness.engine.cache import JudgeCache
 from harness.engine.executor import execute
 from harness.engine.limits import Budget
 from harness.engine.plan import BoundJudge, PairPlan, WorkItem, content_hash, plan, plan_pairs
 from harness.engine.progress import Progress
-from harness.engine.store import PAIRS, VERDICTS, RunStore, read_jsonl_tolerant, read_run
+from harness.engine.store import PAIRS, VERDICTS, Record, RunStore, read_jsonl_tolerant, read_run
 from harness.errors import RunError
 from harness.schema import Constitution, InputRecord, JudgeConfig, RunManifest, Session, Spend
 
@@ -54,6 +57,10 @@ class RunOptions:
     pairwise: bool = False
     pairs: PairPlan = field(default_factory=PairPlan)
     max_cost: float | None = None  # US dollars this invocation may spend on judge calls; None: no cap
+    target_ci: float | None = None  # stop a principle × generator once its CI half-width (0..1 scale) is below
+    principles: list[str] = field(default_factory=list)  # judge only these principles (default: all)
+    labelled_only: bool = False  # judge a labelled case only on its human label's principle
+    max_cases: int | None = None  # a seeded sample of this many cases
 
 
 @dataclass
@@ -65,6 +72,7 @@ class RunResult:
     complete: bool
     session: Session | None = None  # what this invocation did; None when there was nothing left to judge
     left: int = 0  # items not started because the --max-cost budget was reached
+    skipped: int = 0  # items never asked because --target-ci stopped their principle × generator
 
 
 @dataclass
@@ -117,7 +125,9 @@ def _versions() -> dict[str, str]:
 
 def protocol_of(options: RunOptions) -> dict[str, Any]:
     """The judging protocol, as recorded in the manifest and restored on resume."""
-    return {"pointwise": options.pointwise, "pairwise": options.pairwise, "pairs": vars(options.pairs)}
+    return {"pointwise": options.pointwise, "pairwise": options.pairwise, "pairs": vars(options.pairs),
+            "target_ci": options.target_ci, "principles": options.principles,
+            "labelled_only": options.labelled_only, "max_cases": options.max_cases}
 
 
 def new_manifest(inputs: Inputs, options: RunOptions, n_items: int, run_id: str) -> RunManifest:
@@ -128,6 +138,7 @@ def new_manifest(inputs: Inputs, options: RunOptions, n_items: int, run_id: str)
         judges=[_record(p) for _, p in inputs.judges],
         judge_configs=[c.model_dump(exclude={"schema_"}) for c, _ in inputs.judges],
         versions=_versions(), seed=options.seed, n_items=n_items, protocol=protocol_of(options),
+        generators=inputs.suite.suite.generators,
     )
 
 
@@ -148,24 +159,37 @@ def _check_same_run(store: RunStore, manifest: RunManifest) -> None:
 
 
 async def _judge(items: list[WorkItem], bound: list[BoundJudge], inputs: Inputs, store: RunStore,
-                 options: RunOptions) -> tuple[Session, int]:
-    """Judge ``items``; returns the invocation's record and how many items the budget left unstarted."""
+                 options: RunOptions, done: dict[str, Record], planned: list[WorkItem]) -> tuple[Session, int, int]:
+    """Judge ``items``; returns the invocation's record, items the budget left unstarted, and items
+    adaptive stopping skipped."""
     cache = JudgeCache(options.cache_path) if options.use_cache else None
     totals = {b.config.id: sum(i.judge == b.config.id for i in items) for b in bound}
     progress = Progress(totals, quiet=options.quiet, priced={b.config.id: b.config.priced for b in bound})
     budget = Budget(options.max_cost)
     started = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     clock = time.monotonic()
-    try:
-        left = await execute(items, bound, inputs.constitution, cache, store.append, progress,
+    skipped = 0
+
+    async def run_items(batch: list[WorkItem], sink: Callable[[list[Record]], None]) -> int:
+        return await execute(batch, bound, inputs.constitution, cache, sink, progress,
                              refresh=options.refresh, budget=budget)
+
+    try:
+        if options.target_ci is None:
+            left = await run_items(items, store.append)
+        else:
+            order = {c.id: i for i, c in enumerate(inputs.suite.cases)}
+            pointwise = [i for i in planned if i.kind == "pointwise"]  # all of them: done ones count too
+            left, skipped = await run_adaptive(pointwise, order, done, options.target_ci, run_items, store.append)
+            if not left:
+                left = await run_items([i for i in items if i.kind != "pointwise"], store.append)
     finally:
         store.close()
         for b in bound:
             await b.backend.aclose()
         if cache is not None:
             cache.close()
-    return session_record(progress, started, time.monotonic() - clock, options.max_cost, left), left
+    return session_record(progress, started, time.monotonic() - clock, options.max_cost, left), left, skipped
 
 
 def session_record(progress: Progress, started: str, elapsed: float, max_cost: float | None, left: int) -> Session:
@@ -213,16 +237,37 @@ def _paid_tokens(root: Path, logs: tuple[str, ...], configs: dict[str, JudgeConf
 
 
 def plan_all(inputs: Inputs, bound: list[BoundJudge], options: RunOptions) -> list[WorkItem]:
-    """Pointwise and/or pairwise items, as the options ask."""
-    items = plan(inputs.suite.cases, inputs.constitution, bound, options.seed) if options.pointwise else []
+    """Pointwise and/or pairwise items, as the options ask, restricted to the chosen principles."""
+    cases = inputs.suite.cases
+    items = plan(cases, inputs.constitution, bound, options.seed) if options.pointwise else []
     if options.pairwise:
-        items += plan_pairs(inputs.suite.cases, inputs.constitution, bound, options.pairs, options.seed)
-    return items
+        items += plan_pairs(cases, inputs.constitution, bound, options.pairs, options.seed)
+    wanted = set(options.principles)
+    labels = {c.id: c.human_preference.principle for c in cases if c.human_preference}
+    return [i for i in items if (not wanted or i.principle in wanted)
+            and not (options.labelled_only and labels.get(i.case_id) not in (None, i.principle))]
+
+
+def select_cases(inputs: Inputs, options: RunOptions) -> None:
+    """Apply --max-cases (a seeded sample) and, for --target-ci, a seeded judging order, in place."""
+    cases = list(inputs.suite.cases)
+    rng = random.Random(options.seed)
+    if options.max_cases is not None and options.max_cases < len(cases):
+        keep = set(rng.sample(range(len(cases)), options.max_cases))
+        cases = [c for i, c in enumerate(cases) if i in keep]
+    if options.target_ci is not None:
+        rng.shuffle(cases)  # an adaptive estimate needs an order unrelated to the cases' content
+    unknown = set(options.principles) - {p.id for p in inputs.constitution.principles}
+    if unknown:
+        raise RunError(f"unknown principle(s) {sorted(unknown)}; the constitution has "
+                       f"{[p.id for p in inputs.constitution.principles]}")
+    inputs.suite.cases = cases
 
 
 def run(options: RunOptions) -> RunResult:
     """Judge a suite; resumes the run folder if it already holds part of this run."""
     inputs = load_inputs(options)
+    select_cases(inputs, options)
     bound = bind_judges(inputs.judges)
     items = plan_all(inputs, bound, options)
     run_id = options.run_id or f"{inputs.suite.suite.id}-{fingerprint(inputs, options)}"
@@ -235,12 +280,19 @@ def run(options: RunOptions) -> RunResult:
         store.initialise(manifest, inputs.constitution, inputs.suite.cases)
     done = store.done_items()
     todo = [i for i in items if i.item_id not in done or done[i.item_id].status == "error"]
+    skipped = 0
+    if options.target_ci is not None:  # judge only what the groups still open need
+        order = {c.id: i for i, c in enumerate(inputs.suite.cases)}
+        point = [i for i in items if i.kind == "pointwise"]
+        open_items = pending(point, order, done, options.target_ci)
+        skipped = sum(1 for i in point if i.item_id not in done) - len(open_items)
+        todo = open_items + [i for i in todo if i.kind != "pointwise"]
     session, left = None, 0
     if todo:
         _warn_unpriced(bound, options.max_cost)
-        session, left = asyncio.run(_judge(todo, bound, inputs, store, options))
-    result = finish(store, manifest, len(items), options.report, session=session)
-    result.left = left
+        session, left, skipped = asyncio.run(_judge(todo, bound, inputs, store, options, done, items))
+    result = finish(store, manifest, len(items) - skipped, options.report, session=session)
+    result.left, result.skipped = left, skipped
     return result
 
 

@@ -29,7 +29,6 @@ import pandas as pd
 from harness.errors import RunError
 from harness.schema import Case, Constitution, Generation, PairVerdict, RunManifest, Verdict
 
-
 MANIFEST = "manifest.json"
 CONSTITUTION = "constitution.json"
 CASES = "cases.jsonl"
