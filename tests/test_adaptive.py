@@ -20,6 +20,18 @@ CASES = [Case(id=f"c{i:03d}", prompt=f"q{i}", candidates=[Candidate(generator="g
          for i in range(300)]
 
 
+def adaptive_options(tmp_path: Path, n: int) -> dict[str, object]:
+    """Run options over a suite of n plain cases judged by the rules judge with --target-ci 0.05."""
+    suite = tmp_path / "s.yaml"
+    lines = ["id: many", "cases:"]
+    for i in range(n):
+        lines += [f"  - id: c{i}", f"    prompt: question {i}", "    candidates:",
+                  f"      - {{generator: g, response: 'Plain answer number {i}.'}}"]
+    suite.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return dict(suite=suite, judges=["rules"], out=tmp_path / "out", use_cache=False, quiet=True, report=False,
+                target_ci=0.05)
+
+
 def test_groups_stop_early_and_skip_the_rest() -> None:
     rng = np.random.default_rng(0)
     scores = {f"answer {i}": str(int(s)) for i, s in enumerate(rng.choice([4, 5], size=300, p=[0.2, 0.8]))}
@@ -41,14 +53,7 @@ def test_groups_stop_early_and_skip_the_rest() -> None:
 
 
 def test_run_with_target_ci_resumes_without_new_calls(tmp_path: Path) -> None:
-    suite = tmp_path / "s.yaml"
-    lines = ["id: many", "cases:"]
-    for i in range(120):
-        lines += [f"  - id: c{i}", f"    prompt: question {i}", "    candidates:",
-                  f"      - {{generator: g, response: 'Plain answer number {i}.'}}"]
-    suite.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    opts = dict(suite=suite, judges=["rules"], out=tmp_path / "out", use_cache=False, quiet=True, report=False,
-                target_ci=0.05)
+    opts = adaptive_options(tmp_path, 120)
     first = run(RunOptions(**opts))  # type: ignore[arg-type]
     assert first.skipped > 0 and first.complete
     rows = jsonl(first.run_dir / "verdicts.jsonl")
@@ -57,14 +62,7 @@ def test_run_with_target_ci_resumes_without_new_calls(tmp_path: Path) -> None:
 
 
 def test_interrupted_adaptive_run_counts_what_was_done(tmp_path: Path) -> None:
-    suite = tmp_path / "s.yaml"
-    lines = ["id: many", "cases:"]
-    for i in range(200):
-        lines += [f"  - id: c{i}", f"    prompt: question {i}", "    candidates:",
-                  f"      - {{generator: g, response: 'Plain answer number {i}.'}}"]
-    suite.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    opts = dict(suite=suite, judges=["rules"], out=tmp_path / "out", use_cache=False, quiet=True, report=False,
-                target_ci=0.05)
+    opts = adaptive_options(tmp_path, 200)
     full = run(RunOptions(**opts))  # type: ignore[arg-type]
     n_full = len(jsonl(full.run_dir / "verdicts.jsonl"))
     # Simulate a crash after the first 24 verdicts, then resume: the same verdict count, nothing redone.

@@ -23,6 +23,11 @@ REVISER_SYSTEM = (
 )
 
 
+def _chat(system: str, user: str, max_tokens: int, seed: int) -> BackendRequest:
+    return BackendRequest(messages=[Message(role="system", content=system), Message(role="user", content=user)],
+                          max_tokens=max_tokens, seed=seed)
+
+
 def critique_request(principle: Principle, case: Case, candidate: Candidate, max_tokens: int = 200,
                      seed: int = 0) -> BackendRequest:
     """Ask for a short critique of one response against one principle."""
@@ -32,8 +37,7 @@ def critique_request(principle: Principle, case: Case, candidate: Candidate, max
         f"Response to review:\n{fence('response', candidate.response)}\n\n"
         f"{principle.critique_request}\nWrite the critique in two or three sentences."
     )
-    return BackendRequest(messages=[Message(role="system", content=CRITIC_SYSTEM), Message(role="user", content=user)],
-                          max_tokens=max_tokens, seed=seed)
+    return _chat(CRITIC_SYSTEM, user, max_tokens, seed)
 
 
 def revision_request(principle: Principle, case: Case, candidate: Candidate, critique: str,
@@ -46,8 +50,7 @@ def revision_request(principle: Principle, case: Case, candidate: Candidate, cri
         f"Critique:\n{fence('critique', critique)}\n\n"
         f"{principle.revision_request}\nWrite only the revised response, with no preamble."
     )
-    return BackendRequest(messages=[Message(role="system", content=REVISER_SYSTEM), Message(role="user", content=user)],
-                          max_tokens=max_tokens, seed=seed)
+    return _chat(REVISER_SYSTEM, user, max_tokens, seed)
 
 
 def sample_request(case: Case, max_tokens: int, temperature: float, seed: int) -> BackendRequest:
