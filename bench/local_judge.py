@@ -1,6 +1,7 @@
 """Benchmark the local ``transformers`` judge against a naive per-item ``generate`` baseline.
 
     python bench/local_judge.py [--quick] [--items N] [--naive-items K] [--dtype float32|bfloat16]
+                                [--naive-new-tokens T] [--threads N] [--device cpu|cuda|auto]
 
 Items are real pointwise judge requests: the demo suite (``suites/demo.yaml``: cases x candidates x
 principles of its constitution) when it loads, else HH-RLHF harmless and TruthfulQA pairs from
@@ -9,9 +10,11 @@ principles of its constitution) when it loads, else HH-RLHF harmless and Truthfu
 - judgments/s of the backend (log-probs of the scale digits, one forward pass per item, batched, shared
   prefixes reused; called in the engine's order and batch size) against the naive baseline on the same
   model object and items: per item, ``model.generate`` of a short verdict (greedy, ``NAIVE_NEW_TOKENS``
-  tokens at most), then the digit parsed from the text. The two are measured in alternating rounds, so
-  both see the same load on a shared machine. With ``--quick`` (or ``--naive-items``) the baseline runs
-  on a sample of the items, and its per-item rate stands for all of them (the JSON says so);
+  tokens at most), then the digit parsed from the text. Each runs on the CPU thread count that suits it
+  (the backend tunes it while running; the baseline is calibrated once, untimed). The two are measured
+  in alternating rounds, so both see the same load on a shared machine. With ``--quick`` (or
+  ``--naive-items``) the baseline runs on a sample of the items, and its per-item rate stands for all of
+  them (the JSON says so);
 - tokens/s and the FLOP/s they imply (2 x non-embedding parameters per token run through the model),
   as a fraction of a plain matmul FLOP/s probe in the same dtype and threads;
 - cold start (GGUF -> converted cache, in a fresh temporary cache folder) and warm start (load from that
@@ -150,19 +153,54 @@ def warm_start_in_fresh_process(options: TransformersOptions) -> dict[str, float
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def naive_judge(local: LocalModel, request: BackendRequest, scale_max: int,
-                new_tokens: int = NAIVE_NEW_TOKENS) -> float | None:
-    """The baseline: generate a short verdict for one item, then read the digit from the text."""
-    import torch
+class NaiveBaseline:
+    """Per item: ``model.generate`` of a short verdict, then the digit read from the text.
 
-    chat = [m.model_dump() for m in request.messages]
-    text = local.tokenizer.apply_chat_template(chat, add_generation_prompt=True, tokenize=False)
-    enc = local.tokenizer(text, add_special_tokens=False, return_tensors="pt").to(local.device)
-    with torch.inference_mode():
-        out = local.model.generate(**enc, max_new_tokens=new_tokens, do_sample=False,
-                                   pad_token_id=local.pad_id)
-    answer = local.tokenizer.decode(out[0, enc["input_ids"].shape[1]:], skip_special_tokens=True)
-    return read_score(BackendResponse(text=answer), scale_max, structured=False).score
+    On the CPU it first times one item on each thread count the backend's tuner considers (untimed for
+    the benchmark) and keeps the fastest, so neither side runs on a thread count that suits the other.
+    """
+
+    def __init__(self, local: LocalModel, new_tokens: int):
+        self.local, self.new_tokens = local, new_tokens
+        self.seconds_by_threads: dict[int, float] = {}
+
+    def calibrate(self, request: BackendRequest) -> None:
+        """Pick the fastest thread count on one item (after a warm-up run)."""
+        import torch
+
+        if self.local.tuner is None:
+            return
+        self._generate(request)
+        for threads in self.local.tuner.candidates:
+            torch.set_num_threads(threads)
+            start = time.perf_counter()
+            self._generate(request)
+            self.seconds_by_threads[threads] = time.perf_counter() - start
+        torch.set_num_threads(min(self.seconds_by_threads, key=self.seconds_by_threads.__getitem__))
+
+    def judge(self, request: BackendRequest, scale_max: int) -> float | None:
+        """Score one item the naive way."""
+        answer = self._generate(request)
+        return read_score(BackendResponse(text=answer), scale_max, structured=False).score
+
+    def _generate(self, request: BackendRequest) -> str:
+        import torch
+
+        local = self.local
+        chat = [m.model_dump() for m in request.messages]
+        text = local.tokenizer.apply_chat_template(chat, add_generation_prompt=True, tokenize=False)
+        enc = local.tokenizer(text, add_special_tokens=False, return_tensors="pt").to(local.device)
+        with torch.inference_mode():
+            out = local.model.generate(**enc, max_new_tokens=self.new_tokens, do_sample=False,
+                                       pad_token_id=local.pad_id)
+        return str(local.tokenizer.decode(out[0, enc["input_ids"].shape[1]:], skip_special_tokens=True))
+
+    def use_best_threads(self) -> None:
+        """Switch to the calibrated thread count (the backend changes it between its batches)."""
+        import torch
+
+        if self.seconds_by_threads:
+            torch.set_num_threads(min(self.seconds_by_threads, key=self.seconds_by_threads.__getitem__))
 
 
 async def run_calls(backend: TransformersBackend, requests: list[BackendRequest]) -> list[BackendResponse]:
@@ -220,6 +258,8 @@ def main() -> None:
     local = backend.load()
     import torch
 
+    if local.tuner is not None and local.tuner.best is not None:
+        torch.set_num_threads(local.tuner.best)  # probe the machine as the backend used it
     probe = flops_probe(args.dtype)
     params = matmul_params(local.model)
     computed_per_s = figures["computed_tokens"] / figures["backend_s"]
@@ -227,6 +267,7 @@ def main() -> None:
         "bench": "local_judge", "quick": args.quick, "source": source, "device": local.device,
         "dtype": args.dtype, "threads": torch.get_num_threads(), "batch_size": args.batch_size,
         "thread_seconds_per_token": local.tuner.cost if local.tuner else None,
+        "naive_calibration_seconds_by_threads": figures["naive_seconds_by_threads"],
         "items": len(items), "naive_items": n_naive, "naive_extrapolated": n_naive < len(items),
         "naive_new_tokens": args.naive_new_tokens,
         "backend_judgments_per_s": len(items) / figures["backend_s"],
@@ -249,12 +290,12 @@ def main() -> None:
 
 
 def measure(backend: TransformersBackend, items: list[Item], n_naive: int, rounds: int,
-            new_tokens: int) -> dict[str, float]:
+            new_tokens: int) -> dict[str, Any]:
     """Backend and baseline in alternating rounds over consecutive slices of the items."""
-    import torch
-
     local = backend.load()
+    naive = NaiveBaseline(local, new_tokens)
     sample = set(random.Random(1).sample(range(len(items)), n_naive))
+    naive.calibrate(items[min(sample)][2])
     totals = dict.fromkeys(["backend_s", "naive_s", "backend_scored", "naive_scored", "mass"], 0.0)
     before = local.stats.copy()
     per_round = -(-len(items) // rounds)
@@ -266,16 +307,15 @@ def measure(backend: TransformersBackend, items: list[Item], n_naive: int, round
         for i, resp in zip(chunk, responses, strict=True):
             totals["backend_scored"] += read_score(resp, items[i][1], structured=False).score is not None
             totals["mass"] += sum(math.exp(v) for v in (resp.choice_logprobs or {}).values())
-        if local.tuner is not None and local.tuner.best is not None:
-            torch.set_num_threads(local.tuner.best)  # the baseline runs on the threads the backend found fastest
+        naive.use_best_threads()
         start = time.perf_counter()
-        totals["naive_scored"] += sum(naive_judge(local, items[i][2], items[i][1], new_tokens) is not None
-                                      for i in chunk if i in sample)
+        totals["naive_scored"] += sum(naive.judge(items[i][2], items[i][1]) is not None for i in chunk if i in sample)
         totals["naive_s"] += time.perf_counter() - start
         print(f"round {r + 1}/{rounds}: backend {totals['backend_s']:.1f} s, baseline {totals['naive_s']:.1f} s",
               flush=True)
     used = local.stats - before
-    return {**totals, **{k: float(used[k]) for k in ("prompt_tokens", "computed_tokens", "forward_passes")}}
+    return {**totals, **{k: float(used[k]) for k in ("prompt_tokens", "computed_tokens", "forward_passes")},
+            "naive_seconds_by_threads": naive.seconds_by_threads or None}
 
 
 def report(result: dict[str, Any]) -> None:

@@ -319,6 +319,9 @@ class JudgeUsage(BaseModel):
     tokens_out: int = Field(default=0, description="Generated tokens paid for (cache hits excluded).")
     spend_usd: float | None = Field(default=None, description="What the calls cost; null for an unpriced judge.")
     lowest_concurrency: int | None = Field(default=None, description="Lowest concurrency limit after 429 cuts.")
+    parameters: int | None = Field(default=None, description="The judge model's parameter count, when known.")
+    trained_parameters: int | None = Field(
+        default=None, description="Parameters fitted for judging (a distilled student's heads), when known.")
 
 
 class Session(BaseModel):

@@ -261,7 +261,7 @@ def suite_record(suite_id: str, description: str, generators: dict[str, Any], so
         "id": suite_id,
         "description": description,
         "constitution": "default",
-        "judges": ["smollm2", "rules"],
+        "judges": ["student", "rules", "smollm2"],
         "generators": generators,
         "cases_file": f"{suite_id}.cases.jsonl",
         "sources": sources,

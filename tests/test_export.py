@@ -256,7 +256,8 @@ def test_pairwise_with_pointwise_scores_and_candidates(tmp_path: Path) -> None:
     cands = pd.read_parquet(tmp_path / "out" / "candidates.parquet")
     assert len(cands) == 9 and set(cands["rank_from"]) == {"pairwise"}
     c3c = cands[cands["case_id"] == "c3"].set_index("generator")
-    assert c3c.loc["x", "rank"] == 1 and sorted(c3c.loc[["y", "z"], "rank"]) == [2, 3]
+    # overall win rates: x (2 * 0.85 + 0.7) / 3; y (2 * 0.2 + 0.65) / 3 = z (2 * 0.45 + 0.15) / 3 = 0.35, a tie
+    assert c3c.loc["x", "rank"] == 1 and sorted(c3c.loc[["y", "z"], "rank"]) == [2, 2]
     assert c3c.loc["x", "score_helpful"] == 4.5 and pd.isna(c3c.loc["z", "score_helpful"])
     assert c3c.loc["x", "p_win_helpful"] == pytest.approx((0.8 + 0.9) / 2)
 

@@ -106,6 +106,11 @@ class Backend(ABC):
         """Whether to ask for a JSON answer (score and rationale) validated against a schema."""
         return False
 
+    def size(self) -> dict[str, int]:
+        """Parameter counts, when known: ``parameters`` (all weights used to judge) and ``trained_parameters``
+        (those fitted for judging, for a distilled student). Empty when the model was never loaded."""
+        return {}
+
     @abstractmethod
     async def complete(self, requests: list[BackendRequest]) -> list[BackendResponse]:
         """Answer a batch; raise :class:`~harness.errors.JudgeError` on failure."""

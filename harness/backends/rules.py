@@ -107,6 +107,10 @@ class RulesBackend(Backend):
     def structured(self) -> bool:
         return True
 
+    def size(self) -> dict[str, int]:
+        """Declared rules have no parameters."""
+        return {"parameters": 0}
+
     def pairwise(self) -> bool:
         return False
 

@@ -531,6 +531,11 @@ class TransformersBackend(Backend):
             return []
         return await asyncio.to_thread(self._complete_blocking, requests)
 
+    def size(self) -> dict[str, int]:
+        """The loaded model's parameter count (empty before the first batch)."""
+        local = self._local
+        return {} if local is None else {"parameters": int(sum(p.numel() for p in local.model.parameters()))}
+
     def _drop(self) -> None:
         with self._lock:
             self._local = None

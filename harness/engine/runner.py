@@ -33,7 +33,7 @@ from harness.errors import RunError
 from harness.schema import Constitution, InputRecord, JudgeConfig, RunManifest, Session, Spend
 
 DEFAULT_CONSTITUTION = "default"
-DEFAULT_JUDGES = ["smollm2", "rules"]
+DEFAULT_JUDGES = ["student", "rules", "smollm2"]
 GENERATIONS_LOG = "generations.jsonl"  # written by the generation stages (samples, critiques, revisions)
 VERSIONED = ["constitutional-harness", "pydantic", "torch", "transformers", "aiohttp", "httpx", "pandas", "numpy"]
 
@@ -185,18 +185,22 @@ async def _judge(items: list[WorkItem], bound: list[BoundJudge], inputs: Inputs,
                 left = await run_items([i for i in items if i.kind != "pointwise"], store.append)
     finally:
         store.close()
+        sizes = {b.config.id: b.backend.size() for b in bound}
         for b in bound:
             await b.backend.aclose()
         if cache is not None:
             cache.close()
-    return session_record(progress, started, time.monotonic() - clock, options.max_cost, left), left, skipped
+    session = session_record(progress, started, time.monotonic() - clock, options.max_cost, left, sizes)
+    return session, left, skipped
 
 
-def session_record(progress: Progress, started: str, elapsed: float, max_cost: float | None, left: int) -> Session:
-    """The manifest's record of one invocation, from its progress counts."""
+def session_record(progress: Progress, started: str, elapsed: float, max_cost: float | None, left: int,
+                   sizes: dict[str, dict[str, int]] | None = None) -> Session:
+    """The manifest's record of one invocation, from its progress counts and the judges' parameter counts."""
     stopped = f"--max-cost {max_cost:g} reached; {left} items not started" if left else ""
+    sizes = sizes or {}
     return Session(started=started, elapsed_s=round(elapsed, 3),
-                   judges={j: t.usage() for j, t in progress.tally.items()},
+                   judges={j: t.usage().model_copy(update=sizes.get(j, {})) for j, t in progress.tally.items()},
                    generation_spend_usd=round(progress.generation_spend, 6), spend_usd=round(progress.spend, 6),
                    max_cost_usd=max_cost, stopped=stopped)
 

@@ -88,3 +88,44 @@ def line_chart(xs: Sequence[float], ys: Sequence[float], lo: Sequence[float], hi
         f"{dots}{_axes(f, xlabel, ylabel)}</svg>"
     )
     return Markup(svg)
+
+
+def bar_chart(labels: Sequence[str], values: Sequence[float], *, title: str, xlabel: str,
+              lo: Sequence[float] | None = None, hi: Sequence[float] | None = None, log: bool = False,
+              reference: float | None = None, fmt: str = "{:.3g}", width: int = 300) -> Markup:
+    """Horizontal bars, one per label, with optional interval whiskers, a dashed reference line and a log10
+    axis (for sizes and rates spanning decades). NaN bars are left empty and say "n/a"."""
+    def t(v: float) -> float:
+        return math.log10(v) if log and v > 0 else (math.nan if log else v)
+
+    shown = [t(v) for v in values]
+    ends = [*shown, *(t(v) for v in (hi or []))]
+    top = max([v for v in ends if not math.isnan(v)] + [reference or 0.0, 1e-9 if not log else 0.0])
+    left = 0.0 if not log else min([0.0, *(v for v in shown if not math.isnan(v))])
+    label_w, row_h = min(150, max(40, 6 * max((len(x) for x in labels), default=0) + 8)), 22
+    height = row_h * len(labels) + 30
+    f = Frame(width, height, (left, top * 1.08 or 1.0), (0.0, 1.0), pad=label_w)
+    parts = []
+    for i, (label, v) in enumerate(zip(labels, shown, strict=True)):
+        y = 8 + i * row_h
+        parts.append(f'<text x="{label_w - 4}" y="{y + 12}" font-size="10" text-anchor="end">{escape(label)}</text>')
+        if math.isnan(v):  # unknown, or 0 on a log axis
+            text = "n/a" if math.isnan(values[i]) else fmt.format(values[i])
+            parts.append(f'<text x="{label_w + 4}" y="{y + 12}" font-size="9" fill="#57606a">{escape(text)}</text>')
+            continue
+        x1 = f.x(v)
+        parts.append(f'<rect x="{label_w}" y="{y + 2}" width="{max(x1 - label_w, 1):.1f}" height="{row_h - 8}" '
+                     f'fill="#0072B2" fill-opacity="0.75"/>')
+        if lo is not None and hi is not None and not math.isnan(t(lo[i])) and not math.isnan(t(hi[i])):
+            parts.append(f'<line x1="{f.x(t(lo[i])):.1f}" y1="{y + 9}" x2="{f.x(t(hi[i])):.1f}" y2="{y + 9}" '
+                         'stroke="#24292f" stroke-width="1.2"/>')
+        parts.append(f'<text x="{x1 + 3:.1f}" y="{y + 12}" font-size="9">{escape(fmt.format(values[i]))}</text>')
+    base = height - 22
+    if reference is not None:
+        xr = f.x(t(reference))
+        parts.append(f'<line x1="{xr:.1f}" y1="4" x2="{xr:.1f}" y2="{base}" stroke="#D55E00" stroke-dasharray="3,2"/>')
+    parts.append(f'<line x1="{label_w}" y1="{base}" x2="{width - 8}" y2="{base}" stroke="#8c959f"/>'
+                 f'<text x="{(width + label_w) / 2:.0f}" y="{height - 6}" font-size="10" text-anchor="middle">'
+                 f"{escape(xlabel)}</text>")
+    return Markup(f'<svg class="mini" viewBox="0 0 {width} {height}" width="{width}" height="{height}" role="img">'
+                  f"<title>{escape(title)}</title>{''.join(parts)}</svg>")

@@ -17,7 +17,7 @@ import pandas as pd
 from markupsafe import Markup
 
 from harness.engine.store import RunData
-from harness.report.charts import line_chart
+from harness.report.charts import bar_chart, line_chart
 
 
 @dataclass
@@ -168,8 +168,54 @@ def _convergence(run: RunData) -> Section | None:
     return section
 
 
-BUILDERS: list[Callable[[RunData], Section | None]] = [_comparison, _agreement, _position, _win_probability,
-                                                        _revisions, _scaling, _convergence]
+def _judges(run: RunData) -> Section | None:
+    from harness.analysis.judges import judge_profile, preference_agreement
+
+    profile = judge_profile(run)
+    if len(profile) < 2:
+        return None
+    agree = preference_agreement(run)
+    table = profile.copy()
+    for other in profile["judge"]:
+        pairs = agree[(agree["judge_a"] == other) | (agree["judge_b"] == other)]
+        by = {(r.judge_b if r.judge_a == other else r.judge_a): r.agreement for r in pairs.itertuples()}
+        table[f"agrees_with_{other}"] = [by.get(j, math.nan) for j in table["judge"]]
+    note = ("Each judge's size (parameters; trained = fitted for judging, e.g. a distilled student's heads), its "
+            "speed in this run (judgments made, cache hits excluded, per second of judge time), how often its "
+            "pointwise scores pick the human-preferred candidate (95% Wilson CI; 0.5 is chance), and how often two "
+            "judges prefer the same candidate of a case on a principle (agrees_with_*).")
+    section = table_section("judges", "Judges side by side: size, cost, agreement", note, table,
+                            "harness.analysis.judges.judge_profile, preference_agreement")
+    if section is not None:
+        section.figures = _judge_figures(profile, agree)
+    return section
+
+
+def _judge_figures(profile: pd.DataFrame, agree: pd.DataFrame) -> list[tuple[str, Markup]]:
+    labels = list(profile["judge"])
+    params = [float("nan") if pd.isna(v) else float(v) for v in profile["parameters"]]
+    figures = [
+        ("parameters", bar_chart(labels, params, title="parameters per judge", xlabel="parameters (log10 axis)",
+                                 log=True, fmt="{:,.0f}")),
+        ("judgments per second", bar_chart(labels, list(profile["judgments_per_s"].astype(float)), log=True,
+                                           title="judgments per second", xlabel="judgments/s (log10 axis)")),
+    ]
+    if profile["human_n"].sum() > 0:
+        figures.append(("agreement with human labels", bar_chart(
+            labels, list(profile["human_accuracy"].astype(float)), lo=list(profile["human_ci_low"].astype(float)),
+            hi=list(profile["human_ci_high"].astype(float)), reference=0.5, fmt="{:.2f}",
+            title="agreement with human labels", xlabel="accuracy (dashed: chance)")))
+    if not agree.empty:
+        figures.append(("agreement between judges", bar_chart(
+            [f"{a}~{b}" for a, b in zip(agree["judge_a"], agree["judge_b"], strict=True)],
+            list(agree["agreement"].astype(float)), lo=list(agree["ci_low"].astype(float)),
+            hi=list(agree["ci_high"].astype(float)), fmt="{:.2f}", title="same preference",
+            xlabel="share of candidate pairs judged alike")))
+    return figures
+
+
+BUILDERS: list[Callable[[RunData], Section | None]] = [_comparison, _agreement, _judges, _position,
+                                                        _win_probability, _revisions, _scaling, _convergence]
 
 
 def sections(run: RunData) -> list[Section]:
