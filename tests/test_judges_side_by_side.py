@@ -88,7 +88,7 @@ def test_student_and_rules_side_by_side_in_a_real_run(tmp_path: Path) -> None:
     suite = write_tiny_suite(tmp_path)
     result = run(RunOptions(suite=suite, judges=["student", "rules"], out=tmp_path / "out", use_cache=False,
                             quiet=True))
-    data = read_run(result.root)
+    data = read_run(result.run_dir)
     profile = judge_profile(data).set_index("judge")
     student = load_student("embedded")
     trained = sum(int(h.weight.size) for h in student.heads.values())
@@ -96,6 +96,6 @@ def test_student_and_rules_side_by_side_in_a_real_run(tmp_path: Path) -> None:
     assert profile.loc["student", "parameters"] > 100_000_000  # SmolLM2-135M underneath
     assert profile.loc["rules", "parameters"] == 0
     assert profile.loc["student", "judged"] > 0 and profile.loc["student", "judgments_per_s"] > 0
-    html = (result.root / "report.html").read_text(encoding="utf-8")
+    html = (result.run_dir / "report.html").read_text(encoding="utf-8")
     assert "Judges side by side" in html and "judgments per second" in html
     assert not preference_agreement(data).empty
