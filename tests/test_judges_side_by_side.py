@@ -3,7 +3,10 @@ run of the embedded student next to the rules judge whose report draws the compa
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -99,3 +102,17 @@ def test_student_and_rules_side_by_side_in_a_real_run(tmp_path: Path) -> None:
     html = (result.run_dir / "report.html").read_text(encoding="utf-8")
     assert "Judges side by side" in html and "judgments per second" in html
     assert not preference_agreement(data).empty
+
+
+@pytest.mark.slow
+def test_student_and_prompted_judge_load_together_in_a_fresh_process(tmp_path: Path) -> None:
+    """The main job's two local judges load in worker threads at the same moment; in a fresh process that is
+    transformers' first import, which must not race ("cannot import name AutoModelForCausalLM")."""
+    suite = write_tiny_suite(tmp_path)
+    cmd = [sys.executable, "-m", "harness.cli", "run", str(suite), "--judge", "student", "--judge", "smollm2",
+           "--out", str(tmp_path / "out"), "--no-cache", "-q"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    manifest = json.loads(next((tmp_path / "out").glob("*/manifest.json")).read_text(encoding="utf-8"))
+    assert manifest["status"] == "complete" and manifest["counts"]["error"] == 0

@@ -293,3 +293,31 @@ def test_conversion_cache_loads_the_same_model_as_the_gguf_file(tmp_path: Path):
     for a, b in zip(cold.complete(reqs), warm.complete(reqs), strict=True):
         # Equal weights; kernels may still round differently (memory layout, threads), so: within tolerance.
         assert all(abs(a.choice_logprobs[c] - b.choice_logprobs[c]) < TOL for c in a.choice_logprobs)
+
+
+RACE = """
+import sys, threading
+import torch
+from harness.backends.model_cache import load_model, resolve_source
+source, barrier, errors = resolve_source("embedded:smollm2", None), threading.Barrier(3), []
+def load():
+    barrier.wait()
+    try:
+        load_model(source, torch.float32)
+    except Exception as exc:
+        errors.append(repr(exc))
+threads = [threading.Thread(target=load) for _ in range(3)]
+for t in threads: t.start()
+for t in threads: t.join()
+print(errors)
+sys.exit(1 if errors else 0)
+"""
+
+
+@pytest.mark.slow
+def test_loads_from_threads_at_once_in_a_fresh_process() -> None:
+    """Judges load in worker threads; three at once, in a process that has not imported transformers yet, all
+    succeed (unserialised, transformers' lazy first import fails with "cannot import name ...")."""
+    done = subprocess.run([sys.executable, "-c", RACE], capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]

@@ -18,6 +18,7 @@ import json
 import os
 import shutil
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -162,13 +163,25 @@ def _from_pretrained(location: str, gguf_file: str | None, dtype: Any) -> tuple[
     return model, tokenizer
 
 
+#: One load at a time in a process: two judges (e.g. the student and the prompted model) load in worker threads,
+#: and transformers' lazy first import is not thread-safe ("cannot import name AutoModelForCausalLM").
+_LOAD_LOCK = threading.Lock()
+
+
 def load_model(source: ModelSource, dtype: Any, cache_root: Path | None = None,
                use_cache: bool = True) -> tuple[Any, Any, LoadReport]:
     """Model (eval mode, on the CPU, in ``dtype``) and tokenizer; GGUF sources go through the cache.
 
     The first load of a GGUF file converts it and returns the GGUF-loaded model itself; later loads read
     the cache. ``use_cache=False`` always loads the GGUF file directly (slow; tests use it as reference).
+    Loads are serialised within the process.
     """
+    with _LOAD_LOCK:
+        return _load_model(source, dtype, cache_root, use_cache)
+
+
+def _load_model(source: ModelSource, dtype: Any, cache_root: Path | None,
+                use_cache: bool) -> tuple[Any, Any, LoadReport]:
     start = time.perf_counter()
     gguf = source.gguf_path
     converted = False
