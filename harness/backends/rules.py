@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -134,6 +135,8 @@ class RulesBackend(Backend):
         for req in requests:
             if req.subject is None:
                 raise JudgeError("the rules backend needs the request's subject")
+            start = time.perf_counter()
             score, why = self.judge(req.subject)
-            out.append(BackendResponse(text=json.dumps({"score": score, "rationale": why})))
+            out.append(BackendResponse(text=json.dumps({"score": score, "rationale": why}),
+                                       latency_s=time.perf_counter() - start))
         return out

@@ -6,7 +6,7 @@ Only numbers and our own labels go into the SVG; any text is escaped.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from markupsafe import Markup, escape
@@ -92,9 +92,12 @@ def line_chart(xs: Sequence[float], ys: Sequence[float], lo: Sequence[float], hi
 
 def bar_chart(labels: Sequence[str], values: Sequence[float], *, title: str, xlabel: str,
               lo: Sequence[float] | None = None, hi: Sequence[float] | None = None, log: bool = False,
-              reference: float | None = None, fmt: str = "{:.3g}", width: int = 300) -> Markup:
+              reference: float | None = None, fmt: str | Callable[[float], str] = "{:.3g}",
+              width: int = 300) -> Markup:
     """Horizontal bars, one per label, with optional interval whiskers, a dashed reference line and a log10
     axis (for sizes and rates spanning decades). NaN bars are left empty and say "n/a"."""
+    show = fmt if callable(fmt) else fmt.format
+
     def t(v: float) -> float:
         return math.log10(v) if log and v > 0 else (math.nan if log else v)
 
@@ -104,13 +107,13 @@ def bar_chart(labels: Sequence[str], values: Sequence[float], *, title: str, xla
     left = 0.0 if not log else min([0.0, *(v for v in shown if not math.isnan(v))])
     label_w, row_h = min(150, max(40, 6 * max((len(x) for x in labels), default=0) + 8)), 22
     height = row_h * len(labels) + 30
-    f = Frame(width, height, (left, top * 1.08 or 1.0), (0.0, 1.0), pad=label_w)
+    f = Frame(width - 40, height, (left, top * 1.02 or 1.0), (0.0, 1.0), pad=label_w)  # 40 px for the values
     parts = []
     for i, (label, v) in enumerate(zip(labels, shown, strict=True)):
         y = 8 + i * row_h
         parts.append(f'<text x="{label_w - 4}" y="{y + 12}" font-size="10" text-anchor="end">{escape(label)}</text>')
         if math.isnan(v):  # unknown, or 0 on a log axis
-            text = "n/a" if math.isnan(values[i]) else fmt.format(values[i])
+            text = "n/a" if math.isnan(values[i]) else show(values[i])
             parts.append(f'<text x="{label_w + 4}" y="{y + 12}" font-size="9" fill="#57606a">{escape(text)}</text>')
             continue
         x1 = f.x(v)
@@ -119,7 +122,7 @@ def bar_chart(labels: Sequence[str], values: Sequence[float], *, title: str, xla
         if lo is not None and hi is not None and not math.isnan(t(lo[i])) and not math.isnan(t(hi[i])):
             parts.append(f'<line x1="{f.x(t(lo[i])):.1f}" y1="{y + 9}" x2="{f.x(t(hi[i])):.1f}" y2="{y + 9}" '
                          'stroke="#24292f" stroke-width="1.2"/>')
-        parts.append(f'<text x="{x1 + 3:.1f}" y="{y + 12}" font-size="9">{escape(fmt.format(values[i]))}</text>')
+        parts.append(f'<text x="{x1 + 3:.1f}" y="{y + 12}" font-size="9">{escape(show(values[i]))}</text>')
     base = height - 22
     if reference is not None:
         xr = f.x(t(reference))
@@ -129,3 +132,11 @@ def bar_chart(labels: Sequence[str], values: Sequence[float], *, title: str, xla
                  f"{escape(xlabel)}</text>")
     return Markup(f'<svg class="mini" viewBox="0 0 {width} {height}" width="{width}" height="{height}" role="img">'
                   f"<title>{escape(title)}</title>{''.join(parts)}</svg>")
+
+
+def si(value: float) -> str:
+    """A count in short form: 8.06k, 134.5M."""
+    for limit, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(value) >= limit:
+            return f"{value / limit:.4g}{suffix}"
+    return f"{value:.3g}"

@@ -17,7 +17,7 @@ import pandas as pd
 from markupsafe import Markup
 
 from harness.engine.store import RunData
-from harness.report.charts import bar_chart, line_chart
+from harness.report.charts import bar_chart, line_chart, si
 
 
 @dataclass
@@ -176,6 +176,8 @@ def _judges(run: RunData) -> Section | None:
         return None
     agree = preference_agreement(run)
     table = profile.copy()
+    for col in ("parameters", "trained_parameters"):  # counts, not floats ("–" when unknown)
+        table[col] = [None if pd.isna(v) else f"{int(v):,}" for v in table[col]]
     for other in profile["judge"]:
         pairs = agree[(agree["judge_a"] == other) | (agree["judge_b"] == other)]
         by = {(r.judge_b if r.judge_a == other else r.judge_a): r.agreement for r in pairs.itertuples()}
@@ -184,7 +186,7 @@ def _judges(run: RunData) -> Section | None:
             "speed in this run (judgments made, cache hits excluded, per second of judge time), how often its "
             "pointwise scores pick the human-preferred candidate (95% Wilson CI; 0.5 is chance), and how often two "
             "judges prefer the same candidate of a case on a principle (agrees_with_*).")
-    section = table_section("judges", "Judges side by side: size, cost, agreement", note, table,
+    section = table_section("judge-comparison", "Judges side by side: size, cost, agreement", note, table,
                             "harness.analysis.judges.judge_profile, preference_agreement")
     if section is not None:
         section.figures = _judge_figures(profile, agree)
@@ -193,10 +195,12 @@ def _judges(run: RunData) -> Section | None:
 
 def _judge_figures(profile: pd.DataFrame, agree: pd.DataFrame) -> list[tuple[str, Markup]]:
     labels = list(profile["judge"])
-    params = [float("nan") if pd.isna(v) else float(v) for v in profile["parameters"]]
+    sizes = [(j, v) for j, v in zip(labels, profile["parameters"], strict=True)]
+    sizes += [(f"{j}: trained", v) for j, v in zip(labels, profile["trained_parameters"], strict=True)
+              if not pd.isna(v)]
     figures = [
-        ("parameters", bar_chart(labels, params, title="parameters per judge", xlabel="parameters (log10 axis)",
-                                 log=True, fmt="{:,.0f}")),
+        ("parameters", bar_chart([j for j, _ in sizes], [math.nan if pd.isna(v) else float(v) for _, v in sizes],
+                                 title="parameters per judge", xlabel="parameters (log10 axis)", log=True, fmt=si)),
         ("judgments per second", bar_chart(labels, list(profile["judgments_per_s"].astype(float)), log=True,
                                            title="judgments per second", xlabel="judgments/s (log10 axis)")),
     ]
