@@ -72,14 +72,16 @@ def _add_agreement(sub: Any) -> None:
     p = sub.add_parser("agreement", help="judge agreement with the suite's human labels (three protocols)")
     p.add_argument("run", type=Path, help="a run folder")
     p.add_argument("--seed", type=int, default=0, help="seed of the coin that fixes the label frame")
+    p.add_argument("--by-tag", action="store_true", help="one block per case tag (e.g. per data source)")
     p.set_defaults(func=cmd_agreement)
 
 
 def cmd_agreement(args: argparse.Namespace) -> int:
-    from harness.analysis.agreement import human_agreement
+    from harness.analysis.agreement import human_agreement, human_agreement_by_tag
     from harness.engine.store import read_run
 
-    table = human_agreement(read_run(args.run), seed=args.seed)
+    measure = human_agreement_by_tag if args.by_tag else human_agreement
+    table = measure(read_run(args.run), seed=args.seed)
     if table.empty:
         print("no human-labelled pairs with judge verdicts in this run")
         return 0

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from harness.analysis.agreement import human_agreement_by_tag
 from harness.analysis.judges import judge_profile, preference_agreement
 from harness.engine.runner import RunOptions, run
 from harness.engine.store import RunStore, read_run
@@ -21,7 +22,8 @@ from tests.test_export import CONSTITUTION
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-CASES = [Case.model_validate({"id": f"c{i}", "prompt": "Q?", "human_preference": (
+CASES = [Case.model_validate({"id": f"c{i}", "prompt": "Q?", "tags": ["even" if i % 2 == 0 else "odd"],
+                              "human_preference": (
     HumanPreference(chosen="x", rejected="y", principle="helpful").model_dump() if i < 2 else None),
     "candidates": [{"generator": g, "response": f"answer {g} {i}"} for g in "xyz"]}) for i in range(3)]
 SCORES = {  # judge -> case -> (x, y, z) on "helpful"
@@ -84,6 +86,14 @@ def test_preference_agreement_between_judges(hand_run: Path) -> None:
     # none alike. c2: y z z vs y z tie, 2 alike. 5 of 9.
     assert (row["judge_a"], row["judge_b"], row["n"]) == ("big", "small", 9)
     assert row["agreement"] == pytest.approx(5 / 9) and row["ci_low"] < 5 / 9 < row["ci_high"]
+
+
+def test_agreement_per_tag(hand_run: Path) -> None:
+    table = human_agreement_by_tag(read_run(hand_run))
+    point = table[table["protocol"] == "pointwise"].set_index(["tag", "judge"])
+    assert set(table["tag"]) == {"even", "odd"}  # c2 ("even") has no label: only c0 counts there
+    assert point.loc[("even", "big"), "accuracy"] == 1.0 and point.loc[("even", "big"), "n"] == 1
+    assert point.loc[("odd", "big"), "accuracy"] == 0.5 and point.loc[("odd", "small"), "accuracy"] == 0.0
 
 
 @pytest.mark.slow

@@ -16,6 +16,7 @@ Cohen's kappa is meaningful even when every human label names the same generator
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Iterator
 
@@ -137,3 +138,16 @@ def human_agreement(run: RunData, seed: int = 0) -> pd.DataFrame:
     """Every protocol's agreement with the human labels, per judge and principle."""
     rows = pairwise_agreement(run, seed) + pointwise_agreement(run, seed)
     return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def human_agreement_by_tag(run: RunData, seed: int = 0) -> pd.DataFrame:
+    """``human_agreement`` for the labelled cases of each tag separately (a suite mixing sources, e.g. LLMBar and
+    MT-Bench, gets one block per source), with a leading ``tag`` column."""
+    tags = sorted({t for c in run.cases if c.human_preference for t in c.tags})
+    blocks = []
+    for tag in tags:
+        subset = dataclasses.replace(run, cases=[c for c in run.cases if tag in c.tags])
+        blocks.append(human_agreement(subset, seed).assign(tag=tag))
+    if not blocks:
+        return pd.DataFrame(columns=["tag", *COLUMNS])
+    return pd.concat(blocks, ignore_index=True)[["tag", *COLUMNS]]
