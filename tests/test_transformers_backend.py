@@ -21,16 +21,13 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
 from harness.backends.base import BackendRequest  # noqa: E402
+from harness.backends.batching import PrefixStore, ThreadTuner, common_prefix, plan_batches  # noqa: E402
 from harness.backends.model_cache import WEIGHTS, converted_dir, resolve_source  # noqa: E402
 from harness.backends.transformers import (  # noqa: E402
-    PrefixStore,
-    ThreadTuner,
     TransformersBackend,
     TransformersOptions,
-    common_prefix,
     first_token,
     load_local_model,
-    plan_batches,
 )
 from harness.errors import ConfigError  # noqa: E402
 from harness.judging.pointwise import Style, build_request, distribution_from_logprobs, read_score  # noqa: E402
