@@ -114,20 +114,31 @@ def _collect(acc: dict[str, list], case: Case, judge: str, pid: str, combined: p
         acc["single_t"].append(truth)
 
 
+def mean_scores(verdicts: pd.DataFrame) -> pd.Series:
+    """Mean scored verdict by (judge, principle, case, generator)."""
+    good = verdicts[verdicts["status"] == "scored"]
+    return good.groupby(["judge", "principle", "case_id", "generator"])["score"].mean()
+
+
+def preference(score_first: float, score_second: float) -> str:
+    """'first', 'second' or 'tie': which of two candidates the higher pointwise score prefers."""
+    return "tie" if score_first == score_second else ("first" if score_first > score_second else "second")
+
+
 def pointwise_agreement(run: RunData, seed: int = 0) -> list[dict[str, object]]:
     """Agreement of pointwise scores (higher score wins) with the human labels."""
-    good = run.verdicts[run.verdicts["status"] == "scored"]
-    score = good.groupby(["judge", "principle", "case_id", "generator"])["score"].mean().to_dict()
+    means = mean_scores(run.verdicts)
+    score = means.to_dict()
     principles = [p.id for p in run.constitution.principles]
     rows = []
-    for judge in sorted(good["judge"].unique()):
+    for judge in sorted(means.index.get_level_values("judge").unique()):
         for pid in principles:
             pred, truth = [], []
             for case, _ in ((c, p) for c, p in _labelled(run.cases, principles) if p == pid):
                 frame = _frame(case, seed)
                 s = [score.get((judge, pid, case.id, g)) for g in frame]
                 if s[0] is not None and s[1] is not None:
-                    pred.append("tie" if s[0] == s[1] else ("first" if s[0] > s[1] else "second"))
+                    pred.append(preference(s[0], s[1]))
                     truth.append(_truth(case, frame))
             if truth:
                 rows.append(_hard_row(judge, pid, "pointwise", pred, truth))

@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import itertools
 import math
+from typing import cast
 
 import pandas as pd
 
-from harness.analysis.agreement import pointwise_agreement
+from harness.analysis.agreement import mean_scores, pointwise_agreement, preference
 from harness.analysis.scores import wilson_interval
 from harness.analysis.stats import cohen_kappa
 from harness.engine.plan import single_order
@@ -56,14 +57,14 @@ def _human(run: RunData) -> dict[str, tuple[int, float, float, float]]:
     """Pointwise agreement with the human labels pooled over principles: (n, accuracy, CI low, CI high)."""
     pooled: dict[str, list[float]] = {}
     for row in pointwise_agreement(run):
-        n, acc = float(str(row["n"])), float(str(row["accuracy"]))
+        n, acc = cast(int, row["n"]), cast(float, row["accuracy"])
         hits_n = pooled.setdefault(str(row["judge"]), [0.0, 0.0])
-        hits_n[0] += acc * n
+        hits_n[0] += acc * n  # a tie counted half a hit, so hits may end in .5
         hits_n[1] += n
     out = {}
-    for judge, (hits, n) in pooled.items():
-        lo, hi = wilson_interval(hits, int(n))  # type: ignore[arg-type]  # a tie counts half a hit
-        out[judge] = (int(n), hits / n, lo, hi)
+    for judge, (hits, total) in pooled.items():
+        lo, hi = wilson_interval(hits, int(total))  # type: ignore[arg-type]  # half hits from ties
+        out[judge] = (int(total), hits / total, lo, hi)
     return out
 
 
@@ -86,16 +87,13 @@ def judge_profile(run: RunData) -> pd.DataFrame:
 
 def _preferences(verdicts: pd.DataFrame, seed: int) -> pd.DataFrame:
     """Each judge's preference between every two candidates of a case, per principle, in a coin-flip frame."""
-    good = verdicts[verdicts["status"] == "scored"]
-    score = good.groupby(["judge", "principle", "case_id", "generator"])["score"].mean()
     rows = []
-    for (judge, principle, case_id), group in score.groupby(level=[0, 1, 2]):
+    for (judge, principle, case_id), group in mean_scores(verdicts).groupby(level=[0, 1, 2]):
         by_gen = {key[3]: float(v) for key, v in group.items()}
         for a, b in itertools.combinations(sorted(by_gen), 2):
             first, second = single_order(a, b, seed, str(case_id))
-            diff = by_gen[first] - by_gen[second]
             rows.append({"judge": judge, "key": (principle, case_id, a, b),
-                         "pref": "tie" if diff == 0 else ("first" if diff > 0 else "second")})
+                         "pref": preference(by_gen[first], by_gen[second])})
     return pd.DataFrame(rows, columns=["judge", "key", "pref"])
 
 

@@ -28,7 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from harness.backends.base import Backend, BackendRequest, BackendResponse, Subject
 from harness.errors import ConfigError, JudgeError
 from harness.student.artefact import Student, load_student
-from harness.student.features import Encoded, FeatureExtractor, MemoryCache
+from harness.student.features import FeatureExtractor, MemoryCache
 
 #: Pairwise probabilities are kept this far from 0 and 1, so their logs stay finite.
 P_FLOOR = 1e-6
@@ -135,18 +135,24 @@ class RewardModelBackend(Backend):
 
     def rewards(self, subjects: list[Subject]) -> list[list[float]]:
         """Rewards of each subject's response (and ``response_b`` for pairwise), with its principle's head."""
+        return self.rewards_and_tokens(subjects)[0]
+
+    def rewards_and_tokens(self, subjects: list[Subject]) -> tuple[list[list[float]], list[int]]:
+        """``rewards``, and the tokens each subject put through the model (from the same encoding)."""
         ex = self.extractor()
         items = [(s.prompt, r) for s in subjects for r in _responses(s)]
-        feats, unseen = ex.extract(items), ex.unseen(items)
-        out, i = [], 0
+        encoded = [ex.encode(p, r) for p, r in items]
+        feats, unseen = ex.extract_encoded(encoded), ex.unseen(items)
+        out, tokens, i = [], [], 0
         for s in subjects:
             name = self.head_for(s.principle)
             assert name is not None
             k = len(_responses(s))
             head = self.student.heads[name]
             out.append([float(r) for r in head.reward(feats[i : i + k], ex.spec.layers, unseen[i : i + k])])
+            tokens.append(len(encoded[i].prompt) + sum(len(e.response) for e in encoded[i : i + k]))
             i += k
-        return out
+        return out, tokens
 
     def _answer(self, subject: Subject, rewards: list[float], tokens: int, latency: float) -> BackendResponse:
         name = self.head_for(subject.principle)
@@ -167,12 +173,11 @@ class RewardModelBackend(Backend):
         start = time.perf_counter()
         with self._lock:
             try:
-                rewards = self.rewards(subjects)
+                rewards, tokens = self.rewards_and_tokens(subjects)
             except (RuntimeError, ValueError) as exc:
                 raise JudgeError(f"reward_model backend failed on a batch of {len(requests)}: {exc}") from exc
-            ex = self.extractor()
         each = (time.perf_counter() - start) / len(requests)
-        return [self._answer(s, r, _tokens(ex, s), each) for s, r in zip(subjects, rewards, strict=True)]
+        return [self._answer(s, r, t, each) for s, r, t in zip(subjects, rewards, tokens, strict=True)]
 
     async def complete(self, requests: list[BackendRequest]) -> list[BackendResponse]:
         """Score a batch in a worker thread, so the event loop stays free."""
@@ -198,7 +203,3 @@ def _subject(request: BackendRequest, backend: RewardModelBackend) -> Subject:
         raise JudgeError(f"the student has no head for principle {s.principle!r}")
     return s
 
-
-def _tokens(ex: FeatureExtractor, s: Subject) -> int:
-    encoded: list[Encoded] = [ex.encode(s.prompt, r) for r in _responses(s)]
-    return len(encoded[0].prompt) + sum(len(e.response) for e in encoded)

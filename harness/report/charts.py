@@ -102,9 +102,9 @@ def bar_chart(labels: Sequence[str], values: Sequence[float], *, title: str, xla
         return math.log10(v) if log and v > 0 else (math.nan if log else v)
 
     shown = [t(v) for v in values]
-    ends = [*shown, *(t(v) for v in (hi or []))]
-    top = max([v for v in ends if not math.isnan(v)] + [reference or 0.0, 1e-9 if not log else 0.0])
-    left = 0.0 if not log else min([0.0, *(v for v in shown if not math.isnan(v))])
+    ends = [*shown, *(t(v) for v in (hi or [])), 0.0 if reference is None else t(reference)]
+    top = max((v for v in ends if not math.isnan(v)), default=0.0)
+    left = min([0.0, *(v for v in shown if not math.isnan(v))])  # below 0 only on a log axis (values < 1)
     label_w, row_h = min(150, max(40, 6 * max((len(x) for x in labels), default=0) + 8)), 22
     height = row_h * len(labels) + 30
     f = Frame(width - 40, height, (left, top * 1.02 or 1.0), (0.0, 1.0), pad=label_w)  # 40 px for the values

@@ -238,7 +238,10 @@ class FeatureExtractor:
 
     def extract(self, items: Sequence[Item], progress: Progress | None = None) -> np.ndarray:
         """Feature arrays ``[n, 2, layers, hidden]`` for the items, computing only what is not cached."""
-        encoded = [self.encode(p, r) for p, r in items]
+        return self.extract_encoded([self.encode(p, r) for p, r in items], progress)
+
+    def extract_encoded(self, encoded: Sequence[Encoded], progress: Progress | None = None) -> np.ndarray:
+        """``extract`` for items already encoded (a caller that also needs the token ids encodes once)."""
         found: dict[Encoded, np.ndarray] = {}
         for e in set(encoded):
             hit = self.cache.get(e.key(self.namespace)) if self.cache else None
