@@ -266,7 +266,7 @@ def main() -> None:
     result = {
         "bench": "local_judge", "quick": args.quick, "source": source, "device": local.device,
         "dtype": args.dtype, "threads": torch.get_num_threads(), "batch_size": args.batch_size,
-        "thread_seconds_per_token": local.tuner.cost if local.tuner else None,
+        "thread_seconds_per_token_equivalent": local.tuner.cost if local.tuner else None,
         "naive_calibration_seconds_by_threads": figures["naive_seconds_by_threads"],
         "items": len(items), "naive_items": n_naive, "naive_extrapolated": n_naive < len(items),
         "naive_new_tokens": args.naive_new_tokens,

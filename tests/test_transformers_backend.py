@@ -21,7 +21,7 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
 from harness.backends.base import BackendRequest  # noqa: E402
-from harness.backends.batching import PrefixStore, ThreadTuner, common_prefix, plan_batches  # noqa: E402
+from harness.backends.batching import Batch, PrefixStore, ThreadTuner, common_prefix, plan_batches  # noqa: E402
 from harness.backends.model_cache import WEIGHTS, converted_dir, resolve_source  # noqa: E402
 from harness.backends.transformers import (  # noqa: E402
     TransformersBackend,
@@ -110,6 +110,27 @@ def test_plan_groups_requests_that_share_a_long_prefix():
     assert all(b.prefix == 100 for b in batches)
 
 
+def test_plan_runs_a_lone_request_in_one_pass_unless_its_prefix_is_stored():
+    seq = list(range(300))
+    assert plan_batches([seq], max_batch=4, overhead=50) == [Batch([0], 0)]  # no prefix pass for one row
+    assert plan_batches([seq], max_batch=4, overhead=50, known=[120]) == [Batch([0], 120)]
+
+
+def test_plan_extends_a_prefix_only_when_enough_rows_share_it():
+    head = list(range(100))
+    two = [[*head, 1], [*head, 2]]
+    assert [b.prefix for b in plan_batches(two, max_batch=2, overhead=150)] == [0]  # 2*101+150 < 100+2+300
+    assert [b.prefix for b in plan_batches(two, max_batch=2, overhead=10)] == [100]
+    assert [b.prefix for b in plan_batches(two, max_batch=2, overhead=150, known=[100, 100])] == [100]
+
+
+def test_prefix_store_knows_how_much_of_a_sequence_it_holds():
+    store = PrefixStore()
+    kv = [(torch.zeros(1, 1, 10, 4), torch.zeros(1, 1, 10, 4))]
+    store.put(list(range(10)), kv)
+    assert store.known([0, 1, 2, 99]) == 3 and store.known([7]) == 0 and PrefixStore().known([1]) == 0
+
+
 def test_prefix_store_cuts_the_closest_entry_and_evicts_by_bytes():
     store = PrefixStore(max_bytes=2 * 4 * 10 * 4)  # room for one 10-token entry of 1 layer, 1 head, dim 4
     kv = [(torch.arange(40.0).view(1, 1, 10, 4), -torch.arange(40.0).view(1, 1, 10, 4))]
@@ -139,17 +160,32 @@ def test_first_token_skips_a_bare_word_boundary_piece():
     assert first_token(PieceTokenizer(), "A") == 2
 
 
-def test_thread_tuner_tries_each_count_then_keeps_the_fastest_and_rechecks():
-    tuner = ThreadTuner(cores=4, explore_every=5)
+def test_thread_tuner_times_each_count_in_turns_then_keeps_the_fastest_and_rechecks():
+    tuner = ThreadTuner(cores=4, explore_every=5, trials=2, window=3)
     assert tuner.candidates == [4, 2, 1]
-    tuner.record(tuner.choose(), 99.0, tokens=1)  # warm-up batch: not held against 4 threads
-    for threads, seconds in ((4, 5.0), (2, 1.0), (1, 3.0)):
-        assert tuner.choose() == threads
-        tuner.record(threads, seconds, tokens=100)
+    tuner.record(tuner.choose(), 99.0, work=1)  # warm-up batch: not held against 4 threads
+    turns = []
+    for _ in range(6):
+        threads = tuner.choose()
+        turns.append(threads)
+        tuner.record(threads, {4: 5.0, 2: 1.0, 1: 3.0}[threads], work=100)
+    assert turns == [4, 2, 1, 4, 2, 1]
     picks = [tuner.choose() for _ in range(10)]
     assert picks.count(2) == 8 and tuner.best == 2  # the others are tried again now and then
-    tuner.record(2, 50.0, tokens=100)  # 2 threads became slow (another process took a core)
-    tuner.record(2, 50.0, tokens=100)
+    tuner.record(2, 50.0, work=100)  # one slow batch decides nothing: the median of the last 3 holds
+    assert tuner.best == 2
+    tuner.record(2, 50.0, work=100)  # 2 threads became slow (another process took a core)
+    assert tuner.best == 1
+
+
+def test_thread_tuner_keeps_the_default_unless_fewer_threads_win_clearly():
+    tuner = ThreadTuner(cores=2, trials=1)
+    tuner.record(2, 1.0, work=1)  # warm-up
+    tuner.record(2, 1.0, work=100)
+    tuner.record(1, 0.95, work=100)  # 5 % faster: noise, not contention
+    assert tuner.best == 2
+    tuner.record(1, 0.5, work=100)
+    tuner.record(1, 0.5, work=100)
     assert tuner.best == 1
 
 

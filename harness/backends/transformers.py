@@ -6,7 +6,8 @@ How a batch of requests is answered:
    truncated to ``max_length`` keeping the end.
 2. :func:`plan_batches` orders the requests two ways, by token ids (requests that share leading text:
    system prompt, principle, rubric, conversation, sit together) and by length (little padding), cuts
-   each order into forward batches trading padding against shared-prefix length, and keeps the cheaper.
+   each order into forward batches trading padding, shared-prefix length and the fixed cost of each
+   forward pass (prefixes already in the store cost nothing), and keeps the cheaper.
 3. A batch's shared prefix is run once (batch size 1) and its KV cache reused: ``PrefixStore`` keeps
    recent prefixes and extends the closest one, which is exact because a causal model's keys and values
    for the first ``n`` tokens do not depend on what follows them.
@@ -14,7 +15,8 @@ How a batch of requests is answered:
    ``[prefix | padding | suffix]`` with explicit position ids, so every row sees exactly its own prompt.
    Log-probs of the choices are read at the last position (log-softmax over the full vocabulary); text
    is generated greedily from that same position only for requests with ``max_tokens > 0``.
-5. On the CPU, unless ``threads`` is set, :class:`ThreadTuner` picks the thread count from timed batches.
+5. On the CPU, unless ``threads`` is set, :class:`ThreadTuner` picks the thread count from timed batches,
+   weighing each by its tokens plus the fixed cost of its passes.
 
 Everything runs under ``torch.inference_mode``, one batch at a time (a lock), in a worker thread.
 ``latency_s`` of a response is its batch's wall time (prefix extension included) divided by the number
@@ -36,7 +38,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from harness.backends.base import Backend, BackendRequest, BackendResponse
-from harness.backends.batching import BATCH_OVERHEAD_TOKENS, KV, PrefixStore, ThreadTuner, plan_batches
+from harness.backends.batching import KV, PrefixStore, ThreadTuner, overhead_tokens, plan_batches
 from harness.backends.model_cache import LoadReport, load_model, resolve_source
 from harness.errors import ConfigError, JudgeError
 
@@ -121,6 +123,8 @@ class LocalModel:
         #: Running totals: prompt tokens asked for, tokens actually run through the model, forward passes.
         self.stats: Counter[str] = Counter()
         self.tuner = ThreadTuner(_default_threads()) if device == "cpu" and not options.threads else None
+        #: Fixed cost of a forward pass in tokens, for batch planning and for weighing timed batches.
+        self.overhead = overhead_tokens(device, options.dtype)
 
     # -- tokenising
 
@@ -151,11 +155,12 @@ class LocalModel:
 
         works = [self.encode(r) for r in requests]
         out: list[BackendResponse | None] = [None] * len(works)
-        overhead = BATCH_OVERHEAD_TOKENS.get(self.device.split(":")[0], 24)
+        overhead = self.overhead
         with torch.inference_mode():
             for wants_text in (False, True):
                 part = [i for i, w in enumerate(works) if (w.max_tokens > 0) == wants_text]
-                batches = plan_batches([works[i].ids for i in part], self.options.batch_size, overhead)
+                known = [self.prefixes.known(works[i].ids) for i in part] if self.reuse_prefix else None
+                batches = plan_batches([works[i].ids for i in part], self.options.batch_size, overhead, known)
                 for b in batches:
                     idx = [part[k] for k in b.indices]
                     prefix = b.prefix if self.reuse_prefix else 0
@@ -167,11 +172,13 @@ class LocalModel:
 
     def _run_batch(self, works: list[Work], prefix: int) -> list[BackendResponse]:
         threads = self._threads()
-        start, computed = time.perf_counter(), self.stats["computed_tokens"]
+        start, before = time.perf_counter(), self.stats.copy()
         logits, state = self._forward(works, prefix)
         logprobs = torch_log_softmax(logits)  # copies to the CPU, so the device is done here
         if self.tuner is not None:  # timed on the prompt pass alone: generation steps cost per step, not token
-            self.tuner.record(threads, time.perf_counter() - start, self.stats["computed_tokens"] - computed)
+            used = self.stats - before
+            work = used["computed_tokens"] + self.overhead * used["forward_passes"]
+            self.tuner.record(threads, time.perf_counter() - start, work)
         texts = self._generate(works, logits, state) if any(w.max_tokens for w in works) else [([], "")] * len(works)
         _sync(self.device)
         each = (time.perf_counter() - start) / len(works)
