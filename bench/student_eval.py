@@ -103,11 +103,11 @@ def judge_pairs(backend: Backend, judge_id: str, pairs: list[Pair], principle: s
     start = time.perf_counter()
     asyncio.run(execute(items, [judge], constitution, None, out.extend, Progress({judge_id: len(items)}, quiet=True)))
     wall = time.perf_counter() - start
-    rows = [v for v in out if isinstance(v, PairVerdict) and v.p_first is not None]
+    rows = [(v, v.p_first) for v in out if isinstance(v, PairVerdict) and v.p_first is not None]
     p_chosen: dict[str, list[float]] = {}
-    for v in rows:
-        p_chosen.setdefault(v.case_id, []).append(v.p_first if v.first == "chosen" else 1 - v.p_first)
-    first = float(np.mean([v.p_first > 0.5 for v in rows])) if rows else float("nan")
+    for v, p in rows:
+        p_chosen.setdefault(v.case_id, []).append(p if v.first == "chosen" else 1 - p)
+    first = float(np.mean([p > 0.5 for _, p in rows])) if rows else float("nan")
     return {"p_chosen": [float(np.mean(p_chosen.get(p.id, [0.5]))) for p in pairs], "first_picks": first,
             "items": len(items), "unscored": len(items) - len(rows)}, wall
 
