@@ -17,6 +17,9 @@ principles of its constitution) when it loads, else HH-RLHF harmless and Truthfu
   them (the JSON says so);
 - tokens/s and the FLOP/s they imply (2 x non-embedding parameters per token run through the model),
   as a fraction of a plain matmul FLOP/s probe in the same dtype and threads;
+- the tokens per item an exact method must still run (the items' prefix tree: each shared leading run
+  of tokens once), and the prompt tokens over that: the speed-up that running fewer prompt tokens can
+  give at an equal cost per token (the baseline pays its generation steps on top);
 - cold start (GGUF -> converted cache, in a fresh temporary cache folder) and warm start (load from that
   cache, in this process and in a fresh interpreter including its imports).
 
@@ -42,6 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from harness.backends.base import BackendRequest, BackendResponse
+from harness.backends.batching import common_prefix
 from harness.backends.transformers import LocalModel, TransformersBackend, TransformersOptions
 from harness.judging.pointwise import Style, build_request, read_score
 from harness.paths import project_root
@@ -138,6 +142,17 @@ def matmul_params(model: Any) -> int:
     runs once per item, at the answer position only)."""
     embed = model.get_input_embeddings().weight.numel()
     return sum(p.numel() for p in model.parameters()) - embed
+
+
+def distinct_tokens(seqs: list[list[int]]) -> int:
+    """Tokens in the prefix tree of ``seqs``: what any exact method must run through the model at least,
+    if every shared leading run of tokens were computed once (and each request kept one token to read)."""
+    total, previous = 0, None
+    for seq in sorted(seqs):
+        shared = common_prefix(seq, previous) if previous is not None else 0
+        total += len(seq) - min(shared, len(seq) - 1)
+        previous = seq
+    return total
 
 
 def warm_start_in_fresh_process(options: TransformersOptions) -> dict[str, float]:
@@ -262,6 +277,7 @@ def main() -> None:
         torch.set_num_threads(local.tuner.best)  # probe the machine as the backend used it
     probe = flops_probe(args.dtype)
     params = matmul_params(local.model)
+    floor = distinct_tokens([local.prompt_ids(request) for _, _, request in items]) / len(items)
     computed_per_s = figures["computed_tokens"] / figures["backend_s"]
     result = {
         "bench": "local_judge", "quick": args.quick, "source": source, "device": local.device,
@@ -275,6 +291,8 @@ def main() -> None:
         "speedup": (len(items) / figures["backend_s"]) / (n_naive / figures["naive_s"]),
         "prompt_tokens_per_item": figures["prompt_tokens"] / len(items),
         "computed_tokens_per_item": figures["computed_tokens"] / len(items),
+        "prefix_tree_tokens_per_item": floor,
+        "token_ratio_bound": figures["prompt_tokens"] / len(items) / floor,
         "computed_tokens_per_s": computed_per_s,
         "forward_passes": figures["forward_passes"],
         "matmul_params": params,
@@ -328,6 +346,9 @@ def report(result: dict[str, Any]) -> None:
           f"through the model per item; {result['computed_tokens_per_s']:.0f} tokens/s = "
           f"{result['achieved_gflops']:.1f} GFLOP/s, {result['achieved_fraction_of_probe']:.0%} of the "
           f"{result['probe_gflops']:.1f} GFLOP/s matmul probe")
+    print(f"exact-scoring floor: {result['prefix_tree_tokens_per_item']:.0f} tokens per item if every shared prefix "
+          f"ran once; prompt tokens / floor = {result['token_ratio_bound']:.1f}x, what running fewer prompt tokens can "
+          f"give at an equal cost per token (the baseline also pays its generation steps)")
     print(f"scored: backend {result['backend_scored_fraction']:.0%}, baseline {result['naive_scored_fraction']:.0%}; "
           f"mean probability on the scale digits {result['mean_scale_mass']:.2f}")
     print(json.dumps(result, sort_keys=True))
