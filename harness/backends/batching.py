@@ -129,19 +129,20 @@ class PrefixStore:
         self.max_bytes = max_bytes
         self._entries: OrderedDict[tuple[int, ...], KV] = OrderedDict()
 
+    def _longest(self, tokens: Sequence[int]) -> tuple[int, tuple[int, ...] | None]:
+        """The stored key sharing the most leading tokens with ``tokens``, and how many it shares."""
+        tokens = tuple(tokens)
+        return max(((common_prefix(key, tokens), key) for key in self._entries), default=(0, None),
+                   key=lambda found: found[0])
+
     def known(self, tokens: Sequence[int]) -> int:
         """How many leading tokens of ``tokens`` the closest stored entry covers."""
-        tokens = tuple(tokens)
-        return max((common_prefix(key, tokens) for key in self._entries), default=0)
+        return self._longest(tokens)[0]
 
     def closest(self, tokens: Sequence[int]) -> tuple[int, KV | None]:
         """The stored KV sharing the most leading tokens with ``tokens``, cut to that many tokens."""
-        best_n, best_key, tokens = 0, None, tuple(tokens)
-        for key in self._entries:
-            n = common_prefix(key, tokens)
-            if n > best_n:
-                best_n, best_key = n, key
-        if best_key is None:
+        best_n, best_key = self._longest(tokens)
+        if best_n == 0 or best_key is None:
             return 0, None
         self._entries.move_to_end(best_key)
         kv = [(k[:, :, :best_n], v[:, :, :best_n]) for k, v in self._entries[best_key]]

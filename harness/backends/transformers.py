@@ -155,12 +155,11 @@ class LocalModel:
 
         works = [self.encode(r) for r in requests]
         out: list[BackendResponse | None] = [None] * len(works)
-        overhead = self.overhead
         with torch.inference_mode():
             for wants_text in (False, True):
                 part = [i for i, w in enumerate(works) if (w.max_tokens > 0) == wants_text]
                 known = [self.prefixes.known(works[i].ids) for i in part] if self.reuse_prefix else None
-                batches = plan_batches([works[i].ids for i in part], self.options.batch_size, overhead, known)
+                batches = plan_batches([works[i].ids for i in part], self.options.batch_size, self.overhead, known)
                 for b in batches:
                     idx = [part[k] for k in b.indices]
                     prefix = b.prefix if self.reuse_prefix else 0
