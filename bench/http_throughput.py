@@ -58,11 +58,21 @@ PRINCIPLES = 4  # in the default constitution
 def synthetic_cases(n_items: int) -> list[Case]:
     """Cases × 2 candidates × 4 principles = at least ``n_items`` items, each prompt distinct."""
     n_cases = -(-n_items // (2 * PRINCIPLES))
-    return [Case(id=f"c{i}", prompt=f"Question {i}: how should one approach task number {i}, and why?",
-                 candidates=[Candidate(generator=f"g{k}", response=f"Answer {k} to question {i}: step by step, "
-                                       "checking each result before moving on, as a careful person would.")
-                             for k in range(2)])
-            for i in range(n_cases)]
+    return [
+        Case(
+            id=f"c{i}",
+            prompt=f"Question {i}: how should one approach task number {i}, and why?",
+            candidates=[
+                Candidate(
+                    generator=f"g{k}",
+                    response=f"Answer {k} to question {i}: step by step, "
+                    "checking each result before moving on, as a careful person would.",
+                )
+                for k in range(2)
+            ],
+        )
+        for i in range(n_cases)
+    ]
 
 
 def judge(base_url: str, concurrency: int) -> BoundJudge:
@@ -97,7 +107,9 @@ async def run_harness(bound: BoundJudge, items: list[WorkItem], folder: Path) ->
     return progress.tally["bench"].scored
 
 
-async def run_bare(url: str, bodies: list[dict[str, Any]], concurrency: int, latencies: list[float]) -> int:
+async def run_bare(
+    url: str, bodies: list[dict[str, Any]], concurrency: int, latencies: list[float]
+) -> int:
     """A minimal aiohttp client: ``concurrency`` tasks sharing one session; returns the answers read.
 
     Each call's latency goes to ``latencies``: above the server's own delay it is what this machine adds.
@@ -105,7 +117,9 @@ async def run_bare(url: str, bodies: list[dict[str, Any]], concurrency: int, lat
     answered = 0
     pending = iter(bodies)
     connector = aiohttp.TCPConnector(limit=0)
-    async with aiohttp.ClientSession(connector=connector, headers={"Content-Type": "application/json"}) as session:
+    async with aiohttp.ClientSession(
+        connector=connector, headers={"Content-Type": "application/json"}
+    ) as session:
 
         async def worker() -> None:
             nonlocal answered
@@ -132,14 +146,30 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
         if spec["mode"] == "harness":
             done = asyncio.run(run_harness(bound, items, Path(tmp)))
         else:
-            done = asyncio.run(run_bare(spec["base_url"] + "/chat/completions", bodies_of(bound, items),
-                                        spec["concurrency"], latencies))
+            done = asyncio.run(
+                run_bare(
+                    spec["base_url"] + "/chat/completions",
+                    bodies_of(bound, items),
+                    spec["concurrency"],
+                    latencies,
+                )
+            )
         wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
         if spec["mode"] == "harness":  # read back after the clock stopped: what each call took
-            latencies = [json.loads(line)["latency_s"] for line in (Path(tmp) / "verdicts.jsonl").open()]
-    return {"mode": spec["mode"], "n": len(items), "ok": done, "wall_s": round(wall, 3), "cpu_s": round(cpu, 3),
-            "plan_cpu_s": round(plan_cpu, 3), "rss_before_mb": rss_before, "peak_rss_mb": _rss_mb(),
-            "latency_ms_mean": round(1000 * sum(latencies) / max(1, len(latencies)), 2)}
+            latencies = [
+                json.loads(line)["latency_s"] for line in (Path(tmp) / "verdicts.jsonl").open()
+            ]
+    return {
+        "mode": spec["mode"],
+        "n": len(items),
+        "ok": done,
+        "wall_s": round(wall, 3),
+        "cpu_s": round(cpu, 3),
+        "plan_cpu_s": round(plan_cpu, 3),
+        "rss_before_mb": rss_before,
+        "peak_rss_mb": _rss_mb(),
+        "latency_ms_mean": round(1000 * sum(latencies) / max(1, len(latencies)), 2),
+    }
 
 
 def bodies_of(bound: BoundJudge, items: list[WorkItem]) -> list[dict[str, Any]]:
@@ -155,8 +185,12 @@ def _rss_mb() -> float:
 
 def in_child(spec: dict[str, Any]) -> dict[str, Any]:
     """``measure(spec)`` in a fresh interpreter."""
-    done = subprocess.run([sys.executable, __file__, "--child", json.dumps(spec)], capture_output=True,
-                          text=True, check=False)
+    done = subprocess.run(
+        [sys.executable, __file__, "--child", json.dumps(spec)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     if done.returncode != 0:
         raise RuntimeError(f"measurement {spec} failed:\n{done.stderr[-3000:]}")
     return dict(json.loads(done.stdout.strip().splitlines()[-1]))
@@ -171,8 +205,9 @@ def _cpu_of(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def at_latency(base_url: str, server_pid: int, n: int, concurrency: int, latency_ms: float,
-               rounds: int) -> dict[str, Any]:
+def at_latency(
+    base_url: str, server_pid: int, n: int, concurrency: int, latency_ms: float, rounds: int
+) -> dict[str, Any]:
     """Harness and bare at one concurrency: throughput against the bound, CPU per 1,000 calls, RSS.
 
     The two alternate for ``rounds`` rounds, so both see the same load on a shared machine; each keeps
@@ -201,17 +236,28 @@ def at_latency(base_url: str, server_pid: int, n: int, concurrency: int, latency
 def client_figures(r: dict[str, Any], bound: float | None) -> dict[str, Any]:
     """One child's measurement as rates, shares of the bound, CPU per call and memory."""
     n, rate = r["n"], r["n"] / r["wall_s"]
-    return {"calls_per_s": round(rate, 1), "pct_of_bound": round(100 * rate / bound, 1) if bound else None,
-            "cpu_s_per_1000": round(1000 * r["cpu_s"] / n, 3), "cpu_ms_per_call": round(r["cpu_s"] / n * 1e3, 4),
-            "wall_ms_per_call": round(r["wall_s"] / n * 1e3, 4), "peak_rss_mb": r["peak_rss_mb"],
-            "rss_before_mb": r["rss_before_mb"], "wall_s": r["wall_s"], "latency_ms_mean": r["latency_ms_mean"]}
+    return {
+        "calls_per_s": round(rate, 1),
+        "pct_of_bound": round(100 * rate / bound, 1) if bound else None,
+        "cpu_s_per_1000": round(1000 * r["cpu_s"] / n, 3),
+        "cpu_ms_per_call": round(r["cpu_s"] / n * 1e3, 4),
+        "wall_ms_per_call": round(r["wall_s"] / n * 1e3, 4),
+        "peak_rss_mb": r["peak_rss_mb"],
+        "rss_before_mb": r["rss_before_mb"],
+        "wall_s": r["wall_s"],
+        "latency_ms_mean": r["latency_ms_mean"],
+    }
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--quick", action="store_true", help="1,000 calls instead of 5,000")
     parser.add_argument("--n", type=int, help="calls per measurement")
-    parser.add_argument("--rounds", type=int, help="alternating rounds per figure (default 2, 1 with --quick)")
+    parser.add_argument(
+        "--rounds", type=int, help="alternating rounds per figure (default 2, 1 with --quick)"
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -219,23 +265,39 @@ def main() -> None:
         return
     n = args.n or (1000 if args.quick else 5000)
     rounds = args.rounds or (1 if args.quick else 2)
-    figures: dict[str, Any] = {"bench": "http_throughput", "n": n, "latency_ms": LATENCY_MS, "rounds": rounds,
-                               "cpus": os.cpu_count(), "loadavg_before": [round(x, 2) for x in os.getloadavg()]}
+    figures: dict[str, Any] = {
+        "bench": "http_throughput",
+        "n": n,
+        "latency_ms": LATENCY_MS,
+        "rounds": rounds,
+        "cpus": os.cpu_count(),
+        "loadavg_before": [round(x, 2) for x in os.getloadavg()],
+    }
     with start_fault_server(latency_ms=LATENCY_MS, keep_requests=0) as server:
         for c in CONCURRENCIES:
-            figures[f"c{c}"] = row = at_latency(server.base_url, server.process.pid, n, c, LATENCY_MS, rounds)
-            print(f"latency {LATENCY_MS} ms, concurrency {c}: harness {row['harness']['calls_per_s']}/s "
-                  f"({row['harness']['pct_of_bound']} % of {row['bound_calls_per_s']:.0f}/s), "
-                  f"{row['harness']['cpu_s_per_1000']} CPU s/1000 calls, {row['harness']['peak_rss_mb']} MB; bare "
-                  f"{row['bare']['calls_per_s']}/s ({row['bare']['pct_of_bound']} %), "
-                  f"{row['bare']['cpu_s_per_1000']} CPU s/1000", flush=True)
+            figures[f"c{c}"] = row = at_latency(
+                server.base_url, server.process.pid, n, c, LATENCY_MS, rounds
+            )
+            print(
+                f"latency {LATENCY_MS} ms, concurrency {c}: harness {row['harness']['calls_per_s']}/s "
+                f"({row['harness']['pct_of_bound']} % of {row['bound_calls_per_s']:.0f}/s), "
+                f"{row['harness']['cpu_s_per_1000']} CPU s/1000 calls, {row['harness']['peak_rss_mb']} MB; bare "
+                f"{row['bare']['calls_per_s']}/s ({row['bare']['pct_of_bound']} %), "
+                f"{row['bare']['cpu_s_per_1000']} CPU s/1000",
+                flush=True,
+            )
         server.configure(latency_ms=0)
         zero = at_latency(server.base_url, server.process.pid, n, CONCURRENCIES[0], 0, rounds)
     figures["latency0"] = zero
-    figures["overhead_ms_per_call"] = round(zero["harness"]["cpu_ms_per_call"] - zero["bare"]["cpu_ms_per_call"], 4)
-    print(f"latency 0, concurrency {CONCURRENCIES[0]}: client CPU per call harness "
-          f"{zero['harness']['cpu_ms_per_call']} ms, bare {zero['bare']['cpu_ms_per_call']} ms; harness overhead "
-          f"{figures['overhead_ms_per_call']} ms per call", flush=True)
+    figures["overhead_ms_per_call"] = round(
+        zero["harness"]["cpu_ms_per_call"] - zero["bare"]["cpu_ms_per_call"], 4
+    )
+    print(
+        f"latency 0, concurrency {CONCURRENCIES[0]}: client CPU per call harness "
+        f"{zero['harness']['cpu_ms_per_call']} ms, bare {zero['bare']['cpu_ms_per_call']} ms; harness overhead "
+        f"{figures['overhead_ms_per_call']} ms per call",
+        flush=True,
+    )
     figures["loadavg_after"] = [round(x, 2) for x in os.getloadavg()]
     print(json.dumps(figures))
 

@@ -68,16 +68,24 @@ def log(msg: str) -> None:
 # --------------------------------------------------------------------------- held-out accuracy
 
 
-def heldout(extractor: FeatureExtractor, datasets: dict[str, Dataset], heads: dict[str, Any]) -> dict[str, Any]:
+def heldout(
+    extractor: FeatureExtractor, datasets: dict[str, Dataset], heads: dict[str, Any]
+) -> dict[str, Any]:
     """Held-out accuracy, CI, target check and hack probes per dataset."""
     out = {}
     for name, ds in datasets.items():
-        m = evaluate_head(extractor, heads[ds.source.head], ds.heldout, heldout_hacks(ds, PROBES_PER_KIND))
+        m = evaluate_head(
+            extractor, heads[ds.source.head], ds.heldout, heldout_hacks(ds, PROBES_PER_KIND)
+        )
         acc = m["heldout"]
         target = TARGETS[name]
         ok = acc["ci_low"] > 0.5 and (target is None or acc["accuracy"] >= target)
-        out[name] = {**_round(acc), "target": target, "meets_target": bool(ok),
-                     "hack_genuine_wins": {k: round(v["genuine_wins"], 3) for k, v in m["hacks"].items()}}
+        out[name] = {
+            **_round(acc),
+            "target": target,
+            "meets_target": bool(ok),
+            "hack_genuine_wins": {k: round(v["genuine_wins"], 3) for k, v in m["hacks"].items()},
+        }
         log(f"{name}: held-out {out[name]}")
     return out
 
@@ -90,26 +98,49 @@ def _round(d: dict[str, Any]) -> dict[str, Any]:
 
 
 def _case(p: Pair) -> Case:
-    return Case(id=p.id, prompt=list(p.prompt), candidates=[Candidate(generator="chosen", response=p.chosen),
-                                                             Candidate(generator="rejected", response=p.rejected)])
+    return Case(
+        id=p.id,
+        prompt=list(p.prompt),
+        candidates=[
+            Candidate(generator="chosen", response=p.chosen),
+            Candidate(generator="rejected", response=p.rejected),
+        ],
+    )
 
 
-def judge_pairs(backend: Backend, judge_id: str, pairs: list[Pair], principle: str) -> tuple[dict[str, Any], float]:
+def judge_pairs(
+    backend: Backend, judge_id: str, pairs: list[Pair], principle: str
+) -> tuple[dict[str, Any], float]:
     """P(chosen better) per pair (orders averaged), the share of first-shown picks, and the wall time."""
     constitution, _ = load_constitution("default")
-    judge = BoundJudge(JudgeConfig(id=judge_id, backend=backend.name, principles=[principle]), backend)
+    judge = BoundJudge(
+        JudgeConfig(id=judge_id, backend=backend.name, principles=[principle]), backend
+    )
     items = plan_pairs([_case(p) for p in pairs], constitution, [judge], PairPlan())
     out: list[Any] = []
     start = time.perf_counter()
-    asyncio.run(execute(items, [judge], constitution, None, out.extend, Progress({judge_id: len(items)}, quiet=True)))
+    asyncio.run(
+        execute(
+            items,
+            [judge],
+            constitution,
+            None,
+            out.extend,
+            Progress({judge_id: len(items)}, quiet=True),
+        )
+    )
     wall = time.perf_counter() - start
     rows = [(v, v.p_first) for v in out if isinstance(v, PairVerdict) and v.p_first is not None]
     p_chosen: dict[str, list[float]] = {}
     for v, p in rows:
         p_chosen.setdefault(v.case_id, []).append(p if v.first == "chosen" else 1 - p)
     first = float(np.mean([p > 0.5 for _, p in rows])) if rows else float("nan")
-    return {"p_chosen": [float(np.mean(p_chosen.get(p.id, [0.5]))) for p in pairs], "first_picks": first,
-            "items": len(items), "unscored": len(items) - len(rows)}, wall
+    return {
+        "p_chosen": [float(np.mean(p_chosen.get(p.id, [0.5]))) for p in pairs],
+        "first_picks": first,
+        "items": len(items),
+        "unscored": len(items) - len(rows),
+    }, wall
 
 
 def _params(model: Any) -> int:
@@ -118,8 +149,12 @@ def _params(model: Any) -> int:
 
 def teacher_vs_student(datasets: dict[str, Dataset], n: int, threads: int) -> dict[str, Any]:
     """Both judges through the engine on the same held-out pairs: accuracy, agreement and speed."""
-    teacher = TransformersBackend(TransformersOptions(model="embedded:smollm2", device="cpu", threads=threads))
-    student = RewardModelBackend(RewardModelBackend.Options(student="embedded", device="cpu", threads=threads))
+    teacher = TransformersBackend(
+        TransformersOptions(model="embedded:smollm2", device="cpu", threads=threads)
+    )
+    student = RewardModelBackend(
+        RewardModelBackend.Options(student="embedded", device="cpu", threads=threads)
+    )
     local = teacher.load()
     student.extractor()
     per, walls, counts = {}, {"teacher": 0.0, "student": 0.0}, {"teacher": 0, "student": 0}
@@ -131,19 +166,28 @@ def teacher_vs_student(datasets: dict[str, Dataset], n: int, threads: int) -> di
             walls[who] += wall
             counts[who] += len(pairs)
         t, s = (np.array(results[w]["p_chosen"]) for w in ("teacher", "student"))
-        per[name] = {"n": len(pairs), "teacher_accuracy": _round(accuracy(correctness(t - 0.5))),
-                     "student_accuracy": _round(accuracy(correctness(s - 0.5))),
-                     "agreement": _round(agreement(t, s)),
-                     "teacher_first_shown_picks": results["teacher"]["first_picks"],
-                     "teacher_unscored": results["teacher"]["unscored"]}
+        per[name] = {
+            "n": len(pairs),
+            "teacher_accuracy": _round(accuracy(correctness(t - 0.5))),
+            "student_accuracy": _round(accuracy(correctness(s - 0.5))),
+            "agreement": _round(agreement(t, s)),
+            "teacher_first_shown_picks": results["teacher"]["first_picks"],
+            "teacher_unscored": results["teacher"]["unscored"],
+        }
         log(f"{name}: teacher vs student {per[name]}")
     head_params = sum(h.weight.size for h in student.student.heads.values())
     rates = {w: counts[w] / walls[w] if walls[w] else float("nan") for w in walls}
-    cost = {"teacher_pairs_per_s": round(rates["teacher"], 3), "student_pairs_per_s": round(rates["student"], 3),
-            "speedup_student_over_teacher": round(rates["student"] / rates["teacher"], 2),
-            "teacher_calls_per_pair": 2, "student_forward_passes_per_pair": "1 prompt + 2 responses (batched)",
-            "teacher_params": _params(local.model), "student_frozen_params": _params(student.extractor().base),
-            "student_trained_params": int(head_params), "threads": threads}
+    cost = {
+        "teacher_pairs_per_s": round(rates["teacher"], 3),
+        "student_pairs_per_s": round(rates["student"], 3),
+        "speedup_student_over_teacher": round(rates["student"] / rates["teacher"], 2),
+        "teacher_calls_per_pair": 2,
+        "student_forward_passes_per_pair": "1 prompt + 2 responses (batched)",
+        "teacher_params": _params(local.model),
+        "student_frozen_params": _params(student.extractor().base),
+        "student_trained_params": int(head_params),
+        "threads": threads,
+    }
     return {"per_dataset": per, "cost": cost}
 
 
@@ -156,14 +200,17 @@ def rules_labels(pairs: list[Pair], principle: str) -> dict[str, float]:
     rules = RulesBackend(RulesBackend.Options.model_validate(cfg.options))
     out = {}
     for p in pairs:
-        sc, sr = (rules.judge(Subject(principle=principle, response=r, prompt=list(p.prompt)))[0]
-                  for r in (p.chosen, p.rejected))
+        sc, sr = (
+            rules.judge(Subject(principle=principle, response=r, prompt=list(p.prompt)))[0]
+            for r in (p.chosen, p.rejected)
+        )
         out[p.id] = 1.0 if sc > sr else 0.0 if sc < sr else 0.5
     return out
 
 
-def weak_to_strong_all(extractor: FeatureExtractor, datasets: dict[str, Dataset], heads: dict[str, Any],
-                       quick: bool) -> dict[str, Any]:
+def weak_to_strong_all(
+    extractor: FeatureExtractor, datasets: dict[str, Dataset], heads: dict[str, Any], quick: bool
+) -> dict[str, Any]:
     """PGR per dataset with the rules judge as the weak teacher, without and with auxiliary confidence."""
     out = {}
     for name, ds in datasets.items():
@@ -183,16 +230,30 @@ def weak_to_strong_all(extractor: FeatureExtractor, datasets: dict[str, Dataset]
 
 def _l2(name: str) -> float:
     student = load_student("embedded")
-    head = next(h for h in student.config.heads if h.name == {"hh_harmless": "harmlessness", "hh_helpful":
-                                                              "helpfulness", "truthfulqa": "honesty"}[name])
+    head = next(
+        h
+        for h in student.config.heads
+        if h.name
+        == {"hh_harmless": "harmlessness", "hh_helpful": "helpfulness", "truthfulqa": "honesty"}[
+            name
+        ]
+    )
     return head.l2
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run every section and print the JSON line."""
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true", help="a short version: 4 teacher pairs per dataset, fixed L2")
-    p.add_argument("--teacher-pairs", type=int, help="held-out pairs per dataset judged by teacher and student")
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="a short version: 4 teacher pairs per dataset, fixed L2",
+    )
+    p.add_argument(
+        "--teacher-pairs", type=int, help="held-out pairs per dataset judged by teacher and student"
+    )
     p.add_argument("--data", type=Path, default=default_data_dir())
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     p.add_argument("--skip-teacher", action="store_true", help="leave out the teacher comparison")
@@ -202,8 +263,12 @@ def main(argv: list[str] | None = None) -> int:
     datasets = load_all(args.data)
     student = load_student("embedded")
     extractor = FeatureExtractor.load(student.config.features, device="cpu", threads=args.threads)
-    result: dict[str, Any] = {"bench": "student_eval", "quick": args.quick, "student": student.config.id,
-                              "student_version": student.config.version}
+    result: dict[str, Any] = {
+        "bench": "student_eval",
+        "quick": args.quick,
+        "student": student.config.id,
+        "student_version": student.config.version,
+    }
     result["heldout"] = heldout(extractor, datasets, student.heads)
     result["all_targets_met"] = all(v["meets_target"] for v in result["heldout"].values())
     result["weak_to_strong"] = weak_to_strong_all(extractor, datasets, student.heads, args.quick)

@@ -25,29 +25,71 @@ EXIT_BUDGET = 3  # stopped by --max-cost: nothing half-written, rerun to continu
 
 def _add_run(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("run", help="judge a suite against a constitution")
-    p.add_argument("suite", nargs="?", default="demo", help="suite file or built-in name (default: demo)")
-    p.add_argument("--constitution", "-c", help="constitution file or built-in name (default: the suite's)")
-    p.add_argument("--judge", "-j", action="append", default=[], help="judge config or built-in (repeatable)")
-    p.add_argument("--out", type=Path, default=Path("reports"), help="output root (default: reports/)")
-    p.add_argument("--run-id", help="run folder name (default: suite id + input hash, so reruns resume)")
+    p.add_argument(
+        "suite", nargs="?", default="demo", help="suite file or built-in name (default: demo)"
+    )
+    p.add_argument(
+        "--constitution", "-c", help="constitution file or built-in name (default: the suite's)"
+    )
+    p.add_argument(
+        "--judge", "-j", action="append", default=[], help="judge config or built-in (repeatable)"
+    )
+    p.add_argument(
+        "--out", type=Path, default=Path("reports"), help="output root (default: reports/)"
+    )
+    p.add_argument(
+        "--run-id", help="run folder name (default: suite id + input hash, so reruns resume)"
+    )
     p.add_argument("--resume", type=Path, metavar="RUN", help="complete an interrupted run folder")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-cache", action="store_true", help="neither read nor write the judge cache")
-    p.add_argument("--refresh", action="store_true", help="ignore cached answers (still writes new ones)")
+    p.add_argument(
+        "--refresh", action="store_true", help="ignore cached answers (still writes new ones)"
+    )
     p.add_argument("--quiet", "-q", action="store_true", help="no progress display")
-    p.add_argument("--max-cost", type=_usd, metavar="USD",
-                   help="stop starting judge calls once this invocation has spent USD (judge configs set "
-                   "price_per_million_input/output); calls in flight finish and are saved; rerun to continue")
-    p.add_argument("--pairwise", action="store_true", help="also compare candidates pairwise (both orders)")
-    p.add_argument("--pairwise-only", action="store_true", help="pairwise judging only, no pointwise scores")
-    p.add_argument("--single-order", action="store_true", help="pairwise in one (seeded random) order only")
-    p.add_argument("--tournament", type=int, metavar="N", help="with K > 6 candidates, N opponents per candidate")
-    p.add_argument("--target-ci", type=float, metavar="W",
-                   help="stop judging a principle × generator once its 95%% CI half-width (0..1 scale) is below W")
-    p.add_argument("--principle", "-p", action="append", default=[], help="judge only this principle (repeatable)")
-    p.add_argument("--labelled-only", action="store_true",
-                   help="judge human-labelled cases only on the principle their label is about")
-    p.add_argument("--max-cases", type=int, metavar="N", help="judge a seeded random sample of N cases")
+    p.add_argument(
+        "--max-cost",
+        type=_usd,
+        metavar="USD",
+        help="stop starting judge calls once this invocation has spent USD (judge configs set "
+        "price_per_million_input/output); calls in flight finish and are saved; rerun to continue",
+    )
+    p.add_argument(
+        "--pairwise", action="store_true", help="also compare candidates pairwise (both orders)"
+    )
+    p.add_argument(
+        "--pairwise-only", action="store_true", help="pairwise judging only, no pointwise scores"
+    )
+    p.add_argument(
+        "--single-order", action="store_true", help="pairwise in one (seeded random) order only"
+    )
+    p.add_argument(
+        "--tournament",
+        type=int,
+        metavar="N",
+        help="with K > 6 candidates, N opponents per candidate",
+    )
+    p.add_argument(
+        "--target-ci",
+        type=float,
+        metavar="W",
+        help="stop judging a principle × generator once its 95%% CI half-width (0..1 scale) is below W",
+    )
+    p.add_argument(
+        "--principle",
+        "-p",
+        action="append",
+        default=[],
+        help="judge only this principle (repeatable)",
+    )
+    p.add_argument(
+        "--labelled-only",
+        action="store_true",
+        help="judge human-labelled cases only on the principle their label is about",
+    )
+    p.add_argument(
+        "--max-cases", type=int, metavar="N", help="judge a seeded random sample of N cases"
+    )
     p.set_defaults(func=cmd_run)
 
 
@@ -65,14 +107,24 @@ def _usd(text: str) -> float:
 def cmd_run(args: argparse.Namespace) -> int:
     from harness.engine.runner import RunOptions, resume, run
 
-    common: dict[str, Any] = dict(use_cache=not args.no_cache, refresh=args.refresh, quiet=args.quiet,
-                                  max_cost=args.max_cost)
+    common: dict[str, Any] = dict(
+        use_cache=not args.no_cache, refresh=args.refresh, quiet=args.quiet, max_cost=args.max_cost
+    )
     if args.resume:
         result = resume(args.resume, **common)
     else:
-        result = run(RunOptions(suite=args.suite, constitution=args.constitution, judges=args.judge,
-                                out=args.out, run_id=args.run_id, seed=args.seed, **common,
-                                **_protocol_options(args)))
+        result = run(
+            RunOptions(
+                suite=args.suite,
+                constitution=args.constitution,
+                judges=args.judge,
+                out=args.out,
+                run_id=args.run_id,
+                seed=args.seed,
+                **common,
+                **_protocol_options(args),
+            )
+        )
     _print_summary(result.run_dir)
     print(format_accounting(result))
     c = result.counts
@@ -81,9 +133,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"adaptive stopping (--target-ci): {result.skipped} items were not needed")
     print(f"run folder: {result.run_dir}\nreport: {result.run_dir / 'report.html'}")
     if result.left:
-        print(f"stopped: the --max-cost budget of ${args.max_cost:g} was reached; {result.left} items were not "
-              "started (no row is half-written). Run the same command again, with a larger --max-cost if "
-              "needed, to continue.", file=sys.stderr)
+        print(
+            f"stopped: the --max-cost budget of ${args.max_cost:g} was reached; {result.left} items were not "
+            "started (no row is half-written). Run the same command again, with a larger --max-cost if "
+            "needed, to continue.",
+            file=sys.stderr,
+        )
         return EXIT_BUDGET
     return 1 if c["error"] else 0
 
@@ -100,10 +155,18 @@ def format_accounting(result: RunResult) -> str:
     for judge, u in session.judges.items():
         causes = ", ".join(f"{k}: {n}" for k, n in u.retries.items())
         retries = f"{sum(u.retries.values())} ({causes})" if causes else "0"
-        spend = f"${u.spend_usd:.4f}" if u.spend_usd is not None else "spend not tracked (no prices)"
-        cut = f", concurrency cut to {u.lowest_concurrency} by 429s" if _was_cut(manifest, judge, u) else ""
-        lines.append(f"  {judge}: {u.calls} calls for {u.items} items, retries {retries}, cache hits "
-                     f"{u.cache_hits}, tokens {u.tokens_in:,} in / {u.tokens_out:,} out, {spend}{cut}")
+        spend = (
+            f"${u.spend_usd:.4f}" if u.spend_usd is not None else "spend not tracked (no prices)"
+        )
+        cut = (
+            f", concurrency cut to {u.lowest_concurrency} by 429s"
+            if _was_cut(manifest, judge, u)
+            else ""
+        )
+        lines.append(
+            f"  {judge}: {u.calls} calls for {u.items} items, retries {retries}, cache hits "
+            f"{u.cache_hits}, tokens {u.tokens_in:,} in / {u.tokens_out:,} out, {spend}{cut}"
+        )
     lines.append(f"  generation: ${session.generation_spend_usd:.4f}")
     total = manifest.spend.total if manifest.spend else session.spend_usd
     lines.append(f"spend: ${session.spend_usd:.4f} this invocation, ${total:.4f} for the whole run")
@@ -112,19 +175,32 @@ def format_accounting(result: RunResult) -> str:
 
 def _was_cut(manifest: RunManifest, judge: str, usage: JudgeUsage) -> bool:
     """Whether 429s held the judge's concurrency below what its config allows."""
-    configured = next((c.get("max_concurrency") for c in manifest.judge_configs if c.get("id") == judge), None)
-    return isinstance(configured, int) and usage.lowest_concurrency is not None and \
-        usage.lowest_concurrency < configured
+    configured = next(
+        (c.get("max_concurrency") for c in manifest.judge_configs if c.get("id") == judge), None
+    )
+    return (
+        isinstance(configured, int)
+        and usage.lowest_concurrency is not None
+        and usage.lowest_concurrency < configured
+    )
 
 
 def _protocol_options(args: argparse.Namespace) -> dict[str, Any]:
     from harness.engine.plan import PairPlan
 
-    pairs = PairPlan(both_orders=not args.single_order,
-                     **({"max_all_pairs_k": 6, "opponents": args.tournament} if args.tournament else {}))
-    return {"pointwise": not args.pairwise_only, "pairwise": args.pairwise or args.pairwise_only, "pairs": pairs,
-            "target_ci": args.target_ci, "principles": args.principle, "labelled_only": args.labelled_only,
-            "max_cases": args.max_cases}
+    pairs = PairPlan(
+        both_orders=not args.single_order,
+        **({"max_all_pairs_k": 6, "opponents": args.tournament} if args.tournament else {}),
+    )
+    return {
+        "pointwise": not args.pairwise_only,
+        "pairwise": args.pairwise or args.pairwise_only,
+        "pairs": pairs,
+        "target_ci": args.target_ci,
+        "principles": args.principle,
+        "labelled_only": args.labelled_only,
+        "max_cases": args.max_cases,
+    }
 
 
 def _print_summary(run_dir: Path) -> None:
@@ -144,12 +220,19 @@ def format_summary(table: object) -> str:
     import pandas as pd
 
     assert isinstance(table, pd.DataFrame)
-    cells = table.assign(cell=[
-        f"{m:.2f} [{lo:.2f},{hi:.2f}]" if pd.notna(m) else "-"
-        for m, lo, hi in zip(table["mean"], table["ci_low"], table["ci_high"], strict=True)
-    ])
-    wide = cells.pivot_table(index=["judge", "principle"], columns="generator", values="cell", aggfunc="first",
-                             sort=False)
+    cells = table.assign(
+        cell=[
+            f"{m:.2f} [{lo:.2f},{hi:.2f}]" if pd.notna(m) else "-"
+            for m, lo, hi in zip(table["mean"], table["ci_low"], table["ci_high"], strict=True)
+        ]
+    )
+    wide = cells.pivot_table(
+        index=["judge", "principle"],
+        columns="generator",
+        values="cell",
+        aggfunc="first",
+        sort=False,
+    )
     return wide.to_string()
 
 
@@ -192,7 +275,9 @@ def cmd_schemas(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="harness", description="Judge model outputs against a constitution.")
+    parser = argparse.ArgumentParser(
+        prog="harness", description="Judge model outputs against a constitution."
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     _add_run(sub)
     p = sub.add_parser("report", help="rebuild a run's HTML report from its folder")
@@ -221,7 +306,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("\ninterrupted: verdicts so far are saved; run the same command again to resume", file=sys.stderr)
+        print(
+            "\ninterrupted: verdicts so far are saved; run the same command again to resume",
+            file=sys.stderr,
+        )
         return 130
 
 

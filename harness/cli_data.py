@@ -16,9 +16,16 @@ def add_parsers(sub: Any) -> None:
 
 
 def _add_generate(sub: Any) -> None:
-    p = sub.add_parser("generate", help="sample n candidate responses per case from a generator model")
+    p = sub.add_parser(
+        "generate", help="sample n candidate responses per case from a generator model"
+    )
     p.add_argument("suite", help="suite file or built-in name")
-    p.add_argument("--generator", "-g", required=True, help="model config (a judge YAML: openai or transformers)")
+    p.add_argument(
+        "--generator",
+        "-g",
+        required=True,
+        help="model config (a judge YAML: openai or transformers)",
+    )
     p.add_argument("--n", type=int, default=4, help="samples per case (default 4)")
     p.add_argument("--temperature", type=float, default=0.8)
     p.add_argument("--max-tokens", type=int, default=256)
@@ -31,22 +38,45 @@ def _add_generate(sub: Any) -> None:
 def cmd_generate(args: argparse.Namespace) -> int:
     from harness.engine.sample import SampleOptions, sample
 
-    out = sample(SampleOptions(suite=args.suite, generator=args.generator, output=args.output, n=args.n,
-                               temperature=args.temperature, max_tokens=args.max_tokens,
-                               use_cache=not args.no_cache, quiet=args.quiet))
+    out = sample(
+        SampleOptions(
+            suite=args.suite,
+            generator=args.generator,
+            output=args.output,
+            n=args.n,
+            temperature=args.temperature,
+            max_tokens=args.max_tokens,
+            use_cache=not args.no_cache,
+            quiet=args.quiet,
+        )
+    )
     rows = sum(1 for line in out.read_text(encoding="utf-8").splitlines() if line.strip())
     print(f"{rows} candidates written to {out}; point a suite's candidates_file at it")
     return 0
 
 
 def _add_revise(sub: Any) -> None:
-    p = sub.add_parser("revise", help="critique responses against principles and revise them (constitutional)")
+    p = sub.add_parser(
+        "revise", help="critique responses against principles and revise them (constitutional)"
+    )
     p.add_argument("run", type=Path, help="a run folder")
-    p.add_argument("--critic", required=True, help="judge config that writes critiques (and re-judges)")
+    p.add_argument(
+        "--critic", required=True, help="judge config that writes critiques (and re-judges)"
+    )
     p.add_argument("--reviser", help="model config that rewrites (default: the critic)")
-    p.add_argument("--principle", "-p", action="append", default=[], help="principle to revise for (repeatable)")
-    p.add_argument("--all", action="store_true", help="revise every candidate, not only those that failed")
-    p.add_argument("--confirm", action="store_true", help="re-judge revised vs original, both orders")
+    p.add_argument(
+        "--principle",
+        "-p",
+        action="append",
+        default=[],
+        help="principle to revise for (repeatable)",
+    )
+    p.add_argument(
+        "--all", action="store_true", help="revise every candidate, not only those that failed"
+    )
+    p.add_argument(
+        "--confirm", action="store_true", help="re-judge revised vs original, both orders"
+    )
     p.add_argument("--no-cache", action="store_true")
     p.add_argument("--quiet", "-q", action="store_true")
     p.set_defaults(func=cmd_revise)
@@ -57,22 +87,42 @@ def cmd_revise(args: argparse.Namespace) -> int:
 
     from harness.engine.revise import ReviseOptions, revise
 
-    path = revise(ReviseOptions(run_dir=args.run, critic=args.critic, reviser=args.reviser,
-                                principles=args.principle, only_failing=not args.all, confirm=args.confirm,
-                                use_cache=not args.no_cache, quiet=args.quiet))
-    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    path = revise(
+        ReviseOptions(
+            run_dir=args.run,
+            critic=args.critic,
+            reviser=args.reviser,
+            principles=args.principle,
+            only_failing=not args.all,
+            confirm=args.confirm,
+            use_cache=not args.no_cache,
+            quiet=args.quiet,
+        )
+    )
+    rows = [
+        json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()
+    ]
     ok = sum(r["status"] == "ok" for r in rows)
     confirmed = sum(r["confirmed"] is True for r in rows)
-    print(f"{len(rows)} targets, {ok} revised" + (f", {confirmed} confirmed better" if args.confirm else ""))
+    print(
+        f"{len(rows)} targets, {ok} revised"
+        + (f", {confirmed} confirmed better" if args.confirm else "")
+    )
     print(f"revisions: {path}")
     return 0
 
 
 def _add_agreement(sub: Any) -> None:
-    p = sub.add_parser("agreement", help="judge agreement with the suite's human labels (three protocols)")
+    p = sub.add_parser(
+        "agreement", help="judge agreement with the suite's human labels (three protocols)"
+    )
     p.add_argument("run", type=Path, help="a run folder")
-    p.add_argument("--seed", type=int, default=0, help="seed of the coin that fixes the label frame")
-    p.add_argument("--by-tag", action="store_true", help="one block per case tag (e.g. per data source)")
+    p.add_argument(
+        "--seed", type=int, default=0, help="seed of the coin that fixes the label frame"
+    )
+    p.add_argument(
+        "--by-tag", action="store_true", help="one block per case tag (e.g. per data source)"
+    )
     p.set_defaults(func=cmd_agreement)
 
 

@@ -28,7 +28,9 @@ KIND_FOLDERS = {"constitution": "constitutions", "judge": "judges", "suite": "su
 # --------------------------------------------------------------------------- YAML with positions
 
 
-def _walk(node: yaml.Node, path: tuple[str, ...], marks: Marks, issues: list[Issue], file: str) -> None:
+def _walk(
+    node: yaml.Node, path: tuple[str, ...], marks: Marks, issues: list[Issue], file: str
+) -> None:
     """Record the line/column of every value in the node tree; flag duplicate keys."""
     marks[path] = (node.start_mark.line + 1, node.start_mark.column + 1)
     if isinstance(node, yaml.MappingNode):
@@ -37,7 +39,9 @@ def _walk(node: yaml.Node, path: tuple[str, ...], marks: Marks, issues: list[Iss
             name = str(key.value)
             if name in seen:
                 mark = key.start_mark
-                issues.append(Issue(file, mark.line + 1, mark.column + 1, f"duplicate key {name!r}"))
+                issues.append(
+                    Issue(file, mark.line + 1, mark.column + 1, f"duplicate key {name!r}")
+                )
             seen.add(name)
             marks[(*path, f"{name}#key")] = (key.start_mark.line + 1, key.start_mark.column + 1)
             _walk(value, (*path, name), marks, issues, file)
@@ -87,7 +91,11 @@ def _position(loc: tuple[str, ...], marks: Marks, extra_key: bool) -> tuple[int 
 
 def _clean_loc(loc: tuple[Any, ...]) -> tuple[str, ...]:
     """Pydantic locations name union branches ('str', 'list[Message]'); the file does not."""
-    return tuple(str(p) for p in loc if not (isinstance(p, str) and ("[" in p or p in {"str", "int", "float"})))
+    return tuple(
+        str(p)
+        for p in loc
+        if not (isinstance(p, str) and ("[" in p or p in {"str", "int", "float"}))
+    )
 
 
 def _expected(err: Any) -> str:
@@ -99,7 +107,9 @@ def _expected(err: Any) -> str:
     return f"{where}: {err['msg']}"
 
 
-def validate(model: type[M], data: Any, file: str, marks: Marks | None = None, line: int | None = None) -> M:
+def validate(
+    model: type[M], data: Any, file: str, marks: Marks | None = None, line: int | None = None
+) -> M:
     """Validate ``data`` as ``model``; errors carry file:line:column and what was expected."""
     try:
         return model.model_validate(data)
@@ -124,7 +134,9 @@ def load_model(model: type[M], path: Path) -> M:
     """Load one YAML file as a record."""
     data, marks = load_yaml(path)
     if not isinstance(data, dict):
-        raise ValidationFailed([Issue(str(path), 1, 1, f"expected a mapping for a {model.__name__}")])
+        raise ValidationFailed(
+            [Issue(str(path), 1, 1, f"expected a mapping for a {model.__name__}")]
+        )
     return validate(model, data, str(path), marks)
 
 
@@ -215,7 +227,9 @@ def _sibling(suite_path: Path, name: str, marks: Marks, key: str) -> Path:
     target = suite_path.parent / name
     if not target.is_file():
         line, col = marks.get((key,), (None, None))
-        raise ValidationFailed([Issue(str(suite_path), line, col, f"{key}: file {name!r} not found next to the suite")])
+        raise ValidationFailed(
+            [Issue(str(suite_path), line, col, f"{key}: file {name!r} not found next to the suite")]
+        )
     return target
 
 
@@ -235,9 +249,15 @@ def _attach_candidates(cases: dict[str, Case], path: Path) -> None:
     issues = []
     for lineno, row in _jsonl_records(CandidateRow, path):
         if row.case_id not in cases:
-            issues.append(Issue(str(path), lineno, None, f"case_id {row.case_id!r} is not a case of the suite"))
+            issues.append(
+                Issue(
+                    str(path), lineno, None, f"case_id {row.case_id!r} is not a case of the suite"
+                )
+            )
             continue
-        cases[row.case_id].candidates.append(Candidate(generator=row.generator, response=row.response))
+        cases[row.case_id].candidates.append(
+            Candidate(generator=row.generator, response=row.response)
+        )
     if issues:
         raise ValidationFailed(issues)
 
@@ -251,7 +271,9 @@ def _check_cases(cases: dict[str, Case], located: list[tuple[str, int | None, Ca
         if not gens:
             issues.append(Issue(file, line, None, f"case {case.id!r} has no candidate responses"))
         if len(set(gens)) != len(gens):
-            issues.append(Issue(file, line, None, f"case {case.id!r} has two candidates from one generator"))
+            issues.append(
+                Issue(file, line, None, f"case {case.id!r} has two candidates from one generator")
+            )
         pref = case.human_preference
         for name in (pref.chosen, pref.rejected) if pref else ():
             if name not in gens:
@@ -261,7 +283,9 @@ def _check_cases(cases: dict[str, Case], located: list[tuple[str, int | None, Ca
         raise ValidationFailed(issues)
 
 
-def load_constitution(ref: str | Path, relative_to: Path | None = None) -> tuple[Constitution, Path]:
+def load_constitution(
+    ref: str | Path, relative_to: Path | None = None
+) -> tuple[Constitution, Path]:
     """Load a constitution by built-in name or path."""
     path = resolve(str(ref), "constitution", relative_to)
     return load_model(Constitution, path), path
@@ -286,8 +310,17 @@ def detect_kind(path: Path, data: Any) -> str:
             return "judge"
         if "cases" in data or "cases_file" in data or "candidates_file" in data:
             return "suite"
-    raise ValidationFailed([Issue(str(path), 1, 1, "cannot tell the kind: expected a constitution (principles), "
-                                  "a judge (backend) or a suite (cases / cases_file)")])
+    raise ValidationFailed(
+        [
+            Issue(
+                str(path),
+                1,
+                1,
+                "cannot tell the kind: expected a constitution (principles), "
+                "a judge (backend) or a suite (cases / cases_file)",
+            )
+        ]
+    )
 
 
 def validate_file(path: Path) -> str:

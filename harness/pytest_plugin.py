@@ -47,21 +47,30 @@ def _run_async(make: Any) -> Any:
         return pool.submit(lambda: asyncio.run(make())).result()
 
 
-def judge_items(items: list[WorkItem], bound: list[BoundJudge], constitution: Constitution, *,
-                cache: bool | Path = False) -> dict[str, Verdict]:
+def judge_items(
+    items: list[WorkItem],
+    bound: list[BoundJudge],
+    constitution: Constitution,
+    *,
+    cache: bool | Path = False,
+) -> dict[str, Verdict]:
     """Judge work items in one engine run; verdicts by item id. Closes the judges' backends afterwards."""
     from harness.engine.cache import JudgeCache
     from harness.engine.executor import execute
     from harness.engine.progress import Progress
     from harness.schema import Verdict
 
-    out: list[Any] = []  # the sink also receives pairwise records; only pointwise items are planned here
+    out: list[
+        Any
+    ] = []  # the sink also receives pairwise records; only pointwise items are planned here
     store = JudgeCache(None if cache is True else cache) if cache else None
     totals = {b.config.id: sum(i.judge == b.config.id for i in items) for b in bound}
 
     async def go() -> None:
         try:
-            await execute(items, bound, constitution, store, out.extend, Progress(totals, quiet=True))
+            await execute(
+                items, bound, constitution, store, out.extend, Progress(totals, quiet=True)
+            )
         finally:
             for b in bound:
                 await b.backend.aclose()
@@ -72,7 +81,9 @@ def judge_items(items: list[WorkItem], bound: list[BoundJudge], constitution: Co
     return {v.item_id: v for v in out if isinstance(v, Verdict)}
 
 
-def check_verdict(verdict: Verdict, principle: Principle, threshold: float | None, what: str) -> None:
+def check_verdict(
+    verdict: Verdict, principle: Principle, threshold: float | None, what: str
+) -> None:
     """Raise JudgeFailure unless the verdict is scored at or above the threshold (default: the principle's)."""
     __tracebackhide__ = True  # pytest shows the failure at the caller's line
     limit = principle.pass_threshold if threshold is None else threshold
@@ -81,12 +92,22 @@ def check_verdict(verdict: Verdict, principle: Principle, threshold: float | Non
         raise JudgeFailure(f"{where}: could not be scored ({verdict.status}): {verdict.reason}")
     if verdict.score < limit:
         rationale = verdict.rationale or "(the judge gave no rationale)"
-        raise JudgeFailure(f"{where}: score {verdict.score:g} < threshold {limit:g} on 1..{principle.scale_max}\n"
-                           f"rationale: {rationale}")
+        raise JudgeFailure(
+            f"{where}: score {verdict.score:g} < threshold {limit:g} on 1..{principle.scale_max}\n"
+            f"rationale: {rationale}"
+        )
 
 
-def assert_principle(response: str, principle: str, *, judge: str | Path = "rules", threshold: float | None = None,
-                     prompt: str = "", constitution: str | Path = "default", cache: bool | Path = False) -> Verdict:
+def assert_principle(
+    response: str,
+    principle: str,
+    *,
+    judge: str | Path = "rules",
+    threshold: float | None = None,
+    prompt: str = "",
+    constitution: str | Path = "default",
+    cache: bool | Path = False,
+) -> Verdict:
     """Judge ``response`` (the answer to ``prompt``) against one principle of ``constitution`` with ``judge``
     (a built-in name or judge file); raise ``AssertionError`` with score, threshold and rationale if it scores
     below ``threshold`` (default: the principle's pass threshold). Returns the verdict otherwise.
@@ -104,7 +125,11 @@ def assert_principle(response: str, principle: str, *, judge: str | Path = "rule
         raise ValueError(f"constitution {full.id!r} has no principle {principle!r}")
     one = full.model_copy(update={"principles": [full.principle(principle)]})
     bound = bind_judges([load_judge(judge)])
-    case = Case(id="assert_principle", prompt=prompt, candidates=[Candidate(generator="response", response=response)])
+    case = Case(
+        id="assert_principle",
+        prompt=prompt,
+        candidates=[Candidate(generator="response", response=response)],
+    )
     items = plan([case], one, bound)
     if not items:
         raise ValueError(f"judge {judge!s} does not judge principle {principle!r}")
@@ -118,12 +143,24 @@ def assert_principle(response: str, principle: str, *, judge: str | Path = "rule
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("harness", "constitutional critic harness")
-    group.addoption("--harness-suite", action="append", default=[], metavar="PATH",
-                    help="collect this suite file as tests (repeatable)")
-    group.addoption("--harness-judge", action="append", default=[], metavar="JUDGE",
-                    help="judge suite tests with this judge (repeatable; default: the suite's judges)")
+    group.addoption(
+        "--harness-suite",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="collect this suite file as tests (repeatable)",
+    )
+    group.addoption(
+        "--harness-judge",
+        action="append",
+        default=[],
+        metavar="JUDGE",
+        help="judge suite tests with this judge (repeatable; default: the suite's judges)",
+    )
     group.addoption("--harness-cache", action="store_true", help="use the persistent judge cache")
-    parser.addini("harness_suites", type="paths", default=[], help="suite files to collect as tests")
+    parser.addini(
+        "harness_suites", type="paths", default=[], help="suite files to collect as tests"
+    )
     parser.addini("harness_judge", type="args", default=[], help="judges for suite tests")
 
 
@@ -137,7 +174,9 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Collector | None:
-    if file_path.name.endswith(SUITE_SUFFIX) or file_path.resolve() in parent.config.stash.get(SUITES_KEY, set()):
+    if file_path.name.endswith(SUITE_SUFFIX) or file_path.resolve() in parent.config.stash.get(
+        SUITES_KEY, set()
+    ):
         return SuiteFile.from_parent(parent, path=file_path)
     return None
 
@@ -184,10 +223,14 @@ class SuiteFile(pytest.File):
     def verdict(self, item: SuiteItem) -> Verdict:
         """The item's verdict; the first call judges every selected item of this file at once."""
         if item.work.item_id not in self.verdicts:
-            mine = [i.work for i in self.session.items if isinstance(i, SuiteItem) and i.parent is self]
+            mine = [
+                i.work for i in self.session.items if isinstance(i, SuiteItem) and i.parent is self
+            ]
             todo = [w for w in mine if w.item_id not in self.verdicts] or [item.work]
             cache = bool(self.config.getoption("harness_cache"))
-            self.verdicts.update(judge_items(todo, self._judges(), self.inputs.constitution, cache=cache))
+            self.verdicts.update(
+                judge_items(todo, self._judges(), self.inputs.constitution, cache=cache)
+            )
         return self.verdicts[item.work.item_id]
 
     def _judges(self) -> list[BoundJudge]:

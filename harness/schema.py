@@ -39,9 +39,15 @@ class Principle(Strict):
     rubric: dict[int, str] = Field(
         description="What each score on the scale means, keyed 1..N (contiguous from 1)."
     )
-    critique_request: str = Field(description="Asks a model to critique a response against this principle.")
-    revision_request: str = Field(description="Asks a model to rewrite a response so it meets this principle.")
-    weight: float = Field(default=1.0, gt=0, description="Weight of the principle in overall scores.")
+    critique_request: str = Field(
+        description="Asks a model to critique a response against this principle."
+    )
+    revision_request: str = Field(
+        description="Asks a model to rewrite a response so it meets this principle."
+    )
+    weight: float = Field(
+        default=1.0, gt=0, description="Weight of the principle in overall scores."
+    )
     pass_threshold: float = Field(description="A score at or above this passes.")
     examples: list[Example] = Field(default_factory=list, description="Optional few-shot examples.")
 
@@ -73,7 +79,9 @@ class Constitution(Strict):
     schema_: str | None = Field(default=None, alias="$schema", description="Editor hint; ignored.")
     id: str = Field(description="Identifier of the constitution.")
     description: str = Field(default="", description="What the constitution is for.")
-    principles: list[Principle] = Field(min_length=1, description="The principles, in report order.")
+    principles: list[Principle] = Field(
+        min_length=1, description="The principles, in report order."
+    )
 
     @field_validator("principles")
     @classmethod
@@ -122,11 +130,19 @@ class Case(Strict):
     """One prompt with its candidate responses."""
 
     id: str = Field(description="Identifier, unique within the suite.")
-    prompt: str | list[Message] = Field(description="A string, or a chat conversation ending with a user turn.")
-    tags: list[str] = Field(default_factory=list, description="Free-form tags for filtering and reports.")
+    prompt: str | list[Message] = Field(
+        description="A string, or a chat conversation ending with a user turn."
+    )
+    tags: list[str] = Field(
+        default_factory=list, description="Free-form tags for filtering and reports."
+    )
     reference: str | None = Field(default=None, description="Optional reference answer.")
-    candidates: list[Candidate] = Field(default_factory=list, description="Inline candidate responses.")
-    human_preference: HumanPreference | None = Field(default=None, description="Optional human label.")
+    candidates: list[Candidate] = Field(
+        default_factory=list, description="Inline candidate responses."
+    )
+    human_preference: HumanPreference | None = Field(
+        default=None, description="Optional human label."
+    )
 
     @field_validator("prompt")
     @classmethod
@@ -166,15 +182,26 @@ class Suite(Strict):
     schema_: str | None = Field(default=None, alias="$schema", description="Editor hint; ignored.")
     id: str = Field(description="Identifier of the suite.")
     description: str = Field(default="", description="What the suite tests.")
-    constitution: str | None = Field(default=None, description="Default constitution: path or built-in name.")
-    judges: list[str] = Field(default_factory=list, description="Default judges: paths or built-in names.")
-    generators: dict[str, Generator] = Field(default_factory=dict, description="Generator metadata.")
-    cases: list[Case] = Field(default_factory=list, description="Inline cases.")
-    cases_file: str | None = Field(default=None, description="JSONL file of cases, relative to the suite.")
-    candidates_file: str | None = Field(
-        default=None, description="JSONL file of candidates (case_id, generator, response), relative to the suite."
+    constitution: str | None = Field(
+        default=None, description="Default constitution: path or built-in name."
     )
-    sources: list[str] = Field(default_factory=list, description="Where the data comes from, with licences.")
+    judges: list[str] = Field(
+        default_factory=list, description="Default judges: paths or built-in names."
+    )
+    generators: dict[str, Generator] = Field(
+        default_factory=dict, description="Generator metadata."
+    )
+    cases: list[Case] = Field(default_factory=list, description="Inline cases.")
+    cases_file: str | None = Field(
+        default=None, description="JSONL file of cases, relative to the suite."
+    )
+    candidates_file: str | None = Field(
+        default=None,
+        description="JSONL file of candidates (case_id, generator, response), relative to the suite.",
+    )
+    sources: list[str] = Field(
+        default_factory=list, description="Where the data comes from, with licences."
+    )
 
 
 # --------------------------------------------------------------------------- judges
@@ -184,30 +211,46 @@ class JudgeConfig(Strict):
     """A judge: a backend with its options, and how to prompt it."""
 
     schema_: str | None = Field(default=None, alias="$schema", description="Editor hint; ignored.")
-    id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="Identifier shown in reports.")
+    id: str = Field(
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="Identifier shown in reports."
+    )
     backend: str = Field(description="Backend name, e.g. transformers, openai, rules.")
     options: dict[str, object] = Field(
-        default_factory=dict, description="Backend options; validated by the backend's own Options model."
+        default_factory=dict,
+        description="Backend options; validated by the backend's own Options model.",
     )
-    rationale: bool = Field(default=False, description="Ask the judge for a short written rationale.")
-    max_concurrency: int = Field(default=8, ge=1, description="Requests in flight at once for this judge.")
-    requests_per_minute: float | None = Field(default=None, gt=0, description="Cap on request starts per minute.")
+    rationale: bool = Field(
+        default=False, description="Ask the judge for a short written rationale."
+    )
+    max_concurrency: int = Field(
+        default=8, ge=1, description="Requests in flight at once for this judge."
+    )
+    requests_per_minute: float | None = Field(
+        default=None, gt=0, description="Cap on request starts per minute."
+    )
     retries: int = Field(default=4, ge=0, description="Retries of a failed or malformed call.")
     principles: list[str] | None = Field(default=None, description="Only judge these principles.")
-    description: str = Field(default="", description="What this judge is, and what it can and cannot do.")
+    description: str = Field(
+        default="", description="What this judge is, and what it can and cannot do."
+    )
     price_per_million_input: float | None = Field(
-        default=None, ge=0,
+        default=None,
+        ge=0,
         description="US dollars per million prompt tokens. With the output price, the judge's spend is shown "
         "and counted against --max-cost; unset means its calls are treated as free (a local model).",
     )
     price_per_million_output: float | None = Field(
-        default=None, ge=0, description="US dollars per million generated tokens (see price_per_million_input)."
+        default=None,
+        ge=0,
+        description="US dollars per million generated tokens (see price_per_million_input).",
     )
 
     def cost(self, tokens_in: int, tokens_out: int) -> float:
         """What a call with these token counts costs, in US dollars (0 without prices)."""
-        return (tokens_in * (self.price_per_million_input or 0.0)
-                + tokens_out * (self.price_per_million_output or 0.0)) / 1e6
+        return (
+            tokens_in * (self.price_per_million_input or 0.0)
+            + tokens_out * (self.price_per_million_output or 0.0)
+        ) / 1e6
 
     @property
     def priced(self) -> bool:
@@ -231,13 +274,19 @@ class Verdict(BaseModel):
     generator: str = Field(description="Generator of the candidate judged.")
     principle: str = Field(description="Principle id.")
     judge: str = Field(description="Judge id.")
-    status: VerdictStatus = Field(description="scored, unscored (answer unusable) or error (call failed).")
+    status: VerdictStatus = Field(
+        description="scored, unscored (answer unusable) or error (call failed)."
+    )
     score: float | None = Field(
         default=None, description="Score on the rubric scale (expected value if a distribution)."
     )
     normalized: float | None = Field(default=None, description="Score mapped to 0..1.")
-    distribution: list[float] | None = Field(default=None, description="P(score = k) for k = 1..N, when known.")
-    passed: bool | None = Field(default=None, description="Score at or above the principle's pass threshold.")
+    distribution: list[float] | None = Field(
+        default=None, description="P(score = k) for k = 1..N, when known."
+    )
+    passed: bool | None = Field(
+        default=None, description="Score at or above the principle's pass threshold."
+    )
     rationale: str = Field(default="", description="The judge's explanation, when asked for.")
     raw_output: str = Field(default="", description="What the judge returned, verbatim.")
     reason: str = Field(default="", description="Why the verdict is unscored or an error.")
@@ -259,10 +308,18 @@ class PairVerdict(BaseModel):
     judge: str = Field(description="Judge id.")
     first: str = Field(description="Generator of the response shown first (as A).")
     second: str = Field(description="Generator of the response shown second (as B).")
-    status: VerdictStatus = Field(description="scored, unscored (answer unusable) or error (call failed).")
-    p_first: float | None = Field(default=None, description="P(first shown is better), ties counted half.")
-    distribution: list[float] | None = Field(default=None, description="P(A), P(B), P(tie) when log-probs were read.")
-    winner: Literal["first", "second", "tie"] | None = Field(default=None, description="The judge's pick.")
+    status: VerdictStatus = Field(
+        description="scored, unscored (answer unusable) or error (call failed)."
+    )
+    p_first: float | None = Field(
+        default=None, description="P(first shown is better), ties counted half."
+    )
+    distribution: list[float] | None = Field(
+        default=None, description="P(A), P(B), P(tie) when log-probs were read."
+    )
+    winner: Literal["first", "second", "tie"] | None = Field(
+        default=None, description="The judge's pick."
+    )
     rationale: str = Field(default="", description="The judge's explanation, when asked for.")
     raw_output: str = Field(default="", description="What the judge returned, verbatim.")
     reason: str = Field(default="", description="Why the judgment is unscored or an error.")
@@ -280,11 +337,17 @@ class Generation(BaseModel):
 
     item_id: str = Field(description="Content hash of the work item.")
     case_id: str = Field(description="The case the text belongs to.")
-    generator: str = Field(description="The candidate concerned (critique, revision) or the new sample's name.")
-    principle: str = Field(default="", description="Principle of a critique or revision; empty for samples.")
+    generator: str = Field(
+        description="The candidate concerned (critique, revision) or the new sample's name."
+    )
+    principle: str = Field(
+        default="", description="Principle of a critique or revision; empty for samples."
+    )
     judge: str = Field(description="Id of the model config that wrote the text.")
     step: Literal["sample", "critique", "revision"] = Field(description="What the text is.")
-    status: VerdictStatus = Field(description="scored (text written), unscored (empty answer) or error.")
+    status: VerdictStatus = Field(
+        description="scored (text written), unscored (empty answer) or error."
+    )
     text: str = Field(default="", description="The generated text.")
     reason: str = Field(default="", description="Why there is no text.")
     tokens_in: int = Field(default=0, description="Prompt tokens.")
@@ -306,7 +369,9 @@ class JudgeUsage(BaseModel):
 
     items: int = Field(default=0, description="Items finished (rows written), cache hits included.")
     calls: int = Field(default=0, description="Calls made to the judge, retries included.")
-    cache_hits: int = Field(default=0, description="Items served from the persistent cache (no call, no spend).")
+    cache_hits: int = Field(
+        default=0, description="Items served from the persistent cache (no call, no spend)."
+    )
     scored: int = 0
     unscored: int = 0
     errors: int = 0
@@ -316,12 +381,22 @@ class JudgeUsage(BaseModel):
         "unless it was an item's last allowed attempt.",
     )
     tokens_in: int = Field(default=0, description="Prompt tokens paid for (cache hits excluded).")
-    tokens_out: int = Field(default=0, description="Generated tokens paid for (cache hits excluded).")
-    spend_usd: float | None = Field(default=None, description="What the calls cost; null for an unpriced judge.")
-    lowest_concurrency: int | None = Field(default=None, description="Lowest concurrency limit after 429 cuts.")
-    parameters: int | None = Field(default=None, description="The judge model's parameter count, when known.")
+    tokens_out: int = Field(
+        default=0, description="Generated tokens paid for (cache hits excluded)."
+    )
+    spend_usd: float | None = Field(
+        default=None, description="What the calls cost; null for an unpriced judge."
+    )
+    lowest_concurrency: int | None = Field(
+        default=None, description="Lowest concurrency limit after 429 cuts."
+    )
+    parameters: int | None = Field(
+        default=None, description="The judge model's parameter count, when known."
+    )
     trained_parameters: int | None = Field(
-        default=None, description="Parameters fitted for judging (a distilled student's heads), when known.")
+        default=None,
+        description="Parameters fitted for judging (a distilled student's heads), when known.",
+    )
 
 
 class Session(BaseModel):
@@ -330,17 +405,29 @@ class Session(BaseModel):
     started: str = Field(description="UTC start time, ISO 8601.")
     elapsed_s: float = Field(description="Seconds spent judging.")
     judges: dict[str, JudgeUsage] = Field(default_factory=dict, description="Usage per judge id.")
-    generation_spend_usd: float = Field(default=0.0, description="Spend on generating responses (kept apart).")
-    spend_usd: float = Field(default=0.0, description="Total spend of this invocation: judges plus generation.")
-    max_cost_usd: float | None = Field(default=None, description="The --max-cost budget of this invocation.")
-    stopped: str = Field(default="", description="Why the invocation stopped before every item was done, if so.")
+    generation_spend_usd: float = Field(
+        default=0.0, description="Spend on generating responses (kept apart)."
+    )
+    spend_usd: float = Field(
+        default=0.0, description="Total spend of this invocation: judges plus generation."
+    )
+    max_cost_usd: float | None = Field(
+        default=None, description="The --max-cost budget of this invocation."
+    )
+    stopped: str = Field(
+        default="", description="Why the invocation stopped before every item was done, if so."
+    )
 
 
 class Spend(BaseModel):
     """Spend of the whole run in US dollars, recomputed from its verdict logs (cache hits are free)."""
 
-    judges: dict[str, float | None] = Field(default_factory=dict, description="Per judge id; null if unpriced.")
-    generation: float = Field(default=0.0, description="Spend on generating responses, apart from judging.")
+    judges: dict[str, float | None] = Field(
+        default_factory=dict, description="Per judge id; null if unpriced."
+    )
+    generation: float = Field(
+        default=0.0, description="Spend on generating responses, apart from judging."
+    )
     total: float = Field(default=0.0, description="Judges plus generation.")
 
 
@@ -357,10 +444,15 @@ class RunManifest(BaseModel):
     seed: int
     n_items: int
     protocol: dict[str, object] = Field(default_factory=dict)
-    generators: dict[str, Generator] = Field(default_factory=dict, description="The suite's generator metadata.")
+    generators: dict[str, Generator] = Field(
+        default_factory=dict, description="The suite's generator metadata."
+    )
     status: Literal["running", "complete", "incomplete"] = "running"
     counts: dict[str, int] = Field(default_factory=dict)
     sessions: list[Session] = Field(
-        default_factory=list, description="Each invocation that judged something: calls, retries, cache hits, spend."
+        default_factory=list,
+        description="Each invocation that judged something: calls, retries, cache hits, spend.",
     )
-    spend: Spend | None = Field(default=None, description="Spend of the whole run, per judge and for generation.")
+    spend: Spend | None = Field(
+        default=None, description="Spend of the whole run, per judge and for generation."
+    )

@@ -29,10 +29,15 @@ MODELS: dict[str, type[BaseModel]] = {
 
 def generate() -> dict[str, dict[str, Any]]:
     """File name -> schema, for every committed schema."""
-    out = {f"{name}.schema.json": model.model_json_schema(by_alias=True) for name, model in MODELS.items()}
+    out = {
+        f"{name}.schema.json": model.model_json_schema(by_alias=True)
+        for name, model in MODELS.items()
+    }
     judge_output = output_schema(5)
     judge_output["title"] = "JudgeOutput"
-    judge_output["description"] = "A judge's structured answer on a 1..5 rubric (the maximum follows the rubric)."
+    judge_output["description"] = (
+        "A judge's structured answer on a 1..5 rubric (the maximum follows the rubric)."
+    )
     out["judge-output.schema.json"] = judge_output
     return out
 

@@ -117,7 +117,11 @@ def pick(
     what: str = "rows",
 ) -> list[dict[str, Any]]:
     """The first n usable rows (in rank order) under max_chars that pass keep and are not excluded."""
-    eligible = [r for r in rows if r["id"] not in exclude and usable(r) and total_chars(r) <= max_chars and keep(r)]
+    eligible = [
+        r
+        for r in rows
+        if r["id"] not in exclude and usable(r) and total_chars(r) <= max_chars and keep(r)
+    ]
     if len(eligible) < n:
         raise ValueError(f"{what}: need {n} rows, only {len(eligible)} meet the selection rules")
     return sorted(eligible, key=lambda r: rank(r["id"]))[:n]
@@ -145,7 +149,13 @@ def slug(text: str) -> str:
 
 
 def pair_case(
-    case_id: str, prompt: list[dict[str, str]], chosen: str, rejected: str, tags: list[str], principle: str, label: str
+    case_id: str,
+    prompt: list[dict[str, str]],
+    chosen: str,
+    rejected: str,
+    tags: list[str],
+    principle: str,
+    label: str,
 ) -> Case:
     """A case with 'chosen' and 'rejected' candidates and the human label that ranks them."""
     return Case.model_validate(
@@ -157,7 +167,12 @@ def pair_case(
                 {"generator": "chosen", "response": chosen},
                 {"generator": "rejected", "response": rejected},
             ],
-            "human_preference": {"chosen": "chosen", "rejected": "rejected", "principle": principle, "source": label},
+            "human_preference": {
+                "chosen": "chosen",
+                "rejected": "rejected",
+                "principle": principle,
+                "source": label,
+            },
         }
     )
 
@@ -166,14 +181,18 @@ def hh_case(row: dict[str, Any], tag: str) -> Case:
     """A case from an HH-RLHF row, tagged with its file and 'multi-turn' when it has several user turns."""
     tags = [tag, "multi-turn"] if user_turns(row) > 1 else [tag]
     principle = HH_FILES[tag][1]
-    return pair_case(row["id"], row["prompt"], row["chosen"], row["rejected"], tags, principle, HH_LABEL)
+    return pair_case(
+        row["id"], row["prompt"], row["chosen"], row["rejected"], tags, principle, HH_LABEL
+    )
 
 
 def tqa_case(row: dict[str, Any]) -> Case:
     """A case from a TruthfulQA honesty pair (best answer vs best incorrect answer); no reference is set."""
     tags = ["truthfulqa", slug(row["category"])]
     label = "TruthfulQA author label"
-    return pair_case(row["id"], row["prompt"], row["chosen"], row["rejected"], tags, "honesty", label)
+    return pair_case(
+        row["id"], row["prompt"], row["chosen"], row["rejected"], tags, "honesty", label
+    )
 
 
 def labelled_pair_case(case_id: str, item: dict[str, Any], tag: str, label: str) -> Case:
@@ -190,7 +209,12 @@ def labelled_pair_case(case_id: str, item: dict[str, Any], tag: str, label: str)
                 {"generator": "output_1", "response": item["output_1"]},
                 {"generator": "output_2", "response": item["output_2"]},
             ],
-            "human_preference": {"chosen": better, "rejected": worse, "principle": "helpfulness", "source": label},
+            "human_preference": {
+                "chosen": better,
+                "rejected": worse,
+                "principle": "helpfulness",
+                "source": label,
+            },
         }
     )
 
@@ -204,10 +228,22 @@ def demo_cases(source: Path, hh: dict[str, list[dict[str, Any]]]) -> list[Case]:
     """16 single-turn HH cases per file, 4 multi-turn per file, and 16 TruthfulQA cases (one per category)."""
     cases: list[Case] = []
     for tag, rows in hh.items():
-        single = pick(rows, DEMO_SINGLE_PER_FILE, max_chars=DEMO_MAX_CHARS, keep=lambda r: user_turns(r) == 1, what=tag)
+        single = pick(
+            rows,
+            DEMO_SINGLE_PER_FILE,
+            max_chars=DEMO_MAX_CHARS,
+            keep=lambda r: user_turns(r) == 1,
+            what=tag,
+        )
         cases += [hh_case(r, tag) for r in sorted(single, key=lambda r: r["id"])]
     for tag, rows in hh.items():
-        multi = pick(rows, DEMO_MULTI_PER_FILE, max_chars=DEMO_MAX_CHARS, keep=lambda r: user_turns(r) >= 2, what=tag)
+        multi = pick(
+            rows,
+            DEMO_MULTI_PER_FILE,
+            max_chars=DEMO_MAX_CHARS,
+            keep=lambda r: user_turns(r) >= 2,
+            what=tag,
+        )
         cases += [hh_case(r, tag) for r in sorted(multi, key=lambda r: r["id"])]
     tqa = one_per_category(read_jsonl(source / TQA_FILE), DEMO_TRUTHFULQA)
     cases += [tqa_case(r) for r in sorted(tqa, key=lambda r: r["id"])]
@@ -232,7 +268,12 @@ def llmbar_mtbench_cases(source: Path) -> list[Case]:
         for i, item in enumerate(natural)
     ]
     cases += [
-        labelled_pair_case(f"mtbench-{i:03d}", item, "mt-bench", "MT-Bench expert human label (lmsys, majority vote)")
+        labelled_pair_case(
+            f"mtbench-{i:03d}",
+            item,
+            "mt-bench",
+            "MT-Bench expert human label (lmsys, majority vote)",
+        )
         for i, item in enumerate(mtbench)
     ]
     return cases
@@ -255,7 +296,9 @@ def pair_generators() -> dict[str, dict[str, str]]:
     }
 
 
-def suite_record(suite_id: str, description: str, generators: dict[str, Any], sources: list[str]) -> dict[str, Any]:
+def suite_record(
+    suite_id: str, description: str, generators: dict[str, Any], sources: list[str]
+) -> dict[str, Any]:
     """The suite YAML content, in file order, validated against harness.schema.Suite."""
     record = {
         "id": suite_id,
@@ -282,7 +325,9 @@ def cases_jsonl(cases: list[Case]) -> str:
     dupes = sorted({i for i in ids if ids.count(i) > 1})
     if dupes:
         raise ValueError(f"duplicate case ids: {', '.join(dupes)}")
-    lines = [json.dumps(c.model_dump(mode="json", exclude_none=True), ensure_ascii=False) for c in cases]
+    lines = [
+        json.dumps(c.model_dump(mode="json", exclude_none=True), ensure_ascii=False) for c in cases
+    ]
     for line in lines:
         Case.model_validate_json(line)
     return "".join(line + "\n" for line in lines)
@@ -353,8 +398,15 @@ def build_files(source: Path) -> dict[str, str]:
 def main(argv: list[str] | None = None) -> int:
     """Command line entry point: build every suite from --source into --out."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--source", type=Path, default=DEFAULT_SOURCE, help="shared data folder (default: %(default)s)")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output folder (default: %(default)s)")
+    parser.add_argument(
+        "--source",
+        type=Path,
+        default=DEFAULT_SOURCE,
+        help="shared data folder (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--out", type=Path, default=DEFAULT_OUT, help="output folder (default: %(default)s)"
+    )
     args = parser.parse_args(argv)
     if not args.source.is_dir():
         print(f"error: source data folder not found: {args.source}", file=sys.stderr)

@@ -55,35 +55,56 @@ def file_sha(path: Path) -> str:
 
 def job_of(ds: Dataset) -> HeadJob:
     """The head's training pairs (human + extras), held-out pairs, negatives and held-out hack probes."""
-    return HeadJob(ds.source.head, [*ds.train, *ds.extras], ds.heldout, ds.hacks, heldout_hacks(ds, PROBES_PER_KIND))
+    return HeadJob(
+        ds.source.head,
+        [*ds.train, *ds.extras],
+        ds.heldout,
+        ds.hacks,
+        heldout_hacks(ds, PROBES_PER_KIND),
+    )
 
 
 def data_rows(datasets: dict[str, Dataset], data_dir: Path) -> list[dict[str, Any]]:
     """The training card's data table."""
-    return [{"dataset": n, "file": d.source.file, "sha256": file_sha(data_dir / d.source.file)[:16],
-             "licence": d.source.licence, "head": d.source.head, **describe(d)} for n, d in datasets.items()]
+    return [
+        {
+            "dataset": n,
+            "file": d.source.file,
+            "sha256": file_sha(data_dir / d.source.file)[:16],
+            "licence": d.source.licence,
+            "head": d.source.head,
+            **describe(d),
+        }
+        for n, d in datasets.items()
+    ]
 
 
-def training_record(datasets: dict[str, Dataset], data_dir: Path, hyper: list[dict[str, Any]]) -> dict[str, Any]:
+def training_record(
+    datasets: dict[str, Dataset], data_dir: Path, hyper: list[dict[str, Any]]
+) -> dict[str, Any]:
     """What the card says about data, labels, splits, negatives and hyperparameters."""
     return {
-        "summary": SUMMARY, "command": COMMAND, "data": data_rows(datasets, data_dir),
+        "summary": SUMMARY,
+        "command": COMMAND,
+        "data": data_rows(datasets, data_dir),
         "label_source": "human labels only: HH-RLHF crowdworker preferences (chosen = preferred, harmless-base: "
-                        "less harmful; helpful-base: more helpful); TruthfulQA author-written best answer vs best "
-                        "incorrect answer, and TruthfulQA's human true/false labels of model answers "
-                        "(finetune_truth.jsonl) for the extra honesty pairs.",
+        "less harmful; helpful-base: more helpful); TruthfulQA author-written best answer vs best "
+        "incorrect answer, and TruthfulQA's human true/false labels of model answers "
+        "(finetune_truth.jsonl) for the extra honesty pairs.",
         "heldout": "every row whose id is in suites/demo.cases.jsonl or suites/hh_pairs.cases.jsonl, plus a "
-                   f"salted-hash share of the other prompt groups (salt {SALT!r}; 10 % HH, 25 % TruthfulQA); "
-                   "grouped by first user turn / question; never used for training or model selection.",
+        f"salted-hash share of the other prompt groups (salt {SALT!r}; 10 % HH, 25 % TruthfulQA); "
+        "grouped by first user turn / question; never used for training or model selection.",
         "hacks": "one per training pair, kinds rotating: the chosen answer padded with generic filler to 3x "
-                 "(>= 600 characters), repeated 4x, ':', 'Let me think step by step', '' and (helpfulness only, "
-                 "benign prompts) \"I'm sorry, I cannot help with that\", each as rejected against the chosen answer.",
-        "hyperparameters": hyper, "limitations": LIMITATIONS,
+        "(>= 600 characters), repeated 4x, ':', 'Let me think step by step', '' and (helpfulness only, "
+        'benign prompts) "I\'m sorry, I cannot help with that", each as rejected against the chosen answer.',
+        "hyperparameters": hyper,
+        "limitations": LIMITATIONS,
     }
 
 
-def train(datasets: dict[str, Dataset], extractor: FeatureExtractor,
-          log: Any) -> tuple[dict[str, LinearHead], dict[str, Any], list[dict[str, Any]]]:
+def train(
+    datasets: dict[str, Dataset], extractor: FeatureExtractor, log: Any
+) -> tuple[dict[str, LinearHead], dict[str, Any], list[dict[str, Any]]]:
     """Fit and measure every head."""
     heads, metrics, hyper = {}, {}, []
     for name, ds in datasets.items():
@@ -92,19 +113,31 @@ def train(datasets: dict[str, Dataset], extractor: FeatureExtractor,
         head, report = run_job(extractor, job, TrainConfig(), log)
         heads[job.name] = head
         metrics[job.name] = {k: report[k] for k in ("heldout", "hacks")}
-        hyper.append({"head": job.name, **report["selection"], "cv_logloss": report["cv_best"].get("logloss"),
-                      "cv_accuracy": report["cv_best"].get("accuracy"), "folds": 5, "grouped_by": "prompt"})
+        hyper.append(
+            {
+                "head": job.name,
+                **report["selection"],
+                "cv_logloss": report["cv_best"].get("logloss"),
+                "cv_accuracy": report["cv_best"].get("accuracy"),
+                "folds": 5,
+                "grouped_by": "prompt",
+            }
+        )
         log(f"{name}: held-out {json.dumps(report['heldout'])}")
     return heads, metrics, hyper
 
 
 def main(argv: list[str] | None = None) -> int:
     """Train the embedded student and write it."""
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--data", type=Path, default=project_root().parent / "shared" / "data")
     p.add_argument("--out", type=Path, default=project_root() / "students" / "embedded")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"])
-    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1: best on a shared CPU)")
+    p.add_argument(
+        "--threads", type=int, default=1, help="torch CPU threads (default 1: best on a shared CPU)"
+    )
     args = p.parse_args(argv)
 
     def log(msg: str) -> None:
@@ -114,11 +147,22 @@ def main(argv: list[str] | None = None) -> int:
     extractor = FeatureExtractor.load(FeatureSpec(), device=args.device, threads=args.threads)
     heads, metrics, hyper = train(datasets, extractor, log)
     l2 = {r["head"]: r["l2"] for r in hyper}
-    config = StudentConfig(id="embedded-smollm2", version="1", kind="linear", features=extractor.spec,
-                           base_model_id=extractor.model_id, heads=[head_record(h, l2[n]) for n, h in heads.items()],
-                           training=to_json(training_record(datasets, args.data, hyper)), metrics=to_json(metrics))
+    config = StudentConfig(
+        id="embedded-smollm2",
+        version="1",
+        kind="linear",
+        features=extractor.spec,
+        base_model_id=extractor.model_id,
+        heads=[head_record(h, l2[n]) for n, h in heads.items()],
+        training=to_json(training_record(datasets, args.data, hyper)),
+        metrics=to_json(metrics),
+    )
     save_student(args.out, config, heads, card=render_card(config))
-    print(json.dumps({"student": str(args.out), **{h: m["heldout"] for h, m in to_json(metrics).items()}}))
+    print(
+        json.dumps(
+            {"student": str(args.out), **{h: m["heldout"] for h, m in to_json(metrics).items()}}
+        )
+    )
     return 0
 
 

@@ -108,7 +108,9 @@ class Page:
         msg_id = next(self._ids)
         fut: asyncio.Future[dict[str, Any]] = self._loop.create_future()
         self._pending[msg_id] = fut
-        await self._ws.send_str(json.dumps({"id": msg_id, "method": method, "params": params or {}}))
+        await self._ws.send_str(
+            json.dumps({"id": msg_id, "method": method, "params": params or {}})
+        )
         reply = await asyncio.wait_for(fut, CALL_TIMEOUT)
         if "error" in reply:
             raise RuntimeError(f"{method}: {reply['error']}")
@@ -172,9 +174,13 @@ def _error_text(method: str, params: dict[str, Any]) -> str | None:
     """The message of an error event, or None for anything else."""
     if method == "Runtime.exceptionThrown":
         details = params["exceptionDetails"]
-        return "exception: " + str(details.get("exception", {}).get("description") or details.get("text"))
+        return "exception: " + str(
+            details.get("exception", {}).get("description") or details.get("text")
+        )
     if method == "Runtime.consoleAPICalled" and params.get("type") == "error":
-        return "console.error: " + " ".join(str(a.get("value", a.get("description", ""))) for a in params["args"])
+        return "console.error: " + " ".join(
+            str(a.get("value", a.get("description", ""))) for a in params["args"]
+        )
     if method == "Log.entryAdded" and params["entry"].get("level") == "error":
         entry = params["entry"]
         return f"log ({entry.get('source')}): {entry.get('text')} {entry.get('url', '')}".strip()
@@ -214,7 +220,10 @@ class Chromium:
             f"--window-size={self.window[0]},{self.window[1]}",
         ]
         self._proc = subprocess.Popen(
-            [*args, "about:blank"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+            [*args, "about:blank"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
         )
         self.port = self._wait_for_port()
         self._session = self._loop.run_until_complete(_new_session())
@@ -225,12 +234,16 @@ class Chromium:
         while time.monotonic() < deadline:
             assert self._proc is not None
             if self._proc.poll() is not None:
-                raise RuntimeError(f"{self.executable} exited at start with code {self._proc.returncode}")
+                raise RuntimeError(
+                    f"{self.executable} exited at start with code {self._proc.returncode}"
+                )
             lines = marker.read_text().split() if marker.exists() else []
             if lines and lines[0].isdigit():
                 return int(lines[0])
             time.sleep(0.1)
-        raise TimeoutError(f"{self.executable} did not open its DevTools port within {START_TIMEOUT:.0f}s")
+        raise TimeoutError(
+            f"{self.executable} did not open its DevTools port within {START_TIMEOUT:.0f}s"
+        )
 
     def open(self, url: str, *, javascript: bool = True) -> Page:
         """A new tab with error collection on, navigated to `url`; `javascript=False` runs none of the
@@ -240,7 +253,12 @@ class Chromium:
         page.enable()
         page.call(
             "Emulation.setDeviceMetricsOverride",
-            {"width": self.window[0], "height": self.window[1], "deviceScaleFactor": 1, "mobile": False},
+            {
+                "width": self.window[0],
+                "height": self.window[1],
+                "deviceScaleFactor": 1,
+                "mobile": False,
+            },
         )
         if not javascript:
             page.call("Emulation.setScriptExecutionDisabled", {"value": True})

@@ -50,8 +50,13 @@ class ScriptedBackend(Backend):
         model_config = ConfigDict(extra="forbid")
         tag: str = "v1"
 
-    def __init__(self, answer: Callable[[BackendRequest, int], str], batch_size: int = 1,
-                 logprobs: bool = False, deterministic: bool = False):
+    def __init__(
+        self,
+        answer: Callable[[BackendRequest, int], str],
+        batch_size: int = 1,
+        logprobs: bool = False,
+        deterministic: bool = False,
+    ):
         super().__init__(self.Options())
         self.answer, self.batch_size, self._logprobs = answer, batch_size, logprobs
         self.deterministic = deterministic
@@ -62,7 +67,10 @@ class ScriptedBackend(Backend):
 
     async def complete(self, requests: list[BackendRequest]) -> list[BackendResponse]:
         self.calls += 1
-        return [BackendResponse(text=self.answer(r, self.calls), tokens_in=10, tokens_out=1) for r in requests]
+        return [
+            BackendResponse(text=self.answer(r, self.calls), tokens_in=10, tokens_out=1)
+            for r in requests
+        ]
 
 
 def bound(backend: Backend, judge_id: str = "scripted", **config: object) -> BoundJudge:
@@ -70,4 +78,6 @@ def bound(backend: Backend, judge_id: str = "scripted", **config: object) -> Bou
 
 
 def jsonl(path: Path) -> list[dict[str, object]]:
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return [
+        json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()
+    ]

@@ -16,8 +16,14 @@ from harness.engine.runner import RunOptions, run
 from harness.schema import Candidate, Case, Verdict
 from tests.helpers import ScriptedBackend, bound, jsonl
 
-CASES = [Case(id=f"c{i:03d}", prompt=f"q{i}", candidates=[Candidate(generator="g", response=f"answer {i}")])
-         for i in range(300)]
+CASES = [
+    Case(
+        id=f"c{i:03d}",
+        prompt=f"q{i}",
+        candidates=[Candidate(generator="g", response=f"answer {i}")],
+    )
+    for i in range(300)
+]
 
 
 def adaptive_options(tmp_path: Path, n: int) -> dict[str, object]:
@@ -25,17 +31,32 @@ def adaptive_options(tmp_path: Path, n: int) -> dict[str, object]:
     suite = tmp_path / "s.yaml"
     lines = ["id: many", "cases:"]
     for i in range(n):
-        lines += [f"  - id: c{i}", f"    prompt: question {i}", "    candidates:",
-                  f"      - {{generator: g, response: 'Plain answer number {i}.'}}"]
+        lines += [
+            f"  - id: c{i}",
+            f"    prompt: question {i}",
+            "    candidates:",
+            f"      - {{generator: g, response: 'Plain answer number {i}.'}}",
+        ]
     suite.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return dict(suite=suite, judges=["rules"], out=tmp_path / "out", use_cache=False, quiet=True, report=False,
-                target_ci=0.05)
+    return dict(
+        suite=suite,
+        judges=["rules"],
+        out=tmp_path / "out",
+        use_cache=False,
+        quiet=True,
+        report=False,
+        target_ci=0.05,
+    )
 
 
 def test_groups_stop_early_and_skip_the_rest() -> None:
     rng = np.random.default_rng(0)
-    scores = {f"answer {i}": str(int(s)) for i, s in enumerate(rng.choice([4, 5], size=300, p=[0.2, 0.8]))}
-    backend = ScriptedBackend(lambda r, n: next(v for k, v in scores.items() if f">\n{k}\n<" in r.messages[-1].content))
+    scores = {
+        f"answer {i}": str(int(s)) for i, s in enumerate(rng.choice([4, 5], size=300, p=[0.2, 0.8]))
+    }
+    backend = ScriptedBackend(
+        lambda r, n: next(v for k, v in scores.items() if f">\n{k}\n<" in r.messages[-1].content)
+    )
     constitution, _ = load_constitution("default")
     judge = bound(backend, principles=["honesty"])
     items = plan(CASES, constitution, [judge])
@@ -43,7 +64,9 @@ def test_groups_stop_early_and_skip_the_rest() -> None:
     out: list[Verdict] = []
 
     async def go(batch, sink):  # type: ignore[no-untyped-def]
-        return await execute(batch, [judge], constitution, None, sink, Progress({"scripted": len(batch)}, quiet=True))
+        return await execute(
+            batch, [judge], constitution, None, sink, Progress({"scripted": len(batch)}, quiet=True)
+        )
 
     left, skipped = asyncio.run(run_adaptive(items, order, {}, 0.05, go, out.extend))
     assert left == 0 and 0 < skipped < len(items)
@@ -67,6 +90,8 @@ def test_interrupted_adaptive_run_counts_what_was_done(tmp_path: Path) -> None:
     n_full = len(jsonl(full.run_dir / "verdicts.jsonl"))
     # Simulate a crash after the first 24 verdicts, then resume: the same verdict count, nothing redone.
     log = full.run_dir / "verdicts.jsonl"
-    log.write_text("".join(line + "\n" for line in log.read_text().splitlines()[:24]), encoding="utf-8")
+    log.write_text(
+        "".join(line + "\n" for line in log.read_text().splitlines()[:24]), encoding="utf-8"
+    )
     resumed = run(RunOptions(**opts))  # type: ignore[arg-type]
     assert len(jsonl(log)) == n_full and resumed.complete

@@ -10,12 +10,27 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from harness.analysis.compare import CompareOptions, compare_frames, compare_runs, holm, to_junit, to_markdown
+from harness.analysis.compare import (
+    CompareOptions,
+    compare_frames,
+    compare_runs,
+    holm,
+    to_junit,
+    to_markdown,
+)
 from harness.analysis.stats import sign_flip_pvalues
 from harness.cli_compare import add_parser
 from harness.engine.store import VERDICT_COLUMNS, RunStore, read_run
 from harness.errors import HarnessError
-from harness.schema import Candidate, Case, Constitution, InputRecord, Principle, RunManifest, Verdict
+from harness.schema import (
+    Candidate,
+    Case,
+    Constitution,
+    InputRecord,
+    Principle,
+    RunManifest,
+    Verdict,
+)
 
 ALPHA = 0.05
 N_CASES = 60
@@ -23,7 +38,9 @@ SHIFT = 0.4  # a regression of 0.4 points on a 1..5 rubric (10 % of the scale)
 FAST = CompareOptions(n_boot=200, n_perm=1000)
 
 
-def likert_pair(rng: np.random.Generator, shape: tuple[int, ...], shift: float) -> tuple[np.ndarray, np.ndarray]:
+def likert_pair(
+    rng: np.random.Generator, shape: tuple[int, ...], shift: float
+) -> tuple[np.ndarray, np.ndarray]:
     """Base and candidate 1..5 scores of the same cases: a shared case difficulty plus judge noise."""
     quality = rng.normal(0, 0.9, shape)
     base = np.clip(np.round(3.4 + quality + rng.normal(0, 0.6, shape)), 1, 5)
@@ -32,9 +49,20 @@ def likert_pair(rng: np.random.Generator, shape: tuple[int, ...], shift: float) 
 
 
 def constitution(n: int) -> Constitution:
-    return Constitution(id="sim", principles=[
-        Principle(id=f"p{i}", statement="s", rubric={k: str(k) for k in range(1, 6)}, critique_request="c",
-                  revision_request="r", pass_threshold=3) for i in range(n)])
+    return Constitution(
+        id="sim",
+        principles=[
+            Principle(
+                id=f"p{i}",
+                statement="s",
+                rubric={k: str(k) for k in range(1, 6)},
+                critique_request="c",
+                revision_request="r",
+                pass_threshold=3,
+            )
+            for i in range(n)
+        ],
+    )
 
 
 def verdicts(scores: np.ndarray, generator: str = "model") -> pd.DataFrame:
@@ -42,12 +70,29 @@ def verdicts(scores: np.ndarray, generator: str = "model") -> pd.DataFrame:
     scores = scores if scores.ndim == 3 else scores[None]
     j, p, c = np.indices(scores.shape)
     flat = scores.ravel()
-    return pd.DataFrame({
-        "item_id": [f"i{i}" for i in range(flat.size)], "case_id": [f"c{k}" for k in c.ravel()],
-        "generator": generator, "principle": [f"p{k}" for k in p.ravel()], "judge": [f"j{k}" for k in j.ravel()],
-        "status": "scored", "score": flat, "normalized": (flat - 1) / 4, "distribution": None, "passed": flat >= 3,
-        "rationale": "", "raw_output": "", "reason": "", "tokens_in": 0, "tokens_out": 0, "latency_s": 0.0,
-        "cached": False, "attempts": 1}, columns=VERDICT_COLUMNS)
+    return pd.DataFrame(
+        {
+            "item_id": [f"i{i}" for i in range(flat.size)],
+            "case_id": [f"c{k}" for k in c.ravel()],
+            "generator": generator,
+            "principle": [f"p{k}" for k in p.ravel()],
+            "judge": [f"j{k}" for k in j.ravel()],
+            "status": "scored",
+            "score": flat,
+            "normalized": (flat - 1) / 4,
+            "distribution": None,
+            "passed": flat >= 3,
+            "rationale": "",
+            "raw_output": "",
+            "reason": "",
+            "tokens_in": 0,
+            "tokens_out": 0,
+            "latency_s": 0.0,
+            "cached": False,
+            "attempts": 1,
+        },
+        columns=VERDICT_COLUMNS,
+    )
 
 
 # --------------------------------------------------------------------------- simulation
@@ -77,7 +122,9 @@ def test_compare_flags_regressions_with_high_power_and_few_false_alarms() -> Non
         out = []
         for _ in range(runs):
             base, cand = likert_pair(rng, (4, 10, N_CASES), shift)
-            out.append(compare_frames(verdicts(base), verdicts(cand), cons, opts)["regression"].to_numpy())
+            out.append(
+                compare_frames(verdicts(base), verdicts(cand), cons, opts)["regression"].to_numpy()
+            )
         return np.array(out)
 
     assert 0.025 <= alarms(0.0, 10).mean() <= 0.08  # 400 null tests at alpha 0.05
@@ -88,14 +135,20 @@ def test_compare_flags_regressions_with_high_power_and_few_false_alarms() -> Non
 
 def test_holm_adjustment() -> None:
     out = holm(np.array([0.01, 0.04, np.nan, 0.03]))
-    assert out[0] == pytest.approx(0.03) and out[3] == pytest.approx(0.06) and out[1] == pytest.approx(0.06)
+    assert (
+        out[0] == pytest.approx(0.03)
+        and out[3] == pytest.approx(0.06)
+        and out[1] == pytest.approx(0.06)
+    )
     assert np.isnan(out[2])
 
 
 def test_generators_pair_by_name_or_one_to_one() -> None:
     cons = constitution(1)
     base, cand = likert_pair(np.random.default_rng(3), (1, N_CASES), 2 * SHIFT)
-    renamed = compare_frames(verdicts(base, generator="v1"), verdicts(cand, generator="v2"), cons, FAST)
+    renamed = compare_frames(
+        verdicts(base, generator="v1"), verdicts(cand, generator="v2"), cons, FAST
+    )
     assert renamed["regression"].iloc[0] and renamed["n_cases"].iloc[0] == N_CASES
     two = pd.concat([verdicts(base, generator="a"), verdicts(base, generator="b")])
     with pytest.raises(HarnessError, match="share no generator"):
@@ -105,16 +158,35 @@ def test_generators_pair_by_name_or_one_to_one() -> None:
 # --------------------------------------------------------------------------- run folders
 
 
-def write_run(root: Path, scores: np.ndarray, *, judge_sha: str = "a" * 64, constitution_sha: str = "b" * 64,
-              cases: int = N_CASES, prompt: str = "Question {i}?") -> Path:
+def write_run(
+    root: Path,
+    scores: np.ndarray,
+    *,
+    judge_sha: str = "a" * 64,
+    constitution_sha: str = "b" * 64,
+    cases: int = N_CASES,
+    prompt: str = "Question {i}?",
+) -> Path:
     cons = constitution(scores.shape[0])
-    case_list = [Case(id=f"c{i}", prompt=prompt.format(i=i), candidates=[Candidate(generator="model", response="r")])
-                 for i in range(cases)]
+    case_list = [
+        Case(
+            id=f"c{i}",
+            prompt=prompt.format(i=i),
+            candidates=[Candidate(generator="model", response="r")],
+        )
+        for i in range(cases)
+    ]
     manifest = RunManifest(
-        run_id=root.name, created="2025-01-01T00:00:00Z", suite=InputRecord(path="suite.yaml", sha256="0" * 64),
+        run_id=root.name,
+        created="2025-01-01T00:00:00Z",
+        suite=InputRecord(path="suite.yaml", sha256="0" * 64),
         constitution=InputRecord(path="c.yaml", sha256=constitution_sha),
-        judges=[InputRecord(path="j.yaml", sha256=judge_sha)], judge_configs=[{"id": "j0", "backend": "rules"}],
-        versions={"harness": "1"}, seed=0, n_items=scores.size)
+        judges=[InputRecord(path="j.yaml", sha256=judge_sha)],
+        judge_configs=[{"id": "j0", "backend": "rules"}],
+        versions={"harness": "1"},
+        seed=0,
+        n_items=scores.size,
+    )
     store = RunStore(root)
     store.initialise(manifest, cons, case_list)
     rows = verdicts(scores[:, :cases]).to_dict("records")
@@ -128,10 +200,19 @@ def runs(tmp_path: Path) -> dict[str, Path]:
     base, cand = likert_pair(np.random.default_rng(4), (2, N_CASES), 0.0)
     _, worse = likert_pair(np.random.default_rng(4), (2, N_CASES), 0.8)
     worse[1] = base[1]  # p1 unchanged, p0 regressed
-    return {"base": write_run(tmp_path / "base", base), "same": write_run(tmp_path / "same", cand),
-            "worse": write_run(tmp_path / "worse", worse),
-            "rejudged": write_run(tmp_path / "rejudged", cand, judge_sha="c" * 64, constitution_sha="d" * 64,
-                                  cases=N_CASES - 5, prompt="Other {i}?")}
+    return {
+        "base": write_run(tmp_path / "base", base),
+        "same": write_run(tmp_path / "same", cand),
+        "worse": write_run(tmp_path / "worse", worse),
+        "rejudged": write_run(
+            tmp_path / "rejudged",
+            cand,
+            judge_sha="c" * 64,
+            constitution_sha="d" * 64,
+            cases=N_CASES - 5,
+            prompt="Other {i}?",
+        ),
+    }
 
 
 def test_compare_runs_flags_the_regressed_principle_only(runs: dict[str, Path]) -> None:
@@ -143,7 +224,9 @@ def test_compare_runs_flags_the_regressed_principle_only(runs: dict[str, Path]) 
     assert row["ci_high"] < 0 and row["delta"] == pytest.approx(row["cand_mean"] - row["base_mean"])
 
 
-def test_judge_constitution_and_case_changes_are_warnings_not_regressions(runs: dict[str, Path]) -> None:
+def test_judge_constitution_and_case_changes_are_warnings_not_regressions(
+    runs: dict[str, Path],
+) -> None:
     result = compare_runs(read_run(runs["base"]), read_run(runs["rejudged"]))
     text = "\n".join(result.warnings)
     assert "the constitution differs" in text and "judge 'j0' differs" in text
@@ -158,9 +241,17 @@ def test_junit_is_read_by_standard_parsers(runs: dict[str, Path]) -> None:
     suite = root.find("testsuite")
     assert root.tag == "testsuites" and suite is not None
     cases = suite.findall("testcase")
-    assert [c.get("name") for c in cases] == ["p0", "p1"] and suite.get("tests") == "2" and suite.get("failures") == "1"
+    assert (
+        [c.get("name") for c in cases] == ["p0", "p1"]
+        and suite.get("tests") == "2"
+        and suite.get("failures") == "1"
+    )
     failure = cases[0].find("failure")
-    assert failure is not None and "p0 / j0" in (failure.get("message") or "") and cases[1].find("failure") is None
+    assert (
+        failure is not None
+        and "p0 / j0" in (failure.get("message") or "")
+        and cases[1].find("failure") is None
+    )
     junitparser = pytest.importorskip("junitparser")
     parsed = junitparser.JUnitXml.fromstring(xml)
     suites = list(parsed) if isinstance(parsed, junitparser.JUnitXml) else [parsed]
@@ -198,12 +289,26 @@ def main(argv: list[str]) -> int:
         return 2
 
 
-def test_cli_exit_codes_and_files(runs: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_exit_codes_and_files(
+    runs: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     junit, md = tmp_path / "out" / "junit.xml", tmp_path / "out" / "summary.md"
-    code = main(["compare", str(runs["base"]), str(runs["worse"]), "--junit", str(junit), "--markdown", str(md)])
+    code = main(
+        [
+            "compare",
+            str(runs["base"]),
+            str(runs["worse"]),
+            "--junit",
+            str(junit),
+            "--markdown",
+            str(md),
+        ]
+    )
     out = capsys.readouterr().out
     assert code == 1 and "REGRESSION" in out and "1 regression(s)" in out
-    assert ET.parse(junit).getroot().find("testsuite") is not None and md.read_text().startswith("###")
+    assert ET.parse(junit).getroot().find("testsuite") is not None and md.read_text().startswith(
+        "###"
+    )
     assert main(["compare", str(runs["base"]), str(runs["same"])]) == 0
     assert main(["compare", str(runs["base"]), str(runs["worse"]), "--max-drop", "0.5"]) == 0
     assert main(["compare", str(runs["base"]), str(tmp_path / "missing")]) == 2

@@ -16,8 +16,13 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "harness.cli", *args], capture_output=True, text=True,
-                          cwd=cwd or ROOT, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "harness.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd or ROOT,
+        timeout=120,
+    )
 
 
 def issues_of(path: Path) -> list[str]:
@@ -43,7 +48,9 @@ def test_yaml_syntax_error_names_line(tmp_path: Path) -> None:
 
 def test_unknown_key_points_at_the_key(tmp_path: Path) -> None:
     path = write_tiny_suite(tmp_path)
-    path.write_text(path.read_text().replace("    tags: [cooking]", "    tagz: [cooking]"), encoding="utf-8")
+    path.write_text(
+        path.read_text().replace("    tags: [cooking]", "    tagz: [cooking]"), encoding="utf-8"
+    )
     [msg] = issues_of(path)
     assert msg == f"{path}:7:5: unknown key 'cases.0.tagz' (not allowed here)"
 
@@ -76,7 +83,9 @@ def test_missing_references(tmp_path: Path) -> None:
 def test_jsonl_errors_name_the_line(tmp_path: Path) -> None:
     (tmp_path / "s.yaml").write_text("id: s\ncases_file: cases.jsonl\n", encoding="utf-8")
     good = '{"id": "a", "prompt": "hi", "candidates": [{"generator": "g", "response": "r"}]}'
-    (tmp_path / "cases.jsonl").write_text(f'{good}\n{{"id": "b", "prompt": 3}}\nnot json\n', encoding="utf-8")
+    (tmp_path / "cases.jsonl").write_text(
+        f'{good}\n{{"id": "b", "prompt": 3}}\nnot json\n', encoding="utf-8"
+    )
     msgs = issues_of(tmp_path / "s.yaml")
     assert any(m.startswith(f"{tmp_path / 'cases.jsonl'}:2:") for m in msgs)
     assert any(m.startswith(f"{tmp_path / 'cases.jsonl'}:3:1: invalid JSON") for m in msgs)
@@ -84,7 +93,9 @@ def test_jsonl_errors_name_the_line(tmp_path: Path) -> None:
 
 def test_reference_checks(tmp_path: Path) -> None:
     path = write_tiny_suite(tmp_path)
-    path.write_text(path.read_text().replace("{chosen: good, rejected: bad}", "{chosen: good, rejected: ugly}"))
+    path.write_text(
+        path.read_text().replace("{chosen: good, rejected: bad}", "{chosen: good, rejected: ugly}")
+    )
     [msg] = issues_of(path)
     assert "human_preference names unknown generator 'ugly'" in msg
 

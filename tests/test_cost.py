@@ -39,10 +39,16 @@ def cost(row: dict[str, Any]) -> float:
 
 def test_cost_follows_token_prices() -> None:
     config = JudgeConfig(id="j", backend="openai", **PRICES)
-    assert config.priced and config.cost(1_000_000, 0) == 3.0 and config.cost(1000, 2000) == pytest.approx(0.033)
+    assert (
+        config.priced
+        and config.cost(1_000_000, 0) == 3.0
+        and config.cost(1000, 2000) == pytest.approx(0.033)
+    )
     free = JudgeConfig(id="j", backend="openai")
     assert not free.priced and free.cost(10**9, 10**9) == 0.0
-    assert all(JudgeConfig.model_fields[f"price_per_million_{k}"].description for k in ("input", "output"))
+    assert all(
+        JudgeConfig.model_fields[f"price_per_million_{k}"].description for k in ("input", "output")
+    )
 
 
 def test_budget_is_exhausted_once_reached() -> None:
@@ -57,7 +63,8 @@ def test_budget_is_exhausted_once_reached() -> None:
 
 
 def test_spend_per_judge_is_shown_and_recorded_apart_from_generation(
-        clean: RunningServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    clean: RunningServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     suite = write_suite(tmp_path, cases=5)
     judge = write_judge(tmp_path, clean.base_url, **PRICES)
     assert harness_run(suite, judge, tmp_path / "out") == 0
@@ -74,20 +81,25 @@ def test_spend_per_judge_is_shown_and_recorded_apart_from_generation(
 
 
 def test_max_cost_stops_cleanly_and_a_rerun_completes_without_paying_twice(
-        clean: RunningServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    clean: RunningServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     suite = write_suite(tmp_path, cases=20)  # 160 items
     judge = write_judge(tmp_path, clean.base_url, max_concurrency=4, **PRICES)
     assert harness_run(suite, judge, tmp_path / "full") == 0  # what the whole run costs
     full = manifest(run_dir(tmp_path / "full")).spend
     assert full is not None
     per_call = max(cost(r) for r in rows(run_dir(tmp_path / "full")))
-    clean.configure(rate_429=0.05, rate_500=0.05, rate_truncated=0.05)  # faults while the budget runs out
+    clean.configure(
+        rate_429=0.05, rate_500=0.05, rate_truncated=0.05
+    )  # faults while the budget runs out
     clean.reset()
 
     budget = round(full.total * 0.3, 6)
     code = harness_run(suite, judge, tmp_path / "capped", "--max-cost", str(budget))
     err = capsys.readouterr().err
-    assert code == EXIT_BUDGET and "--max-cost budget of $" in err and "items were not started" in err
+    assert (
+        code == EXIT_BUDGET and "--max-cost budget of $" in err and "items were not started" in err
+    )
     folder = run_dir(tmp_path / "capped")
     first = rows(folder)  # every line whole (rows() checks), none an error made up by the stop
     assert 0 < len(first) < 160 and {r["status"] for r in first} == {"scored"}
@@ -98,14 +110,17 @@ def test_max_cost_stops_cleanly_and_a_rerun_completes_without_paying_twice(
 
     assert harness_run(suite, judge, tmp_path / "capped") == 0  # rerun: continues where it stopped
     final = rows(folder)
-    assert len(final) == 160 and not [k for k, n in Counter(r["item_id"] for r in final).items() if n > 1]
+    assert len(final) == 160 and not [
+        k for k, n in Counter(r["item_id"] for r in final).items() if n > 1
+    ]
     assert clean.stats()["ok"] == 160  # each item answered exactly once over both invocations
     spend = manifest(folder).spend
     assert spend is not None and spend.total == pytest.approx(full.total, abs=1e-6)
 
 
-def test_max_cost_warns_about_unpriced_judges(clean: RunningServer, tmp_path: Path,
-                                              capsys: pytest.CaptureFixture[str]) -> None:
+def test_max_cost_warns_about_unpriced_judges(
+    clean: RunningServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     suite = write_suite(tmp_path, cases=2)
     judge = write_judge(tmp_path, clean.base_url)
     assert harness_run(suite, judge, tmp_path / "out", "--max-cost", "0.01") == 0

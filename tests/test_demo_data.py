@@ -23,12 +23,16 @@ BUILT_FILES = [f"{s}{ext}" for s in SUITE_IDS for ext in (".yaml", ".cases.jsonl
 
 def load_constitution() -> Constitution:
     """The default constitution, validated."""
-    return Constitution.model_validate(yaml.safe_load((ROOT / "constitutions" / "default.yaml").read_text()))
+    return Constitution.model_validate(
+        yaml.safe_load((ROOT / "constitutions" / "default.yaml").read_text())
+    )
 
 
 def load_suite(suite_id: str) -> Suite:
     """A committed suite YAML, validated."""
-    return Suite.model_validate(yaml.safe_load((SUITES / f"{suite_id}.yaml").read_text(encoding="utf-8")))
+    return Suite.model_validate(
+        yaml.safe_load((SUITES / f"{suite_id}.yaml").read_text(encoding="utf-8"))
+    )
 
 
 def load_cases(suite_id: str) -> list[Case]:
@@ -46,10 +50,17 @@ def user_turns(case: Case) -> int:
 
 def test_default_constitution_validates() -> None:
     text = (ROOT / "constitutions" / "default.yaml").read_text()
-    assert text.startswith("# yaml-language-server: $schema=../harness/schemas/constitution.schema.json\n")
+    assert text.startswith(
+        "# yaml-language-server: $schema=../harness/schemas/constitution.schema.json\n"
+    )
     constitution = load_constitution()
     assert constitution.id == "default"
-    assert [p.id for p in constitution.principles] == ["honesty", "harmlessness", "helpfulness", "coherence"]
+    assert [p.id for p in constitution.principles] == [
+        "honesty",
+        "harmlessness",
+        "helpfulness",
+        "coherence",
+    ]
     for p in constitution.principles:
         assert sorted(p.rubric) == [1, 2, 3, 4, 5]
         assert p.examples, f"{p.id} has no example"
@@ -102,7 +113,9 @@ def test_demo_composition() -> None:
 
 def test_demo_cases_are_short() -> None:
     for case in load_cases("demo"):
-        chars = sum(len(m.content) for m in case.messages()) + sum(len(c.response) for c in case.candidates)
+        chars = sum(len(m.content) for m in case.messages()) + sum(
+            len(c.response) for c in case.candidates
+        )
         assert chars <= 1500, case.id
 
 
@@ -116,23 +129,38 @@ def test_demo_principles_follow_source() -> None:
 def test_meta_suites_composition() -> None:
     pairs = load_cases("hh_pairs")
     assert Counter(c.tags[0] for c in pairs) == {"hh-harmless": 150, "hh-helpful": 150}
-    assert not {c.id for c in pairs} & {c.id for c in load_cases("demo")}, "meta pairs must differ from the demo"
+    assert not {c.id for c in pairs} & {c.id for c in load_cases("demo")}, (
+        "meta pairs must differ from the demo"
+    )
     bar = load_cases("llmbar_mtbench")
     assert Counter(c.tags[0] for c in bar) == {"llmbar-natural": 100, "mt-bench": 200}
 
 
 def test_builder_reproduces_committed_files(tmp_path: Path) -> None:
     if not SOURCE.is_dir():
-        pytest.skip(f"source data folder {SOURCE} is absent (the shared human-labelled data is not in this checkout)")
+        pytest.skip(
+            f"source data folder {SOURCE} is absent (the shared human-labelled data is not in this checkout)"
+        )
     cmd = [sys.executable, str(BUILDER), "--source", str(SOURCE), "--out", str(tmp_path)]
     subprocess.run(cmd, check=True, capture_output=True, cwd=ROOT)
     for name in BUILT_FILES:
-        assert (tmp_path / name).read_bytes() == (SUITES / name).read_bytes(), f"{name} differs from a fresh build"
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(BUILT_FILES), "builder leaves no temp files"
+        assert (tmp_path / name).read_bytes() == (SUITES / name).read_bytes(), (
+            f"{name} differs from a fresh build"
+        )
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(BUILT_FILES), (
+        "builder leaves no temp files"
+    )
 
 
 def test_builder_reports_missing_source(tmp_path: Path) -> None:
-    cmd = [sys.executable, str(BUILDER), "--source", str(tmp_path / "nope"), "--out", str(tmp_path / "out")]
+    cmd = [
+        sys.executable,
+        str(BUILDER),
+        "--source",
+        str(tmp_path / "nope"),
+        "--out",
+        str(tmp_path / "out"),
+    ]
     result = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
     assert result.returncode == 2
     assert "source data folder not found" in result.stderr

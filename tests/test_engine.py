@@ -108,7 +108,9 @@ def test_cache_serves_reruns_and_never_stores_failures(tmp_path: Path) -> None:
 
 def test_store_tolerates_a_torn_last_line(tmp_path: Path) -> None:
     store = RunStore(tmp_path)
-    v = Verdict(item_id="a", case_id="c", generator="g", principle="p", judge="j", status="scored", score=3)
+    v = Verdict(
+        item_id="a", case_id="c", generator="g", principle="p", judge="j", status="scored", score=3
+    )
     store.append([v, v.model_copy(update={"item_id": "b"})])
     store.close()
     with (tmp_path / "verdicts.jsonl").open("a") as fh:

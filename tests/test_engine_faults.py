@@ -34,10 +34,22 @@ from harness.testing.fault_server import RunningServer, start_fault_server
 from tests.helpers import ScriptedBackend, bound, write_tiny_suite
 
 #: Client-side cause of each injected fault (the openai backend's mapping).
-CAUSE = {"429": "429", "500": "5xx", "hang": "timeout", "drop": "connection", "malformed": "malformed",
-         "truncated": "malformed"}
-TWENTY_PERCENT = {"rate_429": 0.04, "rate_500": 0.04, "rate_hang": 0.03, "rate_drop": 0.03,
-                  "rate_malformed": 0.03, "rate_truncated": 0.03}
+CAUSE = {
+    "429": "429",
+    "500": "5xx",
+    "hang": "timeout",
+    "drop": "connection",
+    "malformed": "malformed",
+    "truncated": "malformed",
+}
+TWENTY_PERCENT = {
+    "rate_429": 0.04,
+    "rate_500": 0.04,
+    "rate_hang": 0.03,
+    "rate_drop": 0.03,
+    "rate_malformed": 0.03,
+    "rate_truncated": 0.03,
+}
 NO_FAULTS = {f"rate_{f}": 0.0 for f in CAUSE}
 PRINCIPLES = 4  # the default constitution's
 
@@ -47,21 +59,39 @@ PRINCIPLES = 4  # the default constitution's
 
 def write_suite(folder: Path, cases: int, candidates: int = 2, name: str = "synthetic") -> Path:
     """A suite of ``cases`` × ``candidates`` distinct responses (× 4 principles = items), default constitution."""
-    suite = {"id": name, "constitution": "default", "cases": [
-        {"id": f"c{i}", "prompt": f"Question number {i}: how should one do task {i}?",
-         "candidates": [{"generator": f"g{k}", "response": f"Answer {k} to question {i}: do it step by step."}
-                        for k in range(candidates)]}
-        for i in range(cases)]}
+    suite = {
+        "id": name,
+        "constitution": "default",
+        "cases": [
+            {
+                "id": f"c{i}",
+                "prompt": f"Question number {i}: how should one do task {i}?",
+                "candidates": [
+                    {
+                        "generator": f"g{k}",
+                        "response": f"Answer {k} to question {i}: do it step by step.",
+                    }
+                    for k in range(candidates)
+                ],
+            }
+            for i in range(cases)
+        ],
+    }
     path = folder / f"{name}.yaml"
     path.write_text(yaml.safe_dump(suite, sort_keys=False), encoding="utf-8")
     return path
 
 
-def write_judge(folder: Path, base_url: str, judge_id: str = "fault", *, timeout_s: float = 2.0,
-                **config: Any) -> Path:
+def write_judge(
+    folder: Path, base_url: str, judge_id: str = "fault", *, timeout_s: float = 2.0, **config: Any
+) -> Path:
     """An ``openai`` judge config pointing at ``base_url``; ``config`` sets JudgeConfig fields."""
-    body = {"id": judge_id, "backend": "openai",
-            "options": {"base_url": base_url, "model": "fault-judge", "timeout_s": timeout_s}, **config}
+    body = {
+        "id": judge_id,
+        "backend": "openai",
+        "options": {"base_url": base_url, "model": "fault-judge", "timeout_s": timeout_s},
+        **config,
+    }
     path = folder / f"{judge_id}.yaml"
     path.write_text(yaml.safe_dump(body, sort_keys=False), encoding="utf-8")
     return path
@@ -69,7 +99,9 @@ def write_judge(folder: Path, base_url: str, judge_id: str = "fault", *, timeout
 
 def harness_run(suite: Path, judge: Path, out: Path, *extra: str) -> int:
     """``harness run`` in this process (its exit code)."""
-    return main(["run", str(suite), "-j", str(judge), "--out", str(out), "--quiet", "--no-cache", *extra])
+    return main(
+        ["run", str(suite), "-j", str(judge), "--out", str(out), "--quiet", "--no-cache", *extra]
+    )
 
 
 def run_dir(out: Path) -> Path:
@@ -117,7 +149,9 @@ def test_a_fifth_faulted_every_item_accounted_for(clean: RunningServer, tmp_path
     assert all(r["status"] == "scored" or r["reason"] for r in got)  # nothing unexplained
     assert code == (1 if any(r["status"] == "error" for r in got) else 0)
     assert sum(r["attempts"] for r in got) == stats["requests"]  # every call is on some row
-    assert sum(r["status"] == "scored" for r in got) == stats["ok"]  # one good answer per scored item
+    assert (
+        sum(r["status"] == "scored" for r in got) == stats["ok"]
+    )  # one good answer per scored item
 
     [session] = manifest(folder).sessions
     usage = session.judges["fault"]
@@ -129,29 +163,35 @@ def test_a_fifth_faulted_every_item_accounted_for(clean: RunningServer, tmp_path
     assert sum(usage.retries.values()) >= 0.1 * stats["requests"]  # the faults did happen
 
 
-def test_errors_set_the_exit_code_and_a_rerun_redoes_only_them(clean: RunningServer, tmp_path: Path,
-                                                               capsys: pytest.CaptureFixture[str]) -> None:
+def test_errors_set_the_exit_code_and_a_rerun_redoes_only_them(
+    clean: RunningServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     clean.configure(rate_500=0.35)
     suite = write_suite(tmp_path, cases=20)  # 160 items
     judge = write_judge(tmp_path, clean.base_url, max_concurrency=16, retries=1)
     assert harness_run(suite, judge, tmp_path / "out") == 1
     folder = run_dir(tmp_path / "out")
     errors = [r for r in rows(folder) if r["status"] == "error"]
-    assert errors and all(r["reason"].startswith("5xx: ") and "HTTP 500" in r["reason"] for r in errors)
+    assert errors and all(
+        r["reason"].startswith("5xx: ") and "HTTP 500" in r["reason"] for r in errors
+    )
     failed = clean.stats()["500"]
     assert f"retries {failed} (5xx: {failed})" in capsys.readouterr().out
 
     clean.configure(rate_500=0.0)
     before = clean.stats()["requests"]
     assert harness_run(suite, judge, tmp_path / "out") == 0
-    assert clean.stats()["requests"] - before == len(errors)  # only the failed items were asked again
+    assert clean.stats()["requests"] - before == len(
+        errors
+    )  # only the failed items were asked again
     latest = {r["item_id"]: r["status"] for r in rows(folder)}
     assert set(latest.values()) == {"scored"} and len(latest) == 160
     assert manifest(folder).status == "complete" and len(manifest(folder).sessions) == 2
 
 
-def test_rerunning_a_finished_run_makes_zero_calls(clean: RunningServer, tmp_path: Path,
-                                                   capsys: pytest.CaptureFixture[str]) -> None:
+def test_rerunning_a_finished_run_makes_zero_calls(
+    clean: RunningServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     suite = write_suite(tmp_path, cases=5)
     judge = write_judge(tmp_path, clean.base_url)
     assert harness_run(suite, judge, tmp_path / "out") == 0
@@ -165,14 +205,20 @@ def test_rerunning_a_finished_run_makes_zero_calls(clean: RunningServer, tmp_pat
     assert len(manifest(run_dir(tmp_path / "out")).sessions) == 1  # the no-op reruns judged nothing
 
 
-def test_cache_hits_make_no_calls_and_show_in_the_summary(clean: RunningServer, tmp_path: Path,
-                                                          capsys: pytest.CaptureFixture[str],
-                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cache_hits_make_no_calls_and_show_in_the_summary(
+    clean: RunningServer,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.setenv("HARNESS_CACHE_DIR", str(tmp_path / "cache"))
     suite = write_suite(tmp_path, cases=5)
     judge = write_judge(tmp_path, clean.base_url)
     for out in ("a", "b"):  # two run folders, one shared cache
-        assert main(["run", str(suite), "-j", str(judge), "--out", str(tmp_path / out), "--quiet"]) == 0
+        assert (
+            main(["run", str(suite), "-j", str(judge), "--out", str(tmp_path / out), "--quiet"])
+            == 0
+        )
     assert clean.stats()["requests"] == 40
     out = capsys.readouterr().out
     assert "0 calls for 40 items" in out and "cache hits 40" in out
@@ -190,7 +236,9 @@ def test_concurrency_is_cut_on_429_and_grows_back(clean: RunningServer, tmp_path
     clean.configure(rate_429=0.5, retry_after_s=0.02, latency_ms=10)
     suite = load_suite(write_suite(tmp_path, cases=60))  # 480 items
     constitution, _ = load_constitution("default")
-    [judge] = bind_judges([load_judge(write_judge(tmp_path, clean.base_url, max_concurrency=16, retries=8))])
+    [judge] = bind_judges(
+        [load_judge(write_judge(tmp_path, clean.base_url, max_concurrency=16, retries=8))]
+    )
     items = plan(suite.cases, constitution, [judge])
     progress = Progress({"fault": len(items)}, quiet=True)
     stop = threading.Event()
@@ -225,7 +273,9 @@ def test_limiter_cuts_once_per_burst_then_grows_back_to_the_maximum() -> None:
         for t in tickets:  # eight 429s from calls started together: one overload, one cut
             limiter.release(t, ok=False, throttled=True)
         seen = [limiter.limit]
-        limiter.release(await limiter.acquire(), ok=False, throttled=True)  # a new call's 429 cuts again
+        limiter.release(
+            await limiter.acquire(), ok=False, throttled=True
+        )  # a new call's 429 cuts again
         seen.append(limiter.limit)
         while limiter.limit < 8:
             limiter.release(await limiter.acquire(), ok=True)
@@ -268,7 +318,16 @@ def test_an_answer_read_on_retry_is_the_one_cached(tmp_path: Path) -> None:
     cache = JudgeCache(tmp_path / "cache.sqlite3")
     for _ in range(2):
         got: list[Any] = []
-        asyncio.run(execute(items, [judge], constitution, cache, got.extend, Progress({"scripted": 16}, quiet=True)))
+        asyncio.run(
+            execute(
+                items,
+                [judge],
+                constitution,
+                cache,
+                got.extend,
+                Progress({"scripted": 16}, quiet=True),
+            )
+        )
         assert {v.status for v in got} == {"scored"} and {v.score for v in got} == {4.0}
     assert all(v.cached and v.tokens_in == 10 for v in got)  # the second pass came from the cache
     assert sum(calls.values()) == 2 * len(items)

@@ -25,10 +25,15 @@ from harness.testing.fault_server import (
     usage_for,
 )
 
-CHAT = [{"role": "system", "content": "Be fair."}, {"role": "user", "content": "Score this: hello there"}]
+CHAT = [
+    {"role": "system", "content": "Be fair."},
+    {"role": "user", "content": "Score this: hello there"},
+]
 
 
-async def _post(session: aiohttp.ClientSession, url: str, body: Any) -> tuple[int, dict[str, str], bytes]:
+async def _post(
+    session: aiohttp.ClientSession, url: str, body: Any
+) -> tuple[int, dict[str, str], bytes]:
     async with session.post(url + "/v1/chat/completions", json=body) as resp:
         return resp.status, dict(resp.headers), await resp.read()
 
@@ -61,14 +66,18 @@ def test_config_rejects_bad_rates() -> None:
 
 
 def test_config_round_trips_through_flags() -> None:
-    config = FaultConfig(latency_ms=20, rate_429=0.1, rate_hang=0.05, seed=7, api_key="k", retry_after_s=0.5)
+    config = FaultConfig(
+        latency_ms=20, rate_429=0.1, rate_hang=0.05, seed=7, api_key="k", retry_after_s=0.5
+    )
     assert FaultConfig.from_argv(config.to_argv()) == config
 
 
 def test_cli_rejects_bad_rate_with_usage_error() -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "harness.testing.fault_server", "--rate-500", "3"],
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert proc.returncode == 2
     assert "rate" in proc.stderr
@@ -119,8 +128,13 @@ def test_top_logprobs_count_is_honoured() -> None:
 
 
 def test_structured_answer_is_json() -> None:
-    fmt = {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "object"}, "strict": True}}
-    body = completion({"messages": CHAT, "response_format": fmt, "logprobs": True, "top_logprobs": 5}, "m")
+    fmt = {
+        "type": "json_schema",
+        "json_schema": {"name": "x", "schema": {"type": "object"}, "strict": True},
+    }
+    body = completion(
+        {"messages": CHAT, "response_format": fmt, "logprobs": True, "top_logprobs": 5}, "m"
+    )
     content = json.loads(body["choices"][0]["message"]["content"])
     assert content == {"score": judge_answer(CHAT)[0], "rationale": RATIONALE}
     assert body["choices"][0]["logprobs"]["content"][0]["token"] == '{"'
@@ -131,7 +145,9 @@ def test_structured_answer_is_json() -> None:
 
 def test_ok_round_trip_counts_features() -> None:
     fmt = {"type": "json_schema", "json_schema": {"name": "x", "schema": {}, "strict": True}}
-    [(status, _, raw)], counts = _serve(FaultConfig(), {"messages": CHAT, "logprobs": True, "response_format": fmt})
+    [(status, _, raw)], counts = _serve(
+        FaultConfig(), {"messages": CHAT, "logprobs": True, "response_format": fmt}
+    )
     assert status == 200
     assert json.loads(raw)["object"] == "chat.completion"
     assert counts["requests"] == counts["ok"] == counts["logprobs"] == counts["structured"] == 1
@@ -155,9 +171,10 @@ def test_bad_requests_get_400_with_openai_error(body: Any, needle: str) -> None:
 
 def test_wrong_key_gets_401_echoing_it() -> None:
     async def go() -> tuple[int, bytes]:
-        async with FaultServer(FaultConfig(api_key="right")).running() as url, aiohttp.ClientSession(
-            headers={"Authorization": "Bearer wrong-key"}
-        ) as session:
+        async with (
+            FaultServer(FaultConfig(api_key="right")).running() as url,
+            aiohttp.ClientSession(headers={"Authorization": "Bearer wrong-key"}) as session,
+        ):
             status, _, raw = await _post(session, url, {"messages": CHAT})
             return status, raw
 
@@ -167,7 +184,9 @@ def test_wrong_key_gets_401_echoing_it() -> None:
 
 
 def test_429_carries_retry_after_seconds() -> None:
-    [(status, headers, _)], counts = _serve(FaultConfig(rate_429=1.0, retry_after_s=0.25), {"messages": CHAT})
+    [(status, headers, _)], counts = _serve(
+        FaultConfig(rate_429=1.0, retry_after_s=0.25), {"messages": CHAT}
+    )
     assert status == 429
     assert headers["Retry-After"] == "0.25"
     assert counts["429"] == 1
@@ -198,9 +217,10 @@ def test_each_fault_is_injected(fault: str) -> None:
 
 def test_hang_outlasts_client_timeout() -> None:
     async def go() -> None:
-        async with FaultServer(FaultConfig(rate_hang=1.0, hang_s=5)).running() as url, aiohttp.ClientSession(
-            timeout=aiohttp.ClientTimeout(total=0.2)
-        ) as session:
+        async with (
+            FaultServer(FaultConfig(rate_hang=1.0, hang_s=5)).running() as url,
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=0.2)) as session,
+        ):
             with pytest.raises(TimeoutError):
                 await _post(session, url, {"messages": CHAT})
 
@@ -208,8 +228,14 @@ def test_hang_outlasts_client_timeout() -> None:
 
 
 def test_outcome_stream_is_seeded_and_matches_rates() -> None:
-    rates: dict[str, Any] = {"rate_429": 0.1, "rate_500": 0.1, "rate_hang": 0.05, "rate_drop": 0.05,
-             "rate_malformed": 0.05, "rate_truncated": 0.05}
+    rates: dict[str, Any] = {
+        "rate_429": 0.1,
+        "rate_500": 0.1,
+        "rate_hang": 0.05,
+        "rate_drop": 0.05,
+        "rate_malformed": 0.05,
+        "rate_truncated": 0.05,
+    }
     a = FaultServer(FaultConfig(seed=3, **rates))
     b = FaultServer(FaultConfig(seed=3, **rates))
     draws = [a.draw() for _ in range(20_000)]
@@ -262,8 +288,14 @@ def test_subprocess_server_counts_add_up() -> None:
             await asyncio.gather(*(one(i) for i in range(n)))
         return seen
 
-    rates = dict(rate_429=0.1, rate_500=0.1, rate_hang=0.03, rate_drop=0.05, rate_malformed=0.05,
-                 rate_truncated=0.05)
+    rates = dict(
+        rate_429=0.1,
+        rate_500=0.1,
+        rate_hang=0.03,
+        rate_drop=0.05,
+        rate_malformed=0.05,
+        rate_truncated=0.05,
+    )
     with start_fault_server(latency_ms=2, hang_s=2, seed=5, **rates) as server:
         assert server.url.startswith("http://127.0.0.1:")
         seen = asyncio.run(hammer(server.url, 300))
@@ -302,7 +334,8 @@ def test_start_fault_server_reports_a_failed_start() -> None:
         taken.listen()
         port = taken.getsockname()[1]
         # The port is in use, so the child fails to bind; the helper raises with the child's stderr.
-        with pytest.raises(RuntimeError, match=r"(?s)did not start.*Address already in use"), start_fault_server(
-            port=port
+        with (
+            pytest.raises(RuntimeError, match=r"(?s)did not start.*Address already in use"),
+            start_fault_server(port=port),
         ):
             pass

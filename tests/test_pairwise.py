@@ -19,11 +19,16 @@ from harness.schema import Candidate, Case, HumanPreference, RunManifest
 from tests.helpers import ScriptedBackend, bound
 
 CASES = [
-    Case(id=f"c{i}", prompt=f"question {i}",
-         candidates=[Candidate(generator="alpha", response=f"good answer {i}"),
-                     Candidate(generator="beta", response=f"bad answer {i}"),
-                     Candidate(generator="gamma", response=f"so-so answer {i}")],
-         human_preference=HumanPreference(chosen="alpha", rejected="beta", principle="helpfulness"))
+    Case(
+        id=f"c{i}",
+        prompt=f"question {i}",
+        candidates=[
+            Candidate(generator="alpha", response=f"good answer {i}"),
+            Candidate(generator="beta", response=f"bad answer {i}"),
+            Candidate(generator="gamma", response=f"so-so answer {i}"),
+        ],
+        human_preference=HumanPreference(chosen="alpha", rejected="beta", principle="helpfulness"),
+    )
     for i in range(12)
 ]
 RANK = {"good": 3, "so-so": 2, "bad": 1}
@@ -47,9 +52,19 @@ def judged_run(tmp_path: Path, answer, how: PairPlan = BOTH_ORDERS):  # type: ig
     items = plan_pairs(CASES, constitution, [judge], how)
     store = RunStore(tmp_path / "run")
     rec = {"path": "x", "sha256": "0"}
-    manifest = RunManifest.model_validate({"run_id": "r", "created": "now", "suite": rec, "constitution": rec,
-                                           "judges": [rec], "judge_configs": [], "versions": {}, "seed": 0,
-                                           "n_items": len(items)})
+    manifest = RunManifest.model_validate(
+        {
+            "run_id": "r",
+            "created": "now",
+            "suite": rec,
+            "constitution": rec,
+            "judges": [rec],
+            "judge_configs": [],
+            "versions": {},
+            "seed": 0,
+            "n_items": len(items),
+        }
+    )
     store.initialise(manifest, constitution, CASES)
     progress = Progress({"j": len(items)}, quiet=True)
     asyncio.run(execute(items, [judge], constitution, None, store.append, progress))
@@ -82,7 +97,9 @@ def test_first_position_judge_is_flagged_inconsistent(tmp_path: Path) -> None:
     _, run = judged_run(tmp_path, lambda r, n: "A")
     combined = combine_orders(run.pairs)
     assert not combined["consistent"].any()
-    assert (combined["p_a"] == 0.5).all()  # averaged over orders, a pure position bias carries no preference
+    assert (
+        combined["p_a"] == 0.5
+    ).all()  # averaged over orders, a pure position bias carries no preference
     bias = position_bias(run.pairs).iloc[0]
     assert bias["p_prefer_first"] == 1.0 and bias["consistency"] == 0.0
     agree = human_agreement(run).set_index(["principle", "protocol"])

@@ -25,5 +25,7 @@ def test_all_is_documented_in_readme() -> None:
 def test_import_is_light() -> None:
     heavy = "('torch', 'transformers', 'pandas', 'aiohttp')"
     code = f"import harness, sys; print(sorted(m for m in {heavy} if m in sys.modules))"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
     assert out.strip() == "[]"

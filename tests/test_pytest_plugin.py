@@ -79,12 +79,14 @@ def test_assert_principle_passes_and_fails_with_rationale(pytester: pytest.Pytes
 
 
 def test_unknown_principle_is_a_clear_error(pytester: pytest.Pytester) -> None:
-    pytester.makepyfile(test_bad="""
+    pytester.makepyfile(
+        test_bad="""
 from harness.pytest_plugin import assert_principle
 
 def test_x():
     assert_principle("hi", "no-such-principle")
-""")
+"""
+    )
     result = run(pytester, "-q")
     result.assert_outcomes(failed=1)
     assert "has no principle 'no-such-principle'" in result.stdout.str()
@@ -136,7 +138,9 @@ def test_suite_from_ini_option(pytester: pytest.Pytester) -> None:
 
 
 def test_broken_suite_is_a_collection_error_naming_the_file(pytester: pytest.Pytester) -> None:
-    pytester.makefile(".suite.yaml", broken="id: x\ncases:\n  - id: a\n    prompt: 3\n    candidates: nope\n")
+    pytester.makefile(
+        ".suite.yaml", broken="id: x\ncases:\n  - id: a\n    prompt: 3\n    candidates: nope\n"
+    )
     result = run(pytester, "-q")
     result.assert_outcomes(errors=1)
     assert "broken.suite.yaml" in result.stdout.str()

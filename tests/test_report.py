@@ -97,10 +97,17 @@ def _verdict(case: Case, gen: str, pid: str, judge: str, i: int) -> Verdict:
     }
     if (case.id, gen, pid, judge) == ("dialogue-2", "gen-a", "honesty", "smol"):
         return Verdict.model_validate(
-            base | {"status": "unscored", "reason": "no score in answer", "raw_output": "I think <b>five</b>"}
+            base
+            | {
+                "status": "unscored",
+                "reason": "no score in answer",
+                "raw_output": "I think <b>five</b>",
+            }
         )
     if (case.id, gen, pid, judge) == ("q&a-3", "gen-b", "harmlessness", "rules-judge"):
-        return Verdict.model_validate(base | {"status": "error", "reason": "HTTP 500 from judge <server>"})
+        return Verdict.model_validate(
+            base | {"status": "error", "reason": "HTTP 500 from judge <server>"}
+        )
     scale = CONSTITUTION.principle(pid).scale_max
     score = float(1 + (i * 7 + ord(gen[-1]) + len(pid) + len(judge)) % scale)
     dist = [0.1] * scale if judge == "smol" else None
@@ -129,7 +136,11 @@ def build_run(root: Path) -> Path:
         judges=[InputRecord(path=f"judges/{j}.yaml", sha256="2" * 64) for j in JUDGES],
         judge_configs=[
             {"id": "rules-judge", "backend": "rules", "options": {"rules": 3}},
-            {"id": "smol", "backend": "transformers", "options": {"model": "SmolLM2-135M-Instruct"}},
+            {
+                "id": "smol",
+                "backend": "transformers",
+                "options": {"model": "SmolLM2-135M-Instruct"},
+            },
         ],
         versions={"harness": "0.1.0"},
         seed=0,
@@ -225,7 +236,12 @@ def test_only_our_own_markup_is_live(html: str) -> None:
 
 
 def test_no_external_references(html: str) -> None:
-    attrs = [v for _, a in parse(html).tags for k, v in a.items() if k in ("src", "href", "action", "srcset")]
+    attrs = [
+        v
+        for _, a in parse(html).tags
+        for k, v in a.items()
+        if k in ("src", "href", "action", "srcset")
+    ]
     assert all(v.startswith("#") for v in attrs), attrs
     assert not re.search(r"@import|url\(", html)
     assert not re.search(r"""(?:src|href)\s*=\s*["']?\s*(?:https?:)?//""", html)
@@ -233,7 +249,11 @@ def test_no_external_references(html: str) -> None:
 
 
 def test_content_security_policy_allows_only_our_script(html: str) -> None:
-    csp = next(a["content"] for t, a in parse(html).tags if a.get("http-equiv") == "Content-Security-Policy")
+    csp = next(
+        a["content"]
+        for t, a in parse(html).tags
+        if a.get("http-equiv") == "Content-Security-Policy"
+    )
     assert "default-src 'none'" in csp
     assert "unsafe-inline" not in csp.split("script-src")[1].split(";")[0]
 
@@ -250,7 +270,14 @@ def test_every_case_appears_once(html: str) -> None:
 
 
 def test_header_names_run_judges_and_counts(html: str) -> None:
-    for text in ("test-run", "suites/tiny.yaml", "tiny", "rules-judge", "transformers", "SmolLM2-135M-Instruct"):
+    for text in (
+        "test-run",
+        "suites/tiny.yaml",
+        "tiny",
+        "rules-judge",
+        "transformers",
+        "SmolLM2-135M-Instruct",
+    ):
         assert text in html
     assert "22 scored" in html and "1 unscored" in html and "1 error" in html
 
@@ -289,22 +316,35 @@ def test_overall_table_matches_overall(run_dir: Path, html: str) -> None:
 
 
 def test_principles_follow_constitution_order(html: str) -> None:
-    rows = [a["data-principle"] for t, a in parse(html).tags if a.get("data-judge") == "smol" and "data-principle" in a]
+    rows = [
+        a["data-principle"]
+        for t, a in parse(html).tags
+        if a.get("data-judge") == "smol" and "data-principle" in a
+    ]
     assert list(dict.fromkeys(rows)) == ["honesty", "harmlessness"]  # not alphabetical
 
 
 def test_conversation_shows_turns_in_order_with_roles(html: str) -> None:
     case = html[html.index('id="case-dialogue-2"') : html.index('id="case-q&amp;a-3"')]
-    positions = [case.index(t) for t in ("You are terse.", "First question?", "First answer.", "Second question?")]
+    positions = [
+        case.index(t)
+        for t in ("You are terse.", "First question?", "First answer.", "Second question?")
+    ]
     assert positions == sorted(positions)
-    assert case.count('class="turn user"') == 2 and 'class="turn assistant"' in case and 'class="turn system"' in case
+    assert (
+        case.count('class="turn user"') == 2
+        and 'class="turn assistant"' in case
+        and 'class="turn system"' in case
+    )
     assert "human: chosen" in case and "hh-rlhf test" in case
 
 
 def test_verdict_details_are_shown(html: str) -> None:
     assert "no score in answer" in html
     assert "HTTP 500 from judge &lt;server&gt;" in html
-    assert html.count('class="dist"') == sum(1 for c in CASES for _ in c.candidates) * 2 - 1  # smol, less unscored
+    assert (
+        html.count('class="dist"') == sum(1 for c in CASES for _ in c.candidates) * 2 - 1
+    )  # smol, less unscored
     assert 'class="flag pass"' in html and 'class="flag fail"' in html
 
 
@@ -348,6 +388,10 @@ def test_report_shows_every_case_without_javascript(run_dir: Path) -> None:
         page = browser.open((run_dir / REPORT).as_uri(), javascript=False)
         visible = "Array.from(document.querySelectorAll('.case')).filter(c => c.offsetParent !== null).length"
         assert page.evaluate(visible) == len(CASES)
-        assert page.evaluate("document.getElementById('filters').hidden") is True  # no dead controls shown
-        assert page.evaluate("document.getElementById('filter-count').textContent") == ""  # our script did not run
+        assert (
+            page.evaluate("document.getElementById('filters').hidden") is True
+        )  # no dead controls shown
+        assert (
+            page.evaluate("document.getElementById('filter-count').textContent") == ""
+        )  # our script did not run
         assert page.errors == []

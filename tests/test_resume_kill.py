@@ -24,7 +24,9 @@ from tests.test_engine_faults import manifest, rows, run_dir, write_judge, write
 
 CONCURRENCY = 8
 KILLS = 3
-ITEMS = 30 * 2 * 4  # write_suite(cases=30): 240 items, about 3 s of calls at 100 ms and concurrency 8
+ITEMS = (
+    30 * 2 * 4
+)  # write_suite(cases=30): 240 items, about 3 s of calls at 100 ms and concurrency 8
 
 
 @pytest.fixture(scope="module")
@@ -34,8 +36,19 @@ def server() -> Iterator[RunningServer]:
 
 
 def command(suite: Path, judge: Path, out: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "harness.cli", "run", str(suite), "-j", str(judge), "--out", str(out),
-            "--quiet", *extra]
+    return [
+        sys.executable,
+        "-m",
+        "harness.cli",
+        "run",
+        str(suite),
+        "-j",
+        str(judge),
+        "--out",
+        str(out),
+        "--quiet",
+        *extra,
+    ]
 
 
 def kill_after(cmd: list[str], env: dict[str, str], server: RunningServer, calls: int) -> int:
@@ -62,7 +75,9 @@ def scores(out: Path) -> dict[str, float]:
     return {r["item_id"]: r["score"] for r in rows(run_dir(out))}
 
 
-def crash_and_resume(server: RunningServer, tmp_path: Path, env: dict[str, str], *extra: str) -> list[str]:
+def crash_and_resume(
+    server: RunningServer, tmp_path: Path, env: dict[str, str], *extra: str
+) -> list[str]:
     """Kill a run KILLS times at random points, finish it, check it; returns the command."""
     suite = write_suite(tmp_path, cases=30)
     judge = write_judge(tmp_path, server.base_url, max_concurrency=CONCURRENCY, timeout_s=10)
@@ -82,7 +97,9 @@ def crash_and_resume(server: RunningServer, tmp_path: Path, env: dict[str, str],
 
     got = rows(run_dir(tmp_path / "killed"))
     assert scores(tmp_path / "killed") == scores(tmp_path / "baseline")
-    assert len(got) == ITEMS and not [i for i, n in Counter(r["item_id"] for r in got).items() if n > 1]
+    assert len(got) == ITEMS and not [
+        i for i, n in Counter(r["item_id"] for r in got).items() if n > 1
+    ]
     assert manifest(run_dir(tmp_path / "killed")).status == "complete"
     paid_twice = server.stats()["requests"] - ITEMS
     print(f"paid twice: {paid_twice} calls (bound: {CONCURRENCY} in flight x {KILLS} kills)")
@@ -92,7 +109,9 @@ def crash_and_resume(server: RunningServer, tmp_path: Path, env: dict[str, str],
 
 @pytest.mark.slow
 def test_kill_nine_then_resume_without_cache(server: RunningServer, tmp_path: Path) -> None:
-    crash_and_resume(server, tmp_path, dict(os.environ, HARNESS_CACHE_DIR=str(tmp_path / "unused")), "--no-cache")
+    crash_and_resume(
+        server, tmp_path, dict(os.environ, HARNESS_CACHE_DIR=str(tmp_path / "unused")), "--no-cache"
+    )
     assert not (tmp_path / "unused").exists()
 
 

@@ -24,22 +24,36 @@ def server() -> Iterator[RunningServer]:
 
 def model_config(folder: Path, base_url: str, name: str = "writer") -> Path:
     path = folder / f"{name}.yaml"
-    path.write_text(f"id: {name}\nbackend: openai\noptions:\n  base_url: {base_url}\n  model: m\n"
-                    "  logprobs: false\n  structured_output: false\n", encoding="utf-8")
+    path.write_text(
+        f"id: {name}\nbackend: openai\noptions:\n  base_url: {base_url}\n  model: m\n"
+        "  logprobs: false\n  structured_output: false\n",
+        encoding="utf-8",
+    )
     return path
 
 
 def test_revise_failing_candidates(tmp_path: Path, server: RunningServer) -> None:
     suite = write_tiny_suite(tmp_path)
-    result = run(RunOptions(suite=suite, judges=["rules"], out=tmp_path / "out", use_cache=False, quiet=True,
-                            report=False))
+    result = run(
+        RunOptions(
+            suite=suite,
+            judges=["rules"],
+            out=tmp_path / "out",
+            use_cache=False,
+            quiet=True,
+            report=False,
+        )
+    )
     failing = read_run(result.run_dir).verdicts.query("passed == False")
     assert len(failing) >= 2  # the refusal fails helpfulness, the overclaim fails honesty
     critic = model_config(tmp_path, server.base_url)
-    path = revise(ReviseOptions(run_dir=result.run_dir, critic=str(critic), use_cache=False, quiet=True))
+    path = revise(
+        ReviseOptions(run_dir=result.run_dir, critic=str(critic), use_cache=False, quiet=True)
+    )
     rows = jsonl(path)
     assert {(r["case_id"], r["generator"], r["principle"]) for r in rows} == set(
-        zip(failing["case_id"], failing["generator"], failing["principle"], strict=True))
+        zip(failing["case_id"], failing["generator"], failing["principle"], strict=True)
+    )
     for r in rows:
         assert r["critique"] and r["status"] in {"ok", "failed"}
         if r["status"] == "ok":
@@ -56,8 +70,16 @@ def test_revise_failing_candidates(tmp_path: Path, server: RunningServer) -> Non
 def test_sample_writes_a_candidates_file(tmp_path: Path, server: RunningServer) -> None:
     suite = write_tiny_suite(tmp_path)
     gen = model_config(tmp_path, server.base_url, "sampler")
-    out = sample(SampleOptions(suite=suite, generator=str(gen), output=tmp_path / "cands.jsonl", n=3,
-                               use_cache=False, quiet=True))
+    out = sample(
+        SampleOptions(
+            suite=suite,
+            generator=str(gen),
+            output=tmp_path / "cands.jsonl",
+            n=3,
+            use_cache=False,
+            quiet=True,
+        )
+    )
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(rows) == 2 * 3
     assert {r["generator"] for r in rows} == {"sampler-s0", "sampler-s1", "sampler-s2"}

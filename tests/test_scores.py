@@ -37,7 +37,10 @@ def _principle(pid: str, scale: int = 5, weight: float = 1.0, threshold: float =
 # Constitution order is deliberately not alphabetical.
 CONST = Constitution(
     id="t",
-    principles=[_principle("zeal", weight=3.0), _principle("accuracy", scale=3, weight=1.0, threshold=2)],
+    principles=[
+        _principle("zeal", weight=3.0),
+        _principle("accuracy", scale=3, weight=1.0, threshold=2),
+    ],
 )
 
 
@@ -55,9 +58,17 @@ def v(
     fields: dict[str, object] = {"score": score, "status": status}
     if status == "scored" and score is not None:
         p = CONST.principle(principle)
-        fields |= {"normalized": (score - 1) / (p.scale_max - 1), "passed": score >= p.pass_threshold}
+        fields |= {
+            "normalized": (score - 1) / (p.scale_max - 1),
+            "passed": score >= p.pass_threshold,
+        }
     fields |= extra
-    ids = {"item_id": f"{case}{principle}{gen}{judge}", "case_id": case, "generator": gen, "judge": judge}
+    ids = {
+        "item_id": f"{case}{principle}{gen}{judge}",
+        "case_id": case,
+        "generator": gen,
+        "judge": judge,
+    }
     return Verdict.model_validate(ids | {"principle": principle} | fields)
 
 
@@ -97,7 +108,10 @@ def test_bootstrap_ci_is_seeded_and_brackets_the_mean() -> None:
     assert a == bootstrap_mean_ci(values, seed=3)
     assert a != bootstrap_mean_ci(values, seed=4)
     assert a[0] < values.mean() < a[1]
-    assert bootstrap_mean_ci(values, level=0.5)[1] - bootstrap_mean_ci(values, level=0.5)[0] < a[1] - a[0]
+    assert (
+        bootstrap_mean_ci(values, level=0.5)[1] - bootstrap_mean_ci(values, level=0.5)[0]
+        < a[1] - a[0]
+    )
 
 
 # --------------------------------------------------------------------------- summary
@@ -123,7 +137,11 @@ def test_summary_counts_means_and_pass_rates() -> None:
 
 
 def test_summary_orders_principles_as_the_constitution_does() -> None:
-    rows = frame(v("c1", "accuracy", 2, gen="b"), v("c1", "zeal", 2, gen="a"), v("c1", "accuracy", 2, gen="a"))
+    rows = frame(
+        v("c1", "accuracy", 2, gen="b"),
+        v("c1", "zeal", 2, gen="a"),
+        v("c1", "accuracy", 2, gen="a"),
+    )
     out = summary(rows, CONST)
     assert list(out.columns) == SUMMARY_COLUMNS
     assert list(zip(out["principle"], out["generator"], strict=True)) == [
@@ -141,7 +159,8 @@ def test_summary_of_a_group_with_no_scores() -> None:
 
 def test_summary_fills_normalized_and_passed_from_the_rubric() -> None:
     rows = frame(
-        v("c1", "accuracy", 3, normalized=None, passed=None), v("c2", "accuracy", 1, normalized=None, passed=None)
+        v("c1", "accuracy", 3, normalized=None, passed=None),
+        v("c2", "accuracy", 1, normalized=None, passed=None),
     )
     out = summary(rows, CONST).iloc[0]
     assert out["mean_normalized"] == pytest.approx(0.5)  # (1.0 + 0.0) / 2 on a 1..3 scale
@@ -175,7 +194,11 @@ def test_overall_is_the_principle_weighted_mean_of_normalized_scores() -> None:
 
 def test_overall_agrees_with_summary_normalized_means() -> None:
     rows = frame(
-        v("c1", "zeal", 5), v("c2", "zeal", 2), v("c3", "zeal", 4), v("c1", "accuracy", 3), v("c3", "accuracy", 1)
+        v("c1", "zeal", 5),
+        v("c2", "zeal", 2),
+        v("c3", "zeal", 4),
+        v("c1", "accuracy", 3),
+        v("c3", "accuracy", 1),
     )
     per = summary(rows, CONST).set_index("principle")["mean_normalized"]
     expected = (3 * per["zeal"] + 1 * per["accuracy"]) / 4
@@ -190,7 +213,11 @@ def test_overall_skips_principles_without_scores_and_ignores_unscored() -> None:
 
 
 def test_overall_is_per_judge_and_generator() -> None:
-    rows = frame(v("c1", "zeal", 5, gen="a"), v("c1", "zeal", 1, gen="b"), v("c1", "zeal", 3, gen="a", judge="k"))
+    rows = frame(
+        v("c1", "zeal", 5, gen="a"),
+        v("c1", "zeal", 1, gen="b"),
+        v("c1", "zeal", 3, gen="a", judge="k"),
+    )
     out = overall(rows, CONST)
     assert list(zip(out["judge"], out["generator"], out["overall"], strict=True)) == [
         ("j", "a", 1.0),

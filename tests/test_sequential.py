@@ -62,7 +62,9 @@ def test_a_fixed_n_interval_checked_after_every_verdict_loses_coverage() -> None
 
 def test_stopping_saves_calls_against_fixed_n_designs() -> None:
     target = 0.05
-    hoeffding_n = math.ceil(math.log(2 / ALPHA) / (2 * target**2))  # fixed n that guarantees +-0.05: 738
+    hoeffding_n = math.ceil(
+        math.log(2 / ALPHA) / (2 * target**2)
+    )  # fixed n that guarantees +-0.05: 738
     likert = Q.stopping_time(streams("likert", np.random.default_rng(4))[0], target, alpha=ALPHA)
     easy = Q.stopping_time(streams("easy", np.random.default_rng(5))[0], target, alpha=ALPHA)
     assert likert.max() < T  # every stream stopped before the end of a 1200-case suite

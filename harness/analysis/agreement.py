@@ -56,21 +56,41 @@ def _truth(case: Case, frame: tuple[str, str]) -> str:
     return "first" if frame[0] == case.human_preference.chosen else "second"
 
 
-def _hard_row(judge: str, principle: str, protocol: str, pred: list[str], truth: list[str]) -> dict[str, object]:
+def _hard_row(
+    judge: str, principle: str, protocol: str, pred: list[str], truth: list[str]
+) -> dict[str, object]:
     """Accuracy counting a tie as half right (a coin would break it), Wilson interval, Cohen's kappa."""
     agree = label_agreement(pred, truth)
     ties = pred.count("tie")
     hits = sum(p == t for p, t in zip(pred, truth, strict=True)) + ties / 2
     lo, hi = wilson_interval(hits, len(truth))  # type: ignore[arg-type]
-    return {"judge": judge, "principle": principle, "protocol": protocol, "n": len(truth),
-            "accuracy": hits / len(truth), "ci_low": lo, "ci_high": hi, "kappa": agree["kappa"], "ties": ties}
+    return {
+        "judge": judge,
+        "principle": principle,
+        "protocol": protocol,
+        "n": len(truth),
+        "accuracy": hits / len(truth),
+        "ci_low": lo,
+        "ci_high": hi,
+        "kappa": agree["kappa"],
+        "ties": ties,
+    }
 
 
 def _soft_row(judge: str, principle: str, probs: list[float], seed: int) -> dict[str, object]:
     lo, hi = bootstrap_mean_ci(np.asarray(probs), seed=seed)
     mean = float(np.mean(probs)) if probs else math.nan
-    return {"judge": judge, "principle": principle, "protocol": "soft", "n": len(probs), "accuracy": mean,
-            "ci_low": lo, "ci_high": hi, "kappa": math.nan, "ties": 0}
+    return {
+        "judge": judge,
+        "principle": principle,
+        "protocol": "soft",
+        "n": len(probs),
+        "accuracy": mean,
+        "ci_low": lo,
+        "ci_high": hi,
+        "kappa": math.nan,
+        "ties": 0,
+    }
 
 
 def pairwise_agreement(run: RunData, seed: int = 0) -> list[dict[str, object]]:
@@ -78,12 +98,20 @@ def pairwise_agreement(run: RunData, seed: int = 0) -> list[dict[str, object]]:
     if run.pairs.empty:
         return []
     combined = combine_orders(run.pairs).set_index(["judge", "principle", "case_id", "a", "b"])
-    ordered = run.pairs[run.pairs["status"] == "scored"].set_index(["judge", "principle", "case_id", "first", "second"])
+    ordered = run.pairs[run.pairs["status"] == "scored"].set_index(
+        ["judge", "principle", "case_id", "first", "second"]
+    )
     rows = []
     principles = [p.id for p in run.constitution.principles]
     for judge in sorted(run.pairs["judge"].unique()):
         for pid in principles:
-            acc: dict[str, list] = {"single": [], "single_t": [], "both": [], "both_t": [], "soft": []}
+            acc: dict[str, list] = {
+                "single": [],
+                "single_t": [],
+                "both": [],
+                "both_t": [],
+                "soft": [],
+            }
             for case, _ in ((c, p) for c, p in _labelled(run.cases, principles) if p == pid):
                 _collect(acc, case, judge, pid, combined, ordered, seed)
             if acc["both"]:
@@ -94,8 +122,15 @@ def pairwise_agreement(run: RunData, seed: int = 0) -> list[dict[str, object]]:
     return rows
 
 
-def _collect(acc: dict[str, list], case: Case, judge: str, pid: str, combined: pd.DataFrame,
-             ordered: pd.DataFrame, seed: int) -> None:
+def _collect(
+    acc: dict[str, list],
+    case: Case,
+    judge: str,
+    pid: str,
+    combined: pd.DataFrame,
+    ordered: pd.DataFrame,
+    seed: int,
+) -> None:
     frame = _frame(case, seed)
     truth = _truth(case, frame)
     a, b = sorted(frame)
@@ -122,7 +157,11 @@ def mean_scores(verdicts: pd.DataFrame) -> pd.Series:
 
 def preference(score_first: float, score_second: float) -> str:
     """'first', 'second' or 'tie': which of two candidates the higher pointwise score prefers."""
-    return "tie" if score_first == score_second else ("first" if score_first > score_second else "second")
+    return (
+        "tie"
+        if score_first == score_second
+        else ("first" if score_first > score_second else "second")
+    )
 
 
 def pointwise_agreement(run: RunData, seed: int = 0) -> list[dict[str, object]]:

@@ -26,8 +26,19 @@ from harness.analysis.stats import cohen_kappa
 from harness.engine.plan import single_order
 from harness.engine.store import RunData
 
-PROFILE_COLUMNS = ["judge", "backend", "parameters", "trained_parameters", "judged", "seconds", "judgments_per_s",
-                   "human_n", "human_accuracy", "human_ci_low", "human_ci_high"]
+PROFILE_COLUMNS = [
+    "judge",
+    "backend",
+    "parameters",
+    "trained_parameters",
+    "judged",
+    "seconds",
+    "judgments_per_s",
+    "human_n",
+    "human_accuracy",
+    "human_ci_low",
+    "human_ci_high",
+]
 AGREEMENT_COLUMNS = ["judge_a", "judge_b", "n", "agreement", "ci_low", "ci_high", "kappa"]
 
 
@@ -78,10 +89,21 @@ def judge_profile(run: RunData) -> pd.DataFrame:
         seconds = float(timing.loc[judge, "seconds"]) if judge in timing.index else 0.0
         n, acc, lo, hi = human.get(judge, (0, math.nan, math.nan, math.nan))
         size = sizes.get(judge, {})
-        rows.append({"judge": judge, "backend": backend, "parameters": size.get("parameters"),
-                     "trained_parameters": size.get("trained_parameters"), "judged": judged,
-                     "seconds": round(seconds, 3), "judgments_per_s": judged / seconds if seconds > 0 else math.nan,
-                     "human_n": n, "human_accuracy": acc, "human_ci_low": lo, "human_ci_high": hi})
+        rows.append(
+            {
+                "judge": judge,
+                "backend": backend,
+                "parameters": size.get("parameters"),
+                "trained_parameters": size.get("trained_parameters"),
+                "judged": judged,
+                "seconds": round(seconds, 3),
+                "judgments_per_s": judged / seconds if seconds > 0 else math.nan,
+                "human_n": n,
+                "human_accuracy": acc,
+                "human_ci_low": lo,
+                "human_ci_high": hi,
+            }
+        )
     return pd.DataFrame(rows, columns=PROFILE_COLUMNS)
 
 
@@ -92,8 +114,13 @@ def _preferences(verdicts: pd.DataFrame, seed: int) -> pd.DataFrame:
         by_gen = {key[3]: float(v) for key, v in group.items()}
         for a, b in itertools.combinations(sorted(by_gen), 2):
             first, second = single_order(a, b, seed, str(case_id))
-            rows.append({"judge": judge, "key": (principle, case_id, a, b),
-                         "pref": preference(by_gen[first], by_gen[second])})
+            rows.append(
+                {
+                    "judge": judge,
+                    "key": (principle, case_id, a, b),
+                    "pref": preference(by_gen[first], by_gen[second]),
+                }
+            )
     return pd.DataFrame(rows, columns=["judge", "key", "pref"])
 
 
@@ -109,6 +136,15 @@ def preference_agreement(run: RunData, seed: int = 0) -> pd.DataFrame:
         a, b = [table[ja][k] for k in keys], [table[jb][k] for k in keys]
         hits = sum(x == y for x, y in zip(a, b, strict=True))
         lo, hi = wilson_interval(hits, len(keys))
-        rows.append({"judge_a": ja, "judge_b": jb, "n": len(keys), "agreement": hits / len(keys),
-                     "ci_low": lo, "ci_high": hi, "kappa": cohen_kappa(a, b)})
+        rows.append(
+            {
+                "judge_a": ja,
+                "judge_b": jb,
+                "n": len(keys),
+                "agreement": hits / len(keys),
+                "ci_low": lo,
+                "ci_high": hi,
+                "kappa": cohen_kappa(a, b),
+            }
+        )
     return pd.DataFrame(rows, columns=AGREEMENT_COLUMNS)

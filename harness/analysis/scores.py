@@ -87,7 +87,9 @@ def scored(verdicts: pd.DataFrame, constitution: Constitution) -> pd.DataFrame:
     normalized = rows["normalized"].astype(float)
     rows["normalized"] = normalized.fillna((rows["score"] - 1) / (scale.astype(float) - 1))
     passed = rows["passed"].astype(object)
-    rows["passed"] = passed.where(passed.notna(), rows["score"] >= threshold.astype(float)).astype(bool)
+    rows["passed"] = passed.where(passed.notna(), rows["score"] >= threshold.astype(float)).astype(
+        bool
+    )
     return rows
 
 
@@ -113,7 +115,12 @@ def _order(frame: pd.DataFrame, constitution: Constitution) -> pd.DataFrame:
 
 
 def summary(
-    verdicts: pd.DataFrame, constitution: Constitution, *, n_boot: int = 2000, seed: int = 0, level: float = 0.95
+    verdicts: pd.DataFrame,
+    constitution: Constitution,
+    *,
+    n_boot: int = 2000,
+    seed: int = 0,
+    level: float = 0.95,
 ) -> pd.DataFrame:
     """One row per (judge, principle, generator): counts, mean score with bootstrap CI, pass rate with
     Wilson CI, and mean normalized score. Principles in constitution order."""
@@ -128,12 +135,19 @@ def summary(
         stats = _group_stats(groups.get(key), n_boot=n_boot, seed=seed, level=level)
         ids = dict(zip(KEYS, key, strict=True))
         rows.append(
-            {**ids, "n_unscored": int(counts.get("unscored", 0)), "n_error": int(counts.get("error", 0)), **stats}
+            {
+                **ids,
+                "n_unscored": int(counts.get("unscored", 0)),
+                "n_error": int(counts.get("error", 0)),
+                **stats,
+            }
         )
     return _order(pd.DataFrame(rows, columns=SUMMARY_COLUMNS), constitution)
 
 
-def _group_stats(rows: pd.DataFrame | None, *, n_boot: int, seed: int, level: float) -> dict[str, float]:
+def _group_stats(
+    rows: pd.DataFrame | None, *, n_boot: int, seed: int, level: float
+) -> dict[str, float]:
     """Statistics of one (judge, principle, generator) group's scored rows."""
     if rows is None or rows.empty:
         return {"n": 0} | dict.fromkeys(SUMMARY_COLUMNS[6:], math.nan)
@@ -157,7 +171,12 @@ def _group_stats(rows: pd.DataFrame | None, *, n_boot: int, seed: int, level: fl
 
 
 def overall(
-    verdicts: pd.DataFrame, constitution: Constitution, *, n_boot: int = 2000, seed: int = 0, level: float = 0.95
+    verdicts: pd.DataFrame,
+    constitution: Constitution,
+    *,
+    n_boot: int = 2000,
+    seed: int = 0,
+    level: float = 0.95,
 ) -> pd.DataFrame:
     """Per (judge, generator): the principle-weighted mean of mean normalized scores, with a bootstrap CI.
 
@@ -171,20 +190,26 @@ def overall(
         matrix, weights = case_matrix(group, constitution)
         counts = resample_counts(len(matrix), n_boot, np.random.default_rng(seed))
         low, high = _percentiles(weighted_mean(matrix, weights, counts), level)
-        rows.append([judge, generator, len(matrix), float(weighted_mean(matrix, weights)[0]), low, high])
+        rows.append(
+            [judge, generator, len(matrix), float(weighted_mean(matrix, weights)[0]), low, high]
+        )
     out = pd.DataFrame(rows, columns=OVERALL_COLUMNS)
     return out.sort_values(["judge", "generator"], kind="stable").reset_index(drop=True)
 
 
 def case_matrix(group: pd.DataFrame, constitution: Constitution) -> tuple[np.ndarray, np.ndarray]:
     """Cases × principles matrix of normalized scores (NaN where missing) and the principles' weights."""
-    table = group.pivot_table(index="case_id", columns="principle", values="normalized", aggfunc="mean")
+    table = group.pivot_table(
+        index="case_id", columns="principle", values="normalized", aggfunc="mean"
+    )
     order = [p for p in _principle_order(constitution, group["principle"]) if p in table.columns]
     weight = {p.id: p.weight for p in constitution.principles}
     return table[order].to_numpy(dtype=float), np.array([weight.get(p, 1.0) for p in order])
 
 
-def weighted_mean(matrix: np.ndarray, weights: np.ndarray, counts: np.ndarray | None = None) -> np.ndarray:
+def weighted_mean(
+    matrix: np.ndarray, weights: np.ndarray, counts: np.ndarray | None = None
+) -> np.ndarray:
     """Weighted mean over principles of per-principle mean scores, skipping principles with no scores.
 
     `counts` (resamples × cases) says how often each case is drawn; one result per resample. Without it,

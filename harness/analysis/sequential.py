@@ -79,9 +79,15 @@ def update(state: SequentialState, x: float) -> SequentialState:
     lam = min(math.sqrt(2 * log_term / (sigma2_prev * t * math.log1p(t))), MAX_BET)
     sum_x = state.sum_x + x
     mu = (0.5 + sum_x) / (t + 1)
-    new = replace(state, n=t, sum_x=sum_x, sum_sq=state.sum_sq + (x - mu) ** 2, sum_lam=state.sum_lam + lam,
-                  sum_lam_x=state.sum_lam_x + lam * x,
-                  sum_psi=state.sum_psi + (x - mu_prev) ** 2 * (-math.log1p(-lam) - lam))
+    new = replace(
+        state,
+        n=t,
+        sum_x=sum_x,
+        sum_sq=state.sum_sq + (x - mu) ** 2,
+        sum_lam=state.sum_lam + lam,
+        sum_lam_x=state.sum_lam_x + lam * x,
+        sum_psi=state.sum_psi + (x - mu_prev) ** 2 * (-math.log1p(-lam) - lam),
+    )
     centre, margin = new.sum_lam_x / new.sum_lam, (log_term + new.sum_psi) / new.sum_lam
     return replace(new, lo=max(state.lo, centre - margin), hi=min(state.hi, centre + margin))
 
@@ -113,8 +119,14 @@ def _unit(values: np.ndarray, bounds: tuple[float, float]) -> np.ndarray:
     return np.clip(unit, 0.0, 1.0)
 
 
-def sequential_ci(values: np.ndarray, *, alpha: float = 0.05, target_half_width: float | None = None,
-                  bounds: tuple[float, float] = (0.0, 1.0), min_n: int = 1) -> SequentialResult:
+def sequential_ci(
+    values: np.ndarray,
+    *,
+    alpha: float = 0.05,
+    target_half_width: float | None = None,
+    bounds: tuple[float, float] = (0.0, 1.0),
+    min_n: int = 1,
+) -> SequentialResult:
     """The estimate and anytime-valid interval after the stream so far, and whether to stop.
 
     ``values`` lie in ``bounds`` (e.g. (0, 1) for normalized scores, (1, 5) for a 1..5 rubric) and
@@ -127,23 +139,36 @@ def sequential_ci(values: np.ndarray, *, alpha: float = 0.05, target_half_width:
         return SequentialResult(math.nan, low, high, 0, False)
     lo, hi = confidence_sequence(_unit(values, bounds), alpha)
     lo_v, hi_v = low + lo[-1] * (high - low), low + hi[-1] * (high - low)
-    stop = target_half_width is not None and len(values) >= min_n and (hi_v - lo_v) / 2 <= target_half_width
+    stop = (
+        target_half_width is not None
+        and len(values) >= min_n
+        and (hi_v - lo_v) / 2 <= target_half_width
+    )
     return SequentialResult(float(values.mean()), float(lo_v), float(hi_v), len(values), bool(stop))
 
 
-def convergence_curve(values: np.ndarray, *, alpha: float = 0.05,
-                      bounds: tuple[float, float] = (0.0, 1.0)) -> pd.DataFrame:
+def convergence_curve(
+    values: np.ndarray, *, alpha: float = 0.05, bounds: tuple[float, float] = (0.0, 1.0)
+) -> pd.DataFrame:
     """Running estimate and interval against n (``n, estimate, lo, hi, half_width``), for the report."""
     values = np.asarray(values, float)
     low, high = bounds
     lo, hi = confidence_sequence(_unit(values, bounds), alpha)
     n = np.arange(1, len(values) + 1)
-    frame = pd.DataFrame({"n": n, "estimate": np.cumsum(values) / n, "lo": low + lo * (high - low),
-                          "hi": low + hi * (high - low)})
+    frame = pd.DataFrame(
+        {
+            "n": n,
+            "estimate": np.cumsum(values) / n,
+            "lo": low + lo * (high - low),
+            "hi": low + hi * (high - low),
+        }
+    )
     return frame.assign(half_width=(frame["hi"] - frame["lo"]) / 2)
 
 
-def stopping_time(x: np.ndarray, target_half_width: float, *, alpha: float = 0.05, min_n: int = 1) -> np.ndarray:
+def stopping_time(
+    x: np.ndarray, target_half_width: float, *, alpha: float = 0.05, min_n: int = 1
+) -> np.ndarray:
     """For streams of [0, 1] values (rows), the first n at which the half-width is at most the target
     (the stream length when never), for simulations of calls saved."""
     lo, hi = confidence_sequence(np.atleast_2d(x), alpha)

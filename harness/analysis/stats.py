@@ -44,10 +44,13 @@ def _quantiles(values: np.ndarray, level: float, axis: int = 0) -> tuple[Any, An
 # --------------------------------------------------------------------------- paired tests
 
 
-def paired_bootstrap_ci(base: np.ndarray, cand: np.ndarray, *, n_boot: int = 2000, seed: int = 0,
-                        level: float = 0.95) -> tuple[float, float]:
+def paired_bootstrap_ci(
+    base: np.ndarray, cand: np.ndarray, *, n_boot: int = 2000, seed: int = 0, level: float = 0.95
+) -> tuple[float, float]:
     """Percentile bootstrap interval of mean(cand - base), resampling the pairs together."""
-    return bootstrap_mean_ci(np.asarray(cand, float) - np.asarray(base, float), n_boot=n_boot, seed=seed, level=level)
+    return bootstrap_mean_ci(
+        np.asarray(cand, float) - np.asarray(base, float), n_boot=n_boot, seed=seed, level=level
+    )
 
 
 def _tail(stat: np.ndarray, null: np.ndarray, alternative: Alternative) -> np.ndarray:
@@ -60,8 +63,9 @@ def _tail(stat: np.ndarray, null: np.ndarray, alternative: Alternative) -> np.nd
     return (np.abs(null) >= np.abs(stat) - eps).sum(axis=-1)
 
 
-def sign_flip_pvalues(diffs: np.ndarray, *, alternative: Alternative = "two-sided", n_perm: int = 5000,
-                      seed: int = 0) -> np.ndarray:
+def sign_flip_pvalues(
+    diffs: np.ndarray, *, alternative: Alternative = "two-sided", n_perm: int = 5000, seed: int = 0
+) -> np.ndarray:
     """Monte Carlo paired permutation p-values for rows of differences (shape (n,) or (sims, n)).
 
     Under H0 each difference is as likely positive as negative; the statistic is the sum. The p-value is
@@ -73,8 +77,14 @@ def sign_flip_pvalues(diffs: np.ndarray, *, alternative: Alternative = "two-side
     return (1 + _tail(d.sum(axis=1, keepdims=True), null, alternative)) / (1 + n_perm)
 
 
-def paired_permutation_test(base: np.ndarray, cand: np.ndarray, *, alternative: Alternative = "two-sided",
-                            n_perm: int = 5000, seed: int = 0) -> float:
+def paired_permutation_test(
+    base: np.ndarray,
+    cand: np.ndarray,
+    *,
+    alternative: Alternative = "two-sided",
+    n_perm: int = 5000,
+    seed: int = 0,
+) -> float:
     """p-value of H0 "cand and base are exchangeable within pairs" for the mean of cand - base.
 
     ``alternative="less"`` tests whether cand is lower. Exact (all 2^n sign flips) when at most
@@ -90,7 +100,9 @@ def paired_permutation_test(base: np.ndarray, cand: np.ndarray, *, alternative: 
     return float(_tail(np.array([[d.sum()]]), (signs @ d)[None, :], alternative)[0] / len(signs))
 
 
-def mcnemar(b: int, c: int, *, alternative: Alternative = "two-sided", exact: bool | None = None) -> float:
+def mcnemar(
+    b: int, c: int, *, alternative: Alternative = "two-sided", exact: bool | None = None
+) -> float:
     """McNemar's test p-value from the discordant counts b (pass→fail) and c (fail→pass).
 
     Exact binomial test of b ~ Bin(b + c, 1/2) when ``exact`` (default: b + c <= 25), else the
@@ -112,7 +124,9 @@ def mcnemar(b: int, c: int, *, alternative: Alternative = "two-sided", exact: bo
     return float(min(1.0, 2 * sps.norm.sf(abs(z) - cc)))
 
 
-def mcnemar_pairs(base_pass: np.ndarray, cand_pass: np.ndarray, **kwargs: Any) -> tuple[int, int, float]:
+def mcnemar_pairs(
+    base_pass: np.ndarray, cand_pass: np.ndarray, **kwargs: Any
+) -> tuple[int, int, float]:
     """(b, c, p) for paired booleans: b = passed in base only, c = passed in cand only."""
     base, cand = np.asarray(base_pass, bool), np.asarray(cand_pass, bool)
     b, c = int((base & ~cand).sum()), int((~base & cand).sum())
@@ -133,20 +147,37 @@ def pairs_from_scores(rows: pd.DataFrame, value: str = "score") -> pd.DataFrame:
     for a, b in itertools.combinations(sorted(table.columns), 2):
         both = table[[a, b]].dropna()
         outcome = np.sign(both[a] - both[b]) / 2 + 0.5
-        parts.append(pd.DataFrame({"case_id": both.index, "a": a, "b": b, "outcome": outcome.to_numpy()}))
+        parts.append(
+            pd.DataFrame({"case_id": both.index, "a": a, "b": b, "outcome": outcome.to_numpy()})
+        )
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=PAIR_COLUMNS)
 
 
-def win_rates(pairs: pd.DataFrame, *, n_boot: int = 2000, seed: int = 0, level: float = 0.95) -> pd.DataFrame:
+def win_rates(
+    pairs: pd.DataFrame, *, n_boot: int = 2000, seed: int = 0, level: float = 0.95
+) -> pd.DataFrame:
     """Per (a, b): cases compared, wins, losses, ties and the win rate of a (ties count half) with a
     bootstrap CI over cases."""
     rows = []
     for (a, b), g in pairs.groupby(["a", "b"], sort=True):
         out = g["outcome"].to_numpy(float)
         lo, hi = bootstrap_mean_ci(out, n_boot=n_boot, seed=seed, level=level)
-        rows.append({"a": a, "b": b, "n": len(out), "wins": int((out > 0.5).sum()), "losses": int((out < 0.5).sum()),
-                     "ties": int((out == 0.5).sum()), "win_rate": float(out.mean()), "ci_low": lo, "ci_high": hi})
-    return pd.DataFrame(rows, columns=["a", "b", "n", "wins", "losses", "ties", "win_rate", "ci_low", "ci_high"])
+        rows.append(
+            {
+                "a": a,
+                "b": b,
+                "n": len(out),
+                "wins": int((out > 0.5).sum()),
+                "losses": int((out < 0.5).sum()),
+                "ties": int((out == 0.5).sum()),
+                "win_rate": float(out.mean()),
+                "ci_low": lo,
+                "ci_high": hi,
+            }
+        )
+    return pd.DataFrame(
+        rows, columns=["a", "b", "n", "wins", "losses", "ties", "win_rate", "ci_low", "ci_high"]
+    )
 
 
 def _win_tensor(pairs: pd.DataFrame) -> tuple[list[str], list[str], np.ndarray]:
@@ -155,14 +186,20 @@ def _win_tensor(pairs: pd.DataFrame) -> tuple[list[str], list[str], np.ndarray]:
     cases = sorted(pairs["case_id"].unique())
     gi, ci = {g: k for k, g in enumerate(gens)}, {c: k for k, c in enumerate(cases)}
     w = np.zeros((len(cases), len(gens), len(gens)))
-    c, a, b = pairs["case_id"].map(ci).to_numpy(), pairs["a"].map(gi).to_numpy(), pairs["b"].map(gi).to_numpy()
+    c, a, b = (
+        pairs["case_id"].map(ci).to_numpy(),
+        pairs["a"].map(gi).to_numpy(),
+        pairs["b"].map(gi).to_numpy(),
+    )
     out = pairs["outcome"].to_numpy(float)
     np.add.at(w, (c, a, b), out)
     np.add.at(w, (c, b, a), 1 - out)
     return gens, cases, w
 
 
-def bt_mm(wins: np.ndarray, *, prior: float = 0.0, max_iter: int = 5000, tol: float = 1e-10) -> np.ndarray:
+def bt_mm(
+    wins: np.ndarray, *, prior: float = 0.0, max_iter: int = 5000, tol: float = 1e-10
+) -> np.ndarray:
     """Bradley–Terry log-strengths (mean 0) by Hunter's MM algorithm from win matrices (..., k, k).
 
     ``wins[i, j]`` is the credit of i over j (a tie gives each side 0.5). ``prior`` adds that many virtual
@@ -175,7 +212,9 @@ def bt_mm(wins: np.ndarray, *, prior: float = 0.0, max_iter: int = 5000, tol: fl
         denom = (n / (p[..., :, None] + p[..., None, :])).sum(axis=-1)
         new = np.where(denom > 0, total / np.where(denom > 0, denom, 1), p)
         new = new / np.exp(np.log(np.maximum(new, 1e-300)).mean(axis=-1, keepdims=True))
-        new = np.clip(new, 1e-10, 1e10)  # a winless generator (prior 0) heads to -inf; stop at about -23
+        new = np.clip(
+            new, 1e-10, 1e10
+        )  # a winless generator (prior 0) heads to -inf; stop at about -23
         done = np.max(np.abs(new - p)) < tol
         p = new
         if done:
@@ -184,8 +223,14 @@ def bt_mm(wins: np.ndarray, *, prior: float = 0.0, max_iter: int = 5000, tol: fl
     return theta - theta.mean(axis=-1, keepdims=True)
 
 
-def bradley_terry(pairs: pd.DataFrame, *, prior: float = 1.0, n_boot: int = 1000, seed: int = 0,
-                  level: float = 0.95) -> pd.DataFrame:
+def bradley_terry(
+    pairs: pd.DataFrame,
+    *,
+    prior: float = 1.0,
+    n_boot: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> pd.DataFrame:
     """Bradley–Terry ratings (natural-log strengths, mean 0) per generator with bootstrap CIs over cases.
 
     P(i beats j) = 1 / (1 + exp(rating_j - rating_i)). See :func:`bt_mm` for ``prior``.
@@ -210,24 +255,36 @@ def response_lengths(cases: Sequence[Any]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["case_id", "generator", "length"])
 
 
-def _logistic_fit(x: np.ndarray, y: np.ndarray, weights: np.ndarray, ridge: float = 1e-6,
-                  iters: int = 50) -> np.ndarray:
+def _logistic_fit(
+    x: np.ndarray, y: np.ndarray, weights: np.ndarray, ridge: float = 1e-6, iters: int = 50
+) -> np.ndarray:
     """Weighted logistic regression of soft labels y on [1, x], batched over rows of weights (B, n) -> (B, 2)."""
     design = np.stack([np.ones_like(x), x], axis=1)
     beta = np.zeros((weights.shape[0], 2))
     for _ in range(iters):
         prob = expit(beta @ design.T)
         grad = (weights * (y - prob)) @ design - ridge * beta
-        h = np.einsum("bn,ni,nj->bij", weights * prob * (1 - prob), design, design) + ridge * np.eye(2)
-        step = np.clip(np.linalg.solve(h, grad[..., None])[..., 0], -5, 5)  # damped: separable data diverge
+        h = np.einsum(
+            "bn,ni,nj->bij", weights * prob * (1 - prob), design, design
+        ) + ridge * np.eye(2)
+        step = np.clip(
+            np.linalg.solve(h, grad[..., None])[..., 0], -5, 5
+        )  # damped: separable data diverge
         beta = beta + step
         if np.max(np.abs(step)) < 1e-10:
             break
     return beta
 
 
-def length_controlled_win_rate(outcome: np.ndarray, len_a: np.ndarray, len_b: np.ndarray, *, n_boot: int = 1000,
-                               seed: int = 0, level: float = 0.95) -> dict[str, float]:
+def length_controlled_win_rate(
+    outcome: np.ndarray,
+    len_a: np.ndarray,
+    len_b: np.ndarray,
+    *,
+    n_boot: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> dict[str, float]:
     """Win rate of a over b with the length difference regressed out, as AlpacaEval 2.0 does.
 
     Fits, by maximum likelihood with the soft outcome in [0, 1] as label (ties 0.5), the logistic model
@@ -241,10 +298,18 @@ def length_controlled_win_rate(outcome: np.ndarray, len_a: np.ndarray, len_b: np
     sd = delta.std(ddof=1) if len(delta) > 1 else 0.0
     x = np.tanh(delta / sd) if sd > 0 else np.zeros_like(delta)
     theta, phi = _logistic_fit(x, y, np.ones((1, len(y))))[0]
-    boot = _logistic_fit(x, y, resample_counts(len(y), n_boot, np.random.default_rng(seed)).astype(float))
+    boot = _logistic_fit(
+        x, y, resample_counts(len(y), n_boot, np.random.default_rng(seed)).astype(float)
+    )
     lo, hi = _quantiles(expit(boot[:, 0]), level)
-    return {"n": len(y), "win_rate": float(y.mean()), "lc_win_rate": float(expit(theta)),
-            "ci_low": float(lo), "ci_high": float(hi), "length_coef": float(phi)}
+    return {
+        "n": len(y),
+        "win_rate": float(y.mean()),
+        "lc_win_rate": float(expit(theta)),
+        "ci_low": float(lo),
+        "ci_high": float(hi),
+        "length_coef": float(phi),
+    }
 
 
 def _standard_log_length(length: pd.Series) -> np.ndarray:
@@ -253,8 +318,14 @@ def _standard_log_length(length: pd.Series) -> np.ndarray:
     return (z - z.mean()) / sd if sd > 0 else z * 0
 
 
-def length_controlled_scores(rows: pd.DataFrame, lengths: pd.DataFrame, *, n_boot: int = 1000, seed: int = 0,
-                             level: float = 0.95) -> pd.DataFrame:
+def length_controlled_scores(
+    rows: pd.DataFrame,
+    lengths: pd.DataFrame,
+    *,
+    n_boot: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> pd.DataFrame:
     """Per generator: mean score, and the mean adjusted to the average response length, with a CI.
 
     Fits by least squares ``score = mu_generator + beta * z`` where z is log(1 + characters) standardised
@@ -263,18 +334,30 @@ def length_controlled_scores(rows: pd.DataFrame, lengths: pd.DataFrame, *, n_boo
     """
     data = rows[["case_id", "generator", "score"]].merge(lengths, on=["case_id", "generator"])
     gens = sorted(data["generator"].unique())
-    design = np.column_stack([(data["generator"] == g).to_numpy(float) for g in gens]
-                             + [_standard_log_length(data["length"])])
+    design = np.column_stack(
+        [(data["generator"] == g).to_numpy(float) for g in gens]
+        + [_standard_log_length(data["length"])]
+    )
     y = data["score"].to_numpy(float)
     coef = np.linalg.lstsq(design, y, rcond=None)[0]
     case_ids, case_index = np.unique(data["case_id"].to_numpy(), return_inverse=True)
-    w = resample_counts(len(case_ids), n_boot, np.random.default_rng(seed))[:, case_index].astype(float)
+    w = resample_counts(len(case_ids), n_boot, np.random.default_rng(seed))[:, case_index].astype(
+        float
+    )
     xtwx = np.einsum("bn,ni,nj->bij", w, design, design) + 1e-9 * np.eye(design.shape[1])
     boot = np.linalg.solve(xtwx, ((w * y) @ design)[..., None])[..., 0]
     lo, hi = _quantiles(boot[:, : len(gens)], level)
     means = data.groupby("generator")["score"].mean().reindex(gens).to_numpy()
-    return pd.DataFrame({"generator": gens, "mean": means, "lc_mean": coef[: len(gens)], "ci_low": lo,
-                         "ci_high": hi, "length_coef": coef[-1]})
+    return pd.DataFrame(
+        {
+            "generator": gens,
+            "mean": means,
+            "lc_mean": coef[: len(gens)],
+            "ci_low": lo,
+            "ci_high": hi,
+            "length_coef": coef[-1],
+        }
+    )
 
 
 def score_length_correlation(rows: pd.DataFrame, lengths: pd.DataFrame) -> dict[str, float]:
@@ -288,10 +371,21 @@ def score_length_correlation(rows: pd.DataFrame, lengths: pd.DataFrame) -> dict[
     if len(data) < 3:
         return {"n": len(data), "spearman": math.nan, "p_value": math.nan, "within_case": math.nan}
     rho, p = sps.spearmanr(data["score"], data["length"])
-    dev = data[["score", "log_len"]] - data.groupby("case_id")[["score", "log_len"]].transform("mean")
+    dev = data[["score", "log_len"]] - data.groupby("case_id")[["score", "log_len"]].transform(
+        "mean"
+    )
     moved = dev.abs().sum(axis=1) > 0
-    within = sps.spearmanr(dev.loc[moved, "score"], dev.loc[moved, "log_len"])[0] if moved.sum() > 2 else math.nan
-    return {"n": len(data), "spearman": float(rho), "p_value": float(p), "within_case": float(within)}
+    within = (
+        sps.spearmanr(dev.loc[moved, "score"], dev.loc[moved, "log_len"])[0]
+        if moved.sum() > 2
+        else math.nan
+    )
+    return {
+        "n": len(data),
+        "spearman": float(rho),
+        "p_value": float(p),
+        "within_case": float(within),
+    }
 
 
 # --------------------------------------------------------------------------- position bias
@@ -309,7 +403,8 @@ def order_pairs(results: pd.DataFrame) -> pd.DataFrame:
     keys = ["case_id", "principle", "judge"]
     flipped = results.rename(columns={"first": "second", "second": "first", "p_first": "p_ba"})
     both = results.merge(flipped, on=[*keys, "first", "second"]).rename(
-        columns={"first": "a", "second": "b", "p_first": "p_ab"})
+        columns={"first": "a", "second": "b", "p_first": "p_ab"}
+    )
     both = both[both["a"] < both["b"]].reset_index(drop=True)
     both["p_a"] = (both["p_ab"] + 1 - both["p_ba"]) / 2
     both["first_bias"] = (both["p_ab"] + both["p_ba"]) / 2 - 0.5
@@ -317,7 +412,9 @@ def order_pairs(results: pd.DataFrame) -> pd.DataFrame:
     return both[[*keys, "a", "b", "p_ab", "p_ba", "p_a", "first_bias", "consistent"]]
 
 
-def position_bias(results: pd.DataFrame, *, n_boot: int = 2000, seed: int = 0, level: float = 0.95) -> pd.DataFrame:
+def position_bias(
+    results: pd.DataFrame, *, n_boot: int = 2000, seed: int = 0, level: float = 0.95
+) -> pd.DataFrame:
     """Per judge and principle: how often the first-shown response wins, the order bias and flip rate.
 
     ``first_rate`` is the mean P(first) over all judgments (0.5 when unbiased, if orders are balanced);
@@ -333,20 +430,35 @@ def position_bias(results: pd.DataFrame, *, n_boot: int = 2000, seed: int = 0, l
         lo, hi = bootstrap_mean_ci(fb, n_boot=n_boot, seed=seed, level=level)
         k = int((~p["consistent"]).sum())
         k_lo, k_hi = wilson_interval(k, len(p), level)
-        rows.append({"judge": judge, "principle": principle, "n_judgments": len(g),
-                     "first_rate": float(g["p_first"].mean()), "n_pairs": len(p),
-                     "bias": float(fb.mean()) if len(fb) else math.nan, "ci_low": lo, "ci_high": hi,
-                     "p_value": paired_permutation_test(np.zeros_like(fb), fb) if len(fb) else math.nan,
-                     "inconsistent": k / len(p) if len(p) else math.nan,
-                     "inconsistent_low": k_lo, "inconsistent_high": k_hi})
+        rows.append(
+            {
+                "judge": judge,
+                "principle": principle,
+                "n_judgments": len(g),
+                "first_rate": float(g["p_first"].mean()),
+                "n_pairs": len(p),
+                "bias": float(fb.mean()) if len(fb) else math.nan,
+                "ci_low": lo,
+                "ci_high": hi,
+                "p_value": paired_permutation_test(np.zeros_like(fb), fb) if len(fb) else math.nan,
+                "inconsistent": k / len(p) if len(p) else math.nan,
+                "inconsistent_low": k_lo,
+                "inconsistent_high": k_hi,
+            }
+        )
     return pd.DataFrame(rows)
 
 
 # --------------------------------------------------------------------------- agreement
 
 
-def cohen_kappa(a: Sequence[Any], b: Sequence[Any], *, weights: Literal["linear", "quadratic"] | None = None,
-                labels: Sequence[Any] | None = None) -> float:
+def cohen_kappa(
+    a: Sequence[Any],
+    b: Sequence[Any],
+    *,
+    weights: Literal["linear", "quadratic"] | None = None,
+    labels: Sequence[Any] | None = None,
+) -> float:
     """Cohen's kappa of two raters' labels; with ``weights`` the weighted kappa over ordered ``labels``
     (default: the sorted labels seen)."""
     labels = sorted(set(a) | set(b)) if labels is None else list(labels)
@@ -357,12 +469,16 @@ def cohen_kappa(a: Sequence[Any], b: Sequence[Any], *, weights: Literal["linear"
     observed /= observed.sum()
     expected = np.outer(observed.sum(axis=1), observed.sum(axis=0))
     dist = np.abs(np.subtract.outer(np.arange(k), np.arange(k))).astype(float)
-    disagree = (dist > 0).astype(float) if weights is None else dist if weights == "linear" else dist**2
+    disagree = (
+        (dist > 0).astype(float) if weights is None else dist if weights == "linear" else dist**2
+    )
     denom = (disagree * expected).sum()
     return float(1 - (disagree * observed).sum() / denom) if denom > 0 else math.nan
 
 
-def krippendorff_alpha(data: np.ndarray, level: Literal["nominal", "ordinal", "interval"] = "ordinal") -> float:
+def krippendorff_alpha(
+    data: np.ndarray, level: Literal["nominal", "ordinal", "interval"] = "ordinal"
+) -> float:
     """Krippendorff's alpha of a raters × units array (NaN = missing), via the coincidence matrix.
 
     The ordinal metric is delta(c, k) = (sum of n_g for g from c to k - (n_c + n_k) / 2)^2 over the
@@ -370,7 +486,9 @@ def krippendorff_alpha(data: np.ndarray, level: Literal["nominal", "ordinal", "i
     """
     data = np.asarray(data, float)
     values = np.unique(data[~np.isnan(data)])
-    counts = np.stack([(data == v).sum(axis=0) for v in values], axis=1).astype(float)  # units × values
+    counts = np.stack([(data == v).sum(axis=0) for v in values], axis=1).astype(
+        float
+    )  # units × values
     m = counts.sum(axis=1)
     counts, m = counts[m >= 2], m[m >= 2]  # only units with two or more values are pairable
     if len(values) < 2 or len(m) == 0:
@@ -393,13 +511,20 @@ def _alpha_metric(values: np.ndarray, n_c: np.ndarray, level: str) -> np.ndarray
     return (cum[hi + 1] - cum[lo] - (n_c[i] + n_c[j]) / 2) ** 2
 
 
-def label_agreement(pred: Sequence[Any], truth: Sequence[Any], *, level: float = 0.95) -> dict[str, float]:
+def label_agreement(
+    pred: Sequence[Any], truth: Sequence[Any], *, level: float = 0.95
+) -> dict[str, float]:
     """Accuracy of predicted labels against true ones with a Wilson CI, and Cohen's kappa."""
     hits = int(sum(p == t for p, t in zip(pred, truth, strict=True)))
     lo, hi = wilson_interval(hits, len(truth), level)
     kappa = cohen_kappa(list(pred), list(truth)) if len(truth) else math.nan
-    return {"n": len(truth), "accuracy": hits / len(truth) if len(truth) else math.nan, "ci_low": lo,
-            "ci_high": hi, "kappa": kappa}
+    return {
+        "n": len(truth),
+        "accuracy": hits / len(truth) if len(truth) else math.nan,
+        "ci_low": lo,
+        "ci_high": hi,
+        "kappa": kappa,
+    }
 
 
 def judge_agreement(verdicts: pd.DataFrame) -> pd.DataFrame:
@@ -408,24 +533,55 @@ def judge_agreement(verdicts: pd.DataFrame) -> pd.DataFrame:
     good = verdicts[verdicts["status"] == "scored"]
     rows = []
     for principle, g in good.groupby("principle", sort=False):
-        table = g.pivot_table(index="judge", columns=["case_id", "generator"], values="score", aggfunc="mean")
+        table = g.pivot_table(
+            index="judge", columns=["case_id", "generator"], values="score", aggfunc="mean"
+        )
         alpha = krippendorff_alpha(table.to_numpy()) if len(table) > 1 else math.nan
         for j1, j2 in itertools.combinations(table.index, 2):
             both = table.loc[[j1, j2]].dropna(axis=1).round().to_numpy()
-            kappa = cohen_kappa(both[0], both[1], weights="quadratic") if both.shape[1] else math.nan
-            rows.append({"principle": principle, "judge_a": j1, "judge_b": j2, "n": both.shape[1],
-                         "kappa_quadratic": kappa, "alpha_ordinal": alpha, "judges": len(table)})
+            kappa = (
+                cohen_kappa(both[0], both[1], weights="quadratic") if both.shape[1] else math.nan
+            )
+            rows.append(
+                {
+                    "principle": principle,
+                    "judge_a": j1,
+                    "judge_b": j2,
+                    "n": both.shape[1],
+                    "kappa_quadratic": kappa,
+                    "alpha_ordinal": alpha,
+                    "judges": len(table),
+                }
+            )
         if len(table) < 2:
             rows.append({"principle": principle, "judges": len(table), "alpha_ordinal": alpha})
-    return pd.DataFrame(rows, columns=["principle", "judge_a", "judge_b", "n", "kappa_quadratic", "alpha_ordinal",
-                                       "judges"])
+    return pd.DataFrame(
+        rows,
+        columns=[
+            "principle",
+            "judge_a",
+            "judge_b",
+            "n",
+            "kappa_quadratic",
+            "alpha_ordinal",
+            "judges",
+        ],
+    )
 
 
 # --------------------------------------------------------------------------- scaling
 
 
-def scaling_fit(rows: pd.DataFrame, parameters: dict[str, float], *, value: str = "score", n_boot: int = 1000,
-                seed: int = 0, level: float = 0.95, grid: int = 25) -> tuple[dict[str, float], pd.DataFrame]:
+def scaling_fit(
+    rows: pd.DataFrame,
+    parameters: dict[str, float],
+    *,
+    value: str = "score",
+    n_boot: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+    grid: int = 25,
+) -> tuple[dict[str, float], pd.DataFrame]:
     """Least-squares fit of per-generator mean score on log10(parameters), with case-bootstrap CIs.
 
     Needs three or more generators with known sizes (else the fit is empty and the curve has no rows).
@@ -435,7 +591,9 @@ def scaling_fit(rows: pd.DataFrame, parameters: dict[str, float], *, value: str 
     known = rows[rows["generator"].map(lambda g: (parameters.get(g) or 0) > 0)]
     table = known.pivot_table(index="case_id", columns="generator", values=value, aggfunc="mean")
     if table.shape[1] < 3:
-        return {"n_generators": float(table.shape[1])}, pd.DataFrame(columns=["log10_parameters", "fit", "lo", "hi"])
+        return {"n_generators": float(table.shape[1])}, pd.DataFrame(
+            columns=["log10_parameters", "fit", "lo", "hi"]
+        )
     x = np.log10([float(parameters[g]) for g in table.columns])
     fit = sps.linregress(x, table.mean().to_numpy())
     present = table.notna().to_numpy()
@@ -448,9 +606,17 @@ def scaling_fit(rows: pd.DataFrame, parameters: dict[str, float], *, value: str 
     s_lo, s_hi = _quantiles(slopes, level)
     xs = np.linspace(x.min(), x.max(), grid)
     lo, hi = _quantiles(intercepts[:, None] + slopes[:, None] * xs, level)
-    curve = pd.DataFrame({"log10_parameters": xs, "fit": fit.intercept + fit.slope * xs, "lo": lo, "hi": hi})
-    return {"n_generators": float(len(x)), "slope": float(fit.slope), "intercept": float(fit.intercept),
-            "r2": float(fit.rvalue**2), "slope_low": float(s_lo), "slope_high": float(s_hi)}, curve
+    curve = pd.DataFrame(
+        {"log10_parameters": xs, "fit": fit.intercept + fit.slope * xs, "lo": lo, "hi": hi}
+    )
+    return {
+        "n_generators": float(len(x)),
+        "slope": float(fit.slope),
+        "intercept": float(fit.intercept),
+        "r2": float(fit.rvalue**2),
+        "slope_low": float(s_lo),
+        "slope_high": float(s_hi),
+    }, curve
 
 
 def generator_parameters(run: Any) -> dict[str, float]:

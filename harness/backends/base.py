@@ -30,7 +30,9 @@ class Subject(BaseModel):
     response: str
     prompt: list[Message]
     scale_max: int = 5
-    response_b: str | None = None  # pairwise: the response shown second (``response`` is shown first)
+    response_b: str | None = (
+        None  # pairwise: the response shown second (``response`` is shown first)
+    )
 
 
 class BackendRequest(BaseModel):
@@ -40,12 +42,17 @@ class BackendRequest(BaseModel):
 
     messages: list[Message] = Field(description="The rendered chat.")
     choices: list[str] | None = Field(
-        default=None, description="Read P(next token = c) for each choice from the first answer position."
+        default=None,
+        description="Read P(next token = c) for each choice from the first answer position.",
     )
     max_tokens: int = Field(default=0, description="Tokens to generate; 0 reads log-probs only.")
     temperature: float = 0.0
-    json_schema: dict[str, Any] | None = Field(default=None, description="Ask for output matching this schema.")
-    subject: Subject | None = Field(default=None, description="Raw subject, for model-free backends.")
+    json_schema: dict[str, Any] | None = Field(
+        default=None, description="Ask for output matching this schema."
+    )
+    subject: Subject | None = Field(
+        default=None, description="Raw subject, for model-free backends."
+    )
     seed: int = 0
 
 
@@ -56,7 +63,8 @@ class BackendResponse(BaseModel):
 
     text: str = ""
     choice_logprobs: dict[str, float] | None = Field(
-        default=None, description="log P(choice) at the first answer position, for each requested choice it gave."
+        default=None,
+        description="log P(choice) at the first answer position, for each requested choice it gave.",
     )
     tokens_in: int = 0
     tokens_out: int = 0
@@ -133,7 +141,9 @@ def backend_class(name: str) -> type[Backend]:
     try:
         cls = eps[name].load()
     except ImportError as exc:
-        raise ConfigError(f"backend {name!r} could not be imported: {exc} (is its extra installed?)") from None
+        raise ConfigError(
+            f"backend {name!r} could not be imported: {exc} (is its extra installed?)"
+        ) from None
     if not (isinstance(cls, type) and issubclass(cls, Backend)):
         raise ConfigError(f"entry point {name!r} does not name a Backend subclass")
     return cls

@@ -24,8 +24,12 @@ KV = list[tuple["torch.Tensor", "torch.Tensor"]]
 #: passes. Measured with ``bench/local_judge.py`` on the embedded model (2 CPU cores): a pass costs about 55 ms
 #: before its first token, and a token about 1.8 ms in float32 but 0.55 ms in bfloat16 (AMX matmuls). On a
 #: GPU a forward pass is cheap per token and expensive to launch, so batches should stay large.
-BATCH_OVERHEAD_TOKENS = {("cpu", "float32"): 32, ("cpu", "bfloat16"): 96, ("cuda", "float32"): 4096,
-                         ("cuda", "bfloat16"): 4096}
+BATCH_OVERHEAD_TOKENS = {
+    ("cpu", "float32"): 32,
+    ("cpu", "bfloat16"): 96,
+    ("cuda", "float32"): 4096,
+    ("cuda", "bfloat16"): 4096,
+}
 
 #: Memory the prefix store may hold.
 PREFIX_STORE_BYTES = 256 * 2**20
@@ -57,8 +61,9 @@ class Batch:
     prefix: int
 
 
-def plan_batches(seqs: Sequence[list[int]], max_batch: int, overhead: int,
-                 known: Sequence[int] | None = None) -> list[Batch]:
+def plan_batches(
+    seqs: Sequence[list[int]], max_batch: int, overhead: int, known: Sequence[int] | None = None
+) -> list[Batch]:
     """Cut requests into forward batches, minimising the cost in tokens.
 
     Two orders are tried: by token ids (requests sharing leading tokens are adjacent) and by length
@@ -80,7 +85,9 @@ def plan_batches(seqs: Sequence[list[int]], max_batch: int, overhead: int,
         plans.append(_plan_order(seqs, order, adjacent, have, max_batch, overhead))
         base = min([*adjacent, *(len(seqs[k]) - 1 for k in order)]) if adjacent else 0
         if base > min(have):  # one pass stores the common prefix, then every batch starts from it
-            cost, batches = _plan_order(seqs, order, adjacent, [max(base, h) for h in have], max_batch, overhead)
+            cost, batches = _plan_order(
+                seqs, order, adjacent, [max(base, h) for h in have], max_batch, overhead
+            )
             plans.append((cost + base - min(have) + overhead, batches))
     return min(plans, key=lambda plan: plan[0])[1]
 
@@ -92,8 +99,14 @@ def _run_cost(rows: int, longest: int, shared: int, free: int, overhead: int) ->
     return (extended, shared) if shared > free and extended < plain else (plain, free)
 
 
-def _plan_order(seqs: Sequence[list[int]], order: list[int], adjacent: list[int], have: list[int], max_batch: int,
-                overhead: int) -> tuple[float, list[Batch]]:
+def _plan_order(
+    seqs: Sequence[list[int]],
+    order: list[int],
+    adjacent: list[int],
+    have: list[int],
+    max_batch: int,
+    overhead: int,
+) -> tuple[float, list[Batch]]:
     """Best split of ``order`` into contiguous batches, with its cost in tokens.
 
     ``adjacent[i]`` is the common prefix of the i-th and next request in ``order``; ``have[i]`` the stored
@@ -107,7 +120,11 @@ def _plan_order(seqs: Sequence[list[int]], order: list[int], adjacent: list[int]
         for i in range(j - 1, max(-1, j - 1 - max_batch), -1):
             if i < j - 1:
                 shared = min(shared, adjacent[i])
-            shortest, longest, free = min(shortest, lens[i]), max(longest, lens[i]), min(free, have[i])
+            shortest, longest, free = (
+                min(shortest, lens[i]),
+                max(longest, lens[i]),
+                min(free, have[i]),
+            )
             top = min(shared, shortest - 1)
             cost, prefix = _run_cost(j - i, longest, top, min(free, top), overhead)
             if best[i] + cost < best[j]:
@@ -132,8 +149,11 @@ class PrefixStore:
     def _longest(self, tokens: Sequence[int]) -> tuple[int, tuple[int, ...] | None]:
         """The stored key sharing the most leading tokens with ``tokens``, and how many it shares."""
         tokens = tuple(tokens)
-        return max(((common_prefix(key, tokens), key) for key in self._entries), default=(0, None),
-                   key=lambda found: found[0])
+        return max(
+            ((common_prefix(key, tokens), key) for key in self._entries),
+            default=(0, None),
+            key=lambda found: found[0],
+        )
 
     def known(self, tokens: Sequence[int]) -> int:
         """How many leading tokens of ``tokens`` the closest stored entry covers."""
@@ -156,7 +176,12 @@ class PrefixStore:
             self._entries.popitem(last=False)
 
     def _bytes(self) -> int:
-        return sum(t.numel() * t.element_size() for kv in self._entries.values() for pair in kv for t in pair)
+        return sum(
+            t.numel() * t.element_size()
+            for kv in self._entries.values()
+            for pair in kv
+            for t in pair
+        )
 
     def clear(self) -> None:
         """Forget every prefix."""
@@ -175,8 +200,14 @@ class ThreadTuner:
     another count is tried again, since the load changes.
     """
 
-    def __init__(self, cores: int, explore_every: int = 16, trials: int = 3, window: int = 5,
-                 margin: float = 0.15):
+    def __init__(
+        self,
+        cores: int,
+        explore_every: int = 16,
+        trials: int = 3,
+        window: int = 5,
+        margin: float = 0.15,
+    ):
         self.candidates = sorted({cores, max(1, cores // 2), 1}, reverse=True)
         self.explore_every, self.trials, self.margin = explore_every, trials, margin
         self.samples: dict[int, deque[float]] = {c: deque(maxlen=window) for c in self.candidates}
@@ -215,7 +246,9 @@ class ThreadTuner:
 
     def record(self, threads: int, seconds: float, work: float) -> None:
         """Fold one timed batch (``work``: tokens computed plus the fixed cost of its passes) into ``threads``."""
-        if not self._warm:  # the first batch pays one-time kernel set-up: it would condemn its thread count
+        if (
+            not self._warm
+        ):  # the first batch pays one-time kernel set-up: it would condemn its thread count
             self._warm = True
             return
         self.samples[threads].append(seconds / max(1.0, work))

@@ -108,8 +108,11 @@ def _save_converted(model: Any, tokenizer: Any, folder: Path, note: dict[str, An
     if getattr(model.config, "tie_word_embeddings", False):
         # Tied tensors share storage, which safetensors refuses; from_pretrained re-ties them on load.
         state.pop("lm_head.weight", None)
-    save_file({k: v.detach().contiguous() for k, v in state.items()}, str(folder / WEIGHTS),
-              metadata={"format": "pt"})
+    save_file(
+        {k: v.detach().contiguous() for k, v in state.items()},
+        str(folder / WEIGHTS),
+        metadata={"format": "pt"},
+    )
     config = copy.deepcopy(model.config)
     # The GGUF quantization config would make from_pretrained look for a GGUF file again.
     if hasattr(config, "quantization_config"):
@@ -136,11 +139,16 @@ def convert_gguf(source: ModelSource, dest: Path) -> tuple[Any, Any]:
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
     try:
         model, tokenizer = _from_pretrained(source.location, source.gguf_file, None)
-        note = {"gguf": str(source.gguf_path), "sha256_12": dest.name.rsplit("-", 1)[-1],
-                "transformers": transformers.__version__}
+        note = {
+            "gguf": str(source.gguf_path),
+            "sha256_12": dest.name.rsplit("-", 1)[-1],
+            "transformers": transformers.__version__,
+        }
         _save_converted(model, tokenizer, tmp, note)
         if dest.exists() and not (dest / WEIGHTS).is_file():
-            shutil.rmtree(dest)  # a folder without weights is not ours to keep (hand-edited or foreign)
+            shutil.rmtree(
+                dest
+            )  # a folder without weights is not ours to keep (hand-edited or foreign)
         try:
             os.replace(tmp, dest)
         except OSError:
@@ -168,8 +176,9 @@ def _from_pretrained(location: str, gguf_file: str | None, dtype: Any) -> tuple[
 _LOAD_LOCK = threading.Lock()
 
 
-def load_model(source: ModelSource, dtype: Any, cache_root: Path | None = None,
-               use_cache: bool = True) -> tuple[Any, Any, LoadReport]:
+def load_model(
+    source: ModelSource, dtype: Any, cache_root: Path | None = None, use_cache: bool = True
+) -> tuple[Any, Any, LoadReport]:
     """Model (eval mode, on the CPU, in ``dtype``) and tokenizer; GGUF sources go through the cache.
 
     The first load of a GGUF file converts it and returns the GGUF-loaded model itself; later loads read
@@ -180,8 +189,9 @@ def load_model(source: ModelSource, dtype: Any, cache_root: Path | None = None,
         return _load_model(source, dtype, cache_root, use_cache)
 
 
-def _load_model(source: ModelSource, dtype: Any, cache_root: Path | None,
-                use_cache: bool) -> tuple[Any, Any, LoadReport]:
+def _load_model(
+    source: ModelSource, dtype: Any, cache_root: Path | None, use_cache: bool
+) -> tuple[Any, Any, LoadReport]:
     start = time.perf_counter()
     gguf = source.gguf_path
     converted = False

@@ -62,23 +62,33 @@ class OpenAIBackend(Backend):
 
         model_config = ConfigDict(extra="forbid")
 
-        base_url: str = Field(description="Server base URL including the API prefix, e.g. http://127.0.0.1:8000/v1.")
-        model: str = Field(description="Model name the server knows, e.g. 'gpt-4o-mini' or 'qwen2.5-7b-instruct'.")
+        base_url: str = Field(
+            description="Server base URL including the API prefix, e.g. http://127.0.0.1:8000/v1."
+        )
+        model: str = Field(
+            description="Model name the server knows, e.g. 'gpt-4o-mini' or 'qwen2.5-7b-instruct'."
+        )
         api_key_env: str | None = Field(
             default=None,
             description="NAME of the environment variable holding the API key (never the key itself); "
             "null for servers that need no key, such as a local vLLM or llama.cpp.",
         )
         temperature: float | None = Field(
-            default=None, ge=0, description="Sampling temperature; null uses the judge strategy's (0 by default)."
+            default=None,
+            ge=0,
+            description="Sampling temperature; null uses the judge strategy's (0 by default).",
         )
-        max_tokens: int = Field(default=1024, ge=1, description="Upper bound on tokens generated per call.")
+        max_tokens: int = Field(
+            default=1024, ge=1, description="Upper bound on tokens generated per call."
+        )
         logprobs: bool = Field(
             default=True,
             description="Ask for top_logprobs when a judge reads a score distribution; turn off for servers that "
             "reject the parameter.",
         )
-        top_logprobs: int = Field(default=20, ge=1, le=20, description="How many alternatives per token to ask for.")
+        top_logprobs: int = Field(
+            default=20, ge=1, le=20, description="How many alternatives per token to ask for."
+        )
         structured_output: bool = Field(
             default=True,
             description="Send response_format json_schema (strict) when the judge asks for JSON output; turn off "
@@ -89,7 +99,9 @@ class OpenAIBackend(Backend):
             description="How to ask for schema-constrained JSON: OpenAI's json_schema form (OpenAI, vLLM, Ollama) "
             "or {type: json_object, schema} (llama-cpp-python's server, which answers json_schema with a 500).",
         )
-        timeout_s: float = Field(default=120.0, gt=0, description="Seconds to wait for one whole call.")
+        timeout_s: float = Field(
+            default=120.0, gt=0, description="Seconds to wait for one whole call."
+        )
         extra_body: dict[str, Any] = Field(
             default_factory=dict,
             description="Merged into every request body last (shallow), e.g. {'top_k': 1} or vendor-specific keys.",
@@ -98,8 +110,13 @@ class OpenAIBackend(Backend):
         @field_validator("base_url")
         @classmethod
         def _http_url(cls, url: str) -> str:
-            if not url.startswith(("http://", "https://")) or len(url.split("://", 1)[1].strip("/")) == 0:
-                raise ValueError("must be an http:// or https:// URL such as http://127.0.0.1:8000/v1")
+            if (
+                not url.startswith(("http://", "https://"))
+                or len(url.split("://", 1)[1].strip("/")) == 0
+            ):
+                raise ValueError(
+                    "must be an http:// or https:// URL such as http://127.0.0.1:8000/v1"
+                )
             return url
 
     options: Options
@@ -197,7 +214,10 @@ class OpenAIBackend(Backend):
     def _response_format(self, schema: dict[str, Any]) -> dict[str, Any]:
         if self.options.response_format == "json_object":
             return {"type": "json_object", "schema": schema}
-        return {"type": "json_schema", "json_schema": {"name": SCHEMA_NAME, "schema": schema, "strict": True}}
+        return {
+            "type": "json_schema",
+            "json_schema": {"name": SCHEMA_NAME, "schema": schema, "strict": True},
+        }
 
     async def _call(self, request: BackendRequest) -> BackendResponse:
         body = self.request_body(request)
@@ -233,7 +253,9 @@ class OpenAIBackend(Backend):
 
     # -- mapping
 
-    def _response(self, data: dict[str, Any], request: BackendRequest, latency: float) -> BackendResponse:
+    def _response(
+        self, data: dict[str, Any], request: BackendRequest, latency: float
+    ) -> BackendResponse:
         """Map a completion object onto a BackendResponse; an odd shape is a transient ``malformed``."""
         try:
             choice = data["choices"][0]
@@ -253,7 +275,9 @@ class OpenAIBackend(Backend):
             )
         except (AttributeError, TypeError, ValueError) as exc:
             raise TransientJudgeError(
-                self._msg(f"server answered 200 with an unexpected completion shape: {type(exc).__name__}: {exc}"),
+                self._msg(
+                    f"server answered 200 with an unexpected completion shape: {type(exc).__name__}: {exc}"
+                ),
                 cause="malformed",
             ) from None
 
@@ -263,14 +287,17 @@ class OpenAIBackend(Backend):
             data = json.loads(raw)
         except (ValueError, UnicodeDecodeError):
             raise TransientJudgeError(
-                self._msg(f"server answered 200 with a body that is not JSON ({len(raw)} bytes): "
-                          f"{_snippet(raw)}"),
+                self._msg(
+                    f"server answered 200 with a body that is not JSON ({len(raw)} bytes): "
+                    f"{_snippet(raw)}"
+                ),
                 cause="malformed",
             ) from None
         choices = data.get("choices") if isinstance(data, dict) else None
         if not (isinstance(choices, list) and choices and isinstance(choices[0], dict)):
             raise TransientJudgeError(
-                self._msg(f"server answered 200 without choices: {_snippet(raw)}"), cause="malformed"
+                self._msg(f"server answered 200 without choices: {_snippet(raw)}"),
+                cause="malformed",
             )
         return data
 
@@ -278,7 +305,9 @@ class OpenAIBackend(Backend):
         detail = _server_message(raw)
         if status == 429:
             return TransientJudgeError(
-                self._msg(f"HTTP 429 rate limited: {detail}"), cause="429", retry_after=parse_retry_after(headers)
+                self._msg(f"HTTP 429 rate limited: {detail}"),
+                cause="429",
+                retry_after=parse_retry_after(headers),
             )
         if status >= 500:
             return TransientJudgeError(self._msg(f"HTTP {status}: {detail}"), cause="5xx")

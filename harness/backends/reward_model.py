@@ -64,8 +64,12 @@ class RewardModelBackend(Backend):
             description="Principle id -> head name. A principle not listed uses the head of the same name if the "
             "student has one; a principle with no head is not judged by this backend.",
         )
-        device: Literal["cpu", "cuda", "auto"] = Field(default="auto", description="Where to run the base model.")
-        threads: int | None = Field(default=None, ge=1, description="CPU threads for torch; default: torch's own.")
+        device: Literal["cpu", "cuda", "auto"] = Field(
+            default="auto", description="Where to run the base model."
+        )
+        threads: int | None = Field(
+            default=None, ge=1, description="CPU threads for torch; default: torch's own."
+        )
         batch_size: int = Field(default=16, ge=1, description="Requests handed over per call.")
 
     options: Options
@@ -76,8 +80,10 @@ class RewardModelBackend(Backend):
         self.student: Student = load_student(options.student)
         unknown = sorted(set(options.heads.values()) - set(self.student.heads))
         if unknown:
-            raise ConfigError(f"judge {judge or '?'}: student {options.student!r} has no head(s) {unknown}; "
-                              f"its heads: {sorted(self.student.heads)}")
+            raise ConfigError(
+                f"judge {judge or '?'}: student {options.student!r} has no head(s) {unknown}; "
+                f"its heads: {sorted(self.student.heads)}"
+            )
         self.batch_size = options.batch_size
         self._extractor: FeatureExtractor | None = None
         self._lock = threading.Lock()
@@ -97,7 +103,9 @@ class RewardModelBackend(Backend):
             return {}
         heads = sum(int(h.weight.size) for h in self.student.heads.values())
         adapters = sum(int(v.size) for v in (self.student.lora or {}).values())
-        base = int(sum(p.numel() for p in self._extractor.base.parameters()))  # adapters, once loaded, included
+        base = int(
+            sum(p.numel() for p in self._extractor.base.parameters())
+        )  # adapters, once loaded, included
         return {"parameters": base + heads, "trained_parameters": heads + adapters}
 
     def head_for(self, principle: str) -> str | None:
@@ -119,11 +127,18 @@ class RewardModelBackend(Backend):
         """The base model's feature extractor, loaded on first use (with the student's adapters, if any)."""
         if self._extractor is None:
             cfg = self.student.config
-            ex = FeatureExtractor.load(cfg.features, device=self.options.device, threads=self.options.threads,
-                                       disk_cache=False, batch_size=self.options.batch_size)
+            ex = FeatureExtractor.load(
+                cfg.features,
+                device=self.options.device,
+                threads=self.options.threads,
+                disk_cache=False,
+                batch_size=self.options.batch_size,
+            )
             if ex.model_id != cfg.base_model_id:
-                raise JudgeError(f"student {self.options.student!r} was trained on features of {cfg.base_model_id}, "
-                                 f"but {ex.model_id} was loaded; retrain it with 'harness distill'")
+                raise JudgeError(
+                    f"student {self.options.student!r} was trained on features of {cfg.base_model_id}, "
+                    f"but {ex.model_id} was loaded; retrain it with 'harness distill'"
+                )
             if self.student.lora is not None and cfg.lora is not None:
                 from harness.student.lora import load_lora
 
@@ -149,24 +164,38 @@ class RewardModelBackend(Backend):
             assert name is not None
             k = len(_responses(s))
             head = self.student.heads[name]
-            out.append([float(r) for r in head.reward(feats[i : i + k], ex.spec.layers, unseen[i : i + k])])
+            out.append(
+                [float(r) for r in head.reward(feats[i : i + k], ex.spec.layers, unseen[i : i + k])]
+            )
             tokens.append(len(encoded[i].prompt) + sum(len(e.response) for e in encoded[i : i + k]))
             i += k
         return out, tokens
 
-    def _answer(self, subject: Subject, rewards: list[float], tokens: int, latency: float) -> BackendResponse:
+    def _answer(
+        self, subject: Subject, rewards: list[float], tokens: int, latency: float
+    ) -> BackendResponse:
         name = self.head_for(subject.principle)
         assert name is not None
         if subject.response_b is None:
             score = float(self.student.heads[name].score(rewards[0], subject.scale_max))
-            text = (f"{round(score)} student reward r={rewards[0]:.3f} "
-                    f"(head {name}; score {score:.2f} of {subject.scale_max})")
-            return BackendResponse(text=text, choice_logprobs=scale_distribution(score, subject.scale_max),
-                                   tokens_in=tokens, latency_s=latency)
+            text = (
+                f"{round(score)} student reward r={rewards[0]:.3f} "
+                f"(head {name}; score {score:.2f} of {subject.scale_max})"
+            )
+            return BackendResponse(
+                text=text,
+                choice_logprobs=scale_distribution(score, subject.scale_max),
+                tokens_in=tokens,
+                latency_s=latency,
+            )
         p = min(max(1 / (1 + math.exp(rewards[1] - rewards[0])), P_FLOOR), 1 - P_FLOOR)
         text = f"{'A' if p >= 0.5 else 'B'} student rewards r_A={rewards[0]:.3f}, r_B={rewards[1]:.3f} (head {name})"
-        return BackendResponse(text=text, choice_logprobs={"A": math.log(p), "B": math.log(1 - p)},
-                               tokens_in=tokens, latency_s=latency)
+        return BackendResponse(
+            text=text,
+            choice_logprobs={"A": math.log(p), "B": math.log(1 - p)},
+            tokens_in=tokens,
+            latency_s=latency,
+        )
 
     def _complete_blocking(self, requests: list[BackendRequest]) -> list[BackendResponse]:
         subjects = [_subject(r, self) for r in requests]
@@ -175,9 +204,13 @@ class RewardModelBackend(Backend):
             try:
                 rewards, tokens = self.rewards_and_tokens(subjects)
             except (RuntimeError, ValueError) as exc:
-                raise JudgeError(f"reward_model backend failed on a batch of {len(requests)}: {exc}") from exc
+                raise JudgeError(
+                    f"reward_model backend failed on a batch of {len(requests)}: {exc}"
+                ) from exc
         each = (time.perf_counter() - start) / len(requests)
-        return [self._answer(s, r, t, each) for s, r, t in zip(subjects, rewards, tokens, strict=True)]
+        return [
+            self._answer(s, r, t, each) for s, r, t in zip(subjects, rewards, tokens, strict=True)
+        ]
 
     async def complete(self, requests: list[BackendRequest]) -> list[BackendResponse]:
         """Score a batch in a worker thread, so the event loop stays free."""
@@ -198,8 +231,9 @@ def _responses(s: Subject) -> list[str]:
 def _subject(request: BackendRequest, backend: RewardModelBackend) -> Subject:
     s = request.subject
     if s is None:
-        raise JudgeError("the reward_model backend needs the request's subject (principle, prompt, response)")
+        raise JudgeError(
+            "the reward_model backend needs the request's subject (principle, prompt, response)"
+        )
     if backend.head_for(s.principle) is None:
         raise JudgeError(f"the student has no head for principle {s.principle!r}")
     return s
-

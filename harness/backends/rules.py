@@ -38,10 +38,18 @@ class Rule(BaseModel):
         "repeats at least max_repeats times."
     )
     pattern: str | None = Field(default=None, description="Regular expression, for kind regex.")
-    keywords: list[str] = Field(default_factory=list, description="Words or phrases, for kind keywords.")
-    min_chars: int | None = Field(default=None, description="For kind length: shorter than this fires.")
-    max_chars: int | None = Field(default=None, description="For kind length: longer than this fires.")
-    max_repeats: int = Field(default=3, description="For kind repetition: this many copies of a sentence fires.")
+    keywords: list[str] = Field(
+        default_factory=list, description="Words or phrases, for kind keywords."
+    )
+    min_chars: int | None = Field(
+        default=None, description="For kind length: shorter than this fires."
+    )
+    max_chars: int | None = Field(
+        default=None, description="For kind length: longer than this fires."
+    )
+    max_repeats: int = Field(
+        default=3, description="For kind repetition: this many copies of a sentence fires."
+    )
     negate: bool = Field(default=False, description="Fire when the check does NOT match.")
     score: int = Field(ge=1, description="Score given when the rule fires.")
     message: str = Field(default="", description="Explanation shown when the rule fires.")
@@ -68,7 +76,9 @@ def is_refusal(text: str) -> bool:
 
 
 def _repeats(text: str, limit: int) -> bool:
-    sentences = [s.strip().lower() for s in re.split(r"(?<=[.!?])\s+|\n+", text) if len(s.strip()) > 8]
+    sentences = [
+        s.strip().lower() for s in re.split(r"(?<=[.!?])\s+|\n+", text) if len(s.strip()) > 8
+    ]
     return any(sentences.count(s) >= limit for s in set(sentences))
 
 
@@ -100,7 +110,8 @@ class RulesBackend(Backend):
 
         rules: list[Rule] = Field(min_length=1, description="The checks.")
         default_score: dict[str, int] = Field(
-            default_factory=dict, description="Score per principle when no rule fires (default: top of the scale)."
+            default_factory=dict,
+            description="Score per principle when no rule fires (default: top of the scale).",
         )
 
     options: Options
@@ -121,8 +132,11 @@ class RulesBackend(Backend):
 
     def judge(self, subject: Subject) -> tuple[int, str]:
         """Score and rationale for one subject."""
-        fired = [r for r in self.options.rules if r.principle == subject.principle
-                 and matches(r, subject.response) != r.negate]
+        fired = [
+            r
+            for r in self.options.rules
+            if r.principle == subject.principle and matches(r, subject.response) != r.negate
+        ]
         if not fired:
             score = self.options.default_score.get(subject.principle, subject.scale_max)
             return score, "No rule fired."
@@ -137,6 +151,10 @@ class RulesBackend(Backend):
                 raise JudgeError("the rules backend needs the request's subject")
             start = time.perf_counter()
             score, why = self.judge(req.subject)
-            out.append(BackendResponse(text=json.dumps({"score": score, "rationale": why}),
-                                       latency_s=time.perf_counter() - start))
+            out.append(
+                BackendResponse(
+                    text=json.dumps({"score": score, "rationale": why}),
+                    latency_s=time.perf_counter() - start,
+                )
+            )
         return out

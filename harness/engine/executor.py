@@ -44,8 +44,17 @@ class JudgeWorker:
     A fixed pool (rather than one task per item) keeps memory and scheduling flat for 100k-item runs.
     """
 
-    def __init__(self, judge: BoundJudge, constitution: Constitution, cache: JudgeCache | None,
-                 progress: Progress, sink: Sink, *, refresh: bool = False, budget: Budget | None = None):
+    def __init__(
+        self,
+        judge: BoundJudge,
+        constitution: Constitution,
+        cache: JudgeCache | None,
+        progress: Progress,
+        sink: Sink,
+        *,
+        refresh: bool = False,
+        budget: Budget | None = None,
+    ):
         self.judge, self.constitution, self.cache = judge, constitution, cache
         self.progress, self.sink, self.refresh = progress, sink, refresh
         self.config = judge.config
@@ -63,7 +72,9 @@ class JudgeWorker:
             pending.sort(key=lambda i: (i.principle, len(i.request.messages[-1].content)))
         queue = deque(pending[i : i + size] for i in range(0, len(pending), size))
         self._show_limit()
-        await asyncio.gather(*(self._drain(queue) for _ in range(min(self.config.max_concurrency, len(queue)))))
+        await asyncio.gather(
+            *(self._drain(queue) for _ in range(min(self.config.max_concurrency, len(queue))))
+        )
         self.left += sum(len(b) for b in queue)
 
     async def _drain(self, queue: deque[list[WorkItem]]) -> None:
@@ -74,7 +85,11 @@ class JudgeWorker:
         if self.cache is None or self.refresh:
             return list(items)
         hits = self.cache.get_many([i.cache_key for i in items])
-        served = [self._verdict(i, Outcome(hits[i.cache_key], cached=True)) for i in items if i.cache_key in hits]
+        served = [
+            self._verdict(i, Outcome(hits[i.cache_key], cached=True))
+            for i in items
+            if i.cache_key in hits
+        ]
         if served:
             self.sink(served)
             self.progress.record(self.config.id, served)
@@ -82,7 +97,9 @@ class JudgeWorker:
 
     async def _run_batch(self, batch: list[WorkItem]) -> None:
         outcomes = await self._call(batch)
-        if outcomes is None:  # the budget ran out before the call: no row, so a rerun does these items
+        if (
+            outcomes is None
+        ):  # the budget ran out before the call: no row, so a rerun does these items
             self.left += len(batch)
             return
         verdicts: list[Record] = []
@@ -95,7 +112,9 @@ class JudgeWorker:
         self.sink(verdicts)
         self.progress.record(self.config.id, verdicts)
 
-    async def _retry_invalid(self, item: WorkItem, verdict: Record, outcome: Outcome) -> tuple[Record, Outcome]:
+    async def _retry_invalid(
+        self, item: WorkItem, verdict: Record, outcome: Outcome
+    ) -> tuple[Record, Outcome]:
         """Ask again, a bounded number of times, when the answer could not be read; the last verdict and outcome.
 
         Not stopped by the budget: the item is already under way, and its row must be written whole.
@@ -124,8 +143,9 @@ class JudgeWorker:
             await asyncio.sleep(backoff_delay(attempt, answer.retry_after))
         raise AssertionError("unreachable")
 
-    async def _attempt(self, batch: list[WorkItem], attempt: int,
-                       gated: bool) -> list[Outcome] | TransientJudgeError | None:
+    async def _attempt(
+        self, batch: list[WorkItem], attempt: int, gated: bool
+    ) -> list[Outcome] | TransientJudgeError | None:
         """One try: outcomes, a transient error to retry, or None when the budget forbids starting."""
         await self.rate.wait()
         ticket = await self.limiter.acquire()
@@ -144,8 +164,15 @@ class JudgeWorker:
         self._released(ticket, ok=True, responses=responses, generating=batch[0].kind == "generate")
         return [Outcome(r, attempts=attempt + 1) for r in responses]
 
-    def _released(self, ticket: int, *, ok: bool, throttled: bool = False,
-                  responses: Sequence[BackendResponse] = (), generating: bool = False) -> None:
+    def _released(
+        self,
+        ticket: int,
+        *,
+        ok: bool,
+        throttled: bool = False,
+        responses: Sequence[BackendResponse] = (),
+        generating: bool = False,
+    ) -> None:
         """Give the slot back and count the call: its tokens, its cost (generation apart), the concurrency limit."""
         limit = self.limiter.limit
         self.limiter.release(ticket, ok=ok, throttled=throttled)
@@ -161,12 +188,17 @@ class JudgeWorker:
         lim = self.limiter
         self.progress.concurrency(self.config.id, lim.limit, lim.maximum, lim.lowest)
 
-    def _remember(self, batch: list[WorkItem], outcomes: list[Outcome], verdicts: list[Record]) -> None:
+    def _remember(
+        self, batch: list[WorkItem], outcomes: list[Outcome], verdicts: list[Record]
+    ) -> None:
         """Cache answers that gave a score; never failures or unusable answers."""
         if self.cache is None:
             return
-        keep = {i.cache_key: o.response for i, o, v in zip(batch, outcomes, verdicts, strict=True)
-                if v.status == "scored" and o.response is not None and not o.cached}
+        keep = {
+            i.cache_key: o.response
+            for i, o, v in zip(batch, outcomes, verdicts, strict=True)
+            if v.status == "scored" and o.response is not None and not o.cached
+        }
         self.cache.put_many(keep)
 
     def _verdict(self, item: WorkItem, outcome: Outcome) -> Record:
@@ -179,66 +211,126 @@ class JudgeWorker:
 
 def _add_usage(verdict: Record, earlier: Record) -> Record:
     """``verdict`` with the tokens and seconds of an earlier attempt at the same item added."""
-    return verdict.model_copy(update={"tokens_in": verdict.tokens_in + earlier.tokens_in,
-                                      "tokens_out": verdict.tokens_out + earlier.tokens_out,
-                                      "latency_s": verdict.latency_s + earlier.latency_s})
+    return verdict.model_copy(
+        update={
+            "tokens_in": verdict.tokens_in + earlier.tokens_in,
+            "tokens_out": verdict.tokens_out + earlier.tokens_out,
+            "latency_s": verdict.latency_s + earlier.latency_s,
+        }
+    )
 
 
 def make_pair_verdict(item: WorkItem, outcome: Outcome, structured: bool) -> PairVerdict:
     """Turn a backend outcome into an ordered pairwise judgment."""
-    base: dict[str, Any] = dict(item_id=item.item_id, case_id=item.case_id, principle=item.principle,
-                                judge=item.judge, first=item.generator, second=item.other,
-                                attempts=outcome.attempts, cached=outcome.cached)
+    base: dict[str, Any] = dict(
+        item_id=item.item_id,
+        case_id=item.case_id,
+        principle=item.principle,
+        judge=item.judge,
+        first=item.generator,
+        second=item.other,
+        attempts=outcome.attempts,
+        cached=outcome.cached,
+    )
     resp = outcome.response
     if resp is None:
         return PairVerdict(status="error", reason=outcome.error, **base)
-    cost: dict[str, Any] = dict(raw_output=resp.text, tokens_in=resp.tokens_in, tokens_out=resp.tokens_out,
-                                latency_s=resp.latency_s)
+    cost: dict[str, Any] = dict(
+        raw_output=resp.text,
+        tokens_in=resp.tokens_in,
+        tokens_out=resp.tokens_out,
+        latency_s=resp.latency_s,
+    )
     reading = read_preference(resp, structured)
     if reading.score is None:
         return PairVerdict(status="unscored", reason=reading.reason, **base, **cost)
-    return PairVerdict(status="scored", p_first=round(reading.score, 6), distribution=reading.distribution,
-                       winner=cast(Winner, winner_of(reading.score, reading.distribution)), rationale=reading.rationale,
-                       **base, **cost)
+    return PairVerdict(
+        status="scored",
+        p_first=round(reading.score, 6),
+        distribution=reading.distribution,
+        winner=cast(Winner, winner_of(reading.score, reading.distribution)),
+        rationale=reading.rationale,
+        **base,
+        **cost,
+    )
 
 
 def make_generation(item: WorkItem, outcome: Outcome) -> Generation:
     """Turn a backend outcome into a generated text (a sample, critique or revision); empty text is unscored."""
-    base: dict[str, Any] = dict(item_id=item.item_id, case_id=item.case_id, generator=item.generator,
-                                principle=item.principle, judge=item.judge, step=item.step,
-                                attempts=outcome.attempts, cached=outcome.cached)
+    base: dict[str, Any] = dict(
+        item_id=item.item_id,
+        case_id=item.case_id,
+        generator=item.generator,
+        principle=item.principle,
+        judge=item.judge,
+        step=item.step,
+        attempts=outcome.attempts,
+        cached=outcome.cached,
+    )
     resp = outcome.response
     if resp is None:
         return Generation(status="error", reason=outcome.error, **base)
     written = bool(resp.text.strip())
-    return Generation(status="scored" if written else "unscored", text=resp.text,
-                      reason="" if written else "empty answer",
-                      tokens_in=resp.tokens_in, tokens_out=resp.tokens_out, latency_s=resp.latency_s, **base)
+    return Generation(
+        status="scored" if written else "unscored",
+        text=resp.text,
+        reason="" if written else "empty answer",
+        tokens_in=resp.tokens_in,
+        tokens_out=resp.tokens_out,
+        latency_s=resp.latency_s,
+        **base,
+    )
 
 
-def make_verdict(item: WorkItem, outcome: Outcome, constitution: Constitution, structured: bool) -> Verdict:
+def make_verdict(
+    item: WorkItem, outcome: Outcome, constitution: Constitution, structured: bool
+) -> Verdict:
     """Turn a backend outcome into a verdict: scored, unscored with the reason, or error."""
-    base: dict[str, Any] = dict(item_id=item.item_id, case_id=item.case_id, generator=item.generator,
-                                principle=item.principle, judge=item.judge, attempts=outcome.attempts,
-                                cached=outcome.cached)
+    base: dict[str, Any] = dict(
+        item_id=item.item_id,
+        case_id=item.case_id,
+        generator=item.generator,
+        principle=item.principle,
+        judge=item.judge,
+        attempts=outcome.attempts,
+        cached=outcome.cached,
+    )
     resp = outcome.response
     if resp is None:
         return Verdict(status="error", reason=outcome.error, **base)
-    cost: dict[str, Any] = dict(raw_output=resp.text, tokens_in=resp.tokens_in, tokens_out=resp.tokens_out,
-                                latency_s=resp.latency_s)
+    cost: dict[str, Any] = dict(
+        raw_output=resp.text,
+        tokens_in=resp.tokens_in,
+        tokens_out=resp.tokens_out,
+        latency_s=resp.latency_s,
+    )
     principle = constitution.principle(item.principle)
     reading = read_score(resp, principle.scale_max, structured)
     if reading.score is None:
         return Verdict(status="unscored", reason=reading.reason, **base, **cost)
-    return Verdict(status="scored", score=round(reading.score, 6),
-                   normalized=round((reading.score - 1) / (principle.scale_max - 1), 6),
-                   distribution=reading.distribution, passed=reading.score >= principle.pass_threshold,
-                   rationale=reading.rationale, **base, **cost)
+    return Verdict(
+        status="scored",
+        score=round(reading.score, 6),
+        normalized=round((reading.score - 1) / (principle.scale_max - 1), 6),
+        distribution=reading.distribution,
+        passed=reading.score >= principle.pass_threshold,
+        rationale=reading.rationale,
+        **base,
+        **cost,
+    )
 
 
-async def execute(items: list[WorkItem], judges: list[BoundJudge], constitution: Constitution,
-                  cache: JudgeCache | None, sink: Sink, progress: Progress, *, refresh: bool = False,
-                  budget: Budget | None = None) -> int:
+async def execute(
+    items: list[WorkItem],
+    judges: list[BoundJudge],
+    constitution: Constitution,
+    cache: JudgeCache | None,
+    sink: Sink,
+    progress: Progress,
+    *,
+    refresh: bool = False,
+    budget: Budget | None = None,
+) -> int:
     """Run every item; judges run side by side, each within its own limits, all within one budget.
 
     Returns how many items were left unstarted because the budget ran out (0 when all ran).
@@ -246,7 +338,10 @@ async def execute(items: list[WorkItem], judges: list[BoundJudge], constitution:
     by_judge: dict[str, list[WorkItem]] = {}
     for item in items:
         by_judge.setdefault(item.judge, []).append(item)
-    workers = [JudgeWorker(j, constitution, cache, progress, sink, refresh=refresh, budget=budget) for j in judges]
+    workers = [
+        JudgeWorker(j, constitution, cache, progress, sink, refresh=refresh, budget=budget)
+        for j in judges
+    ]
     started = time.monotonic()
     try:
         await asyncio.gather(*(w.run(by_judge.get(w.judge.config.id, [])) for w in workers))

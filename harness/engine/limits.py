@@ -91,7 +91,9 @@ class RateLimiter:
             await asyncio.sleep(delay)
 
 
-def backoff_delay(attempt: int, retry_after: float | None, base: float = 0.5, cap: float = 30.0) -> float:
+def backoff_delay(
+    attempt: int, retry_after: float | None, base: float = 0.5, cap: float = 30.0
+) -> float:
     """Seconds to wait before retry ``attempt`` (0-based).
 
     Retry-After when the server gave one (plus up to 10 % jitter, so the callers it told to come back

@@ -44,19 +44,53 @@ class WorkItem(BaseModel):
 
 def content_hash(payload: Any) -> str:
     """Stable SHA-256 of JSON-able data (sorted keys, no whitespace)."""
-    text = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+    text = json.dumps(
+        payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str
+    )
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-def make_item(judge: str, identity: dict[str, Any], case_id: str, generator: str, principle: str,
-              request: BackendRequest, template: str = TEMPLATE_VERSION, other: str = "", step: str = "") -> WorkItem:
+def make_item(
+    judge: str,
+    identity: dict[str, Any],
+    case_id: str,
+    generator: str,
+    principle: str,
+    request: BackendRequest,
+    template: str = TEMPLATE_VERSION,
+    other: str = "",
+    step: str = "",
+) -> WorkItem:
     """A work item with its hashes computed."""
-    cache_key = content_hash({"backend": identity, "template": template, "request": request.model_dump(mode="json")})
-    item_id = content_hash({"judge": judge, "cache_key": cache_key, "case": case_id, "generator": generator,
-                            "other": other, "step": step})[:32]
-    kind: Literal["pointwise", "pairwise", "generate"] = "generate" if step else "pairwise" if other else "pointwise"
-    return WorkItem(item_id=item_id, cache_key=cache_key, judge=judge, case_id=case_id, generator=generator,
-                    principle=principle, template=template, request=request, kind=kind, other=other, step=step)
+    cache_key = content_hash(
+        {"backend": identity, "template": template, "request": request.model_dump(mode="json")}
+    )
+    item_id = content_hash(
+        {
+            "judge": judge,
+            "cache_key": cache_key,
+            "case": case_id,
+            "generator": generator,
+            "other": other,
+            "step": step,
+        }
+    )[:32]
+    kind: Literal["pointwise", "pairwise", "generate"] = (
+        "generate" if step else "pairwise" if other else "pointwise"
+    )
+    return WorkItem(
+        item_id=item_id,
+        cache_key=cache_key,
+        judge=judge,
+        case_id=case_id,
+        generator=generator,
+        principle=principle,
+        template=template,
+        request=request,
+        kind=kind,
+        other=other,
+        step=step,
+    )
 
 
 @dataclass
@@ -67,15 +101,20 @@ class BoundJudge:
     backend: Backend
 
     def style(self) -> Style:
-        return Style(logprobs=self.backend.reads_logprobs(), structured=self.backend.structured(),
-                     rationale=self.config.rationale)
+        return Style(
+            logprobs=self.backend.reads_logprobs(),
+            structured=self.backend.structured(),
+            rationale=self.config.rationale,
+        )
 
     def judges(self, principle: str) -> bool:
         wanted = self.config.principles is None or principle in self.config.principles
         return wanted and self.backend.covers(principle)
 
 
-def plan(cases: Iterable[Case], constitution: Constitution, judges: list[BoundJudge], seed: int = 0) -> list[WorkItem]:
+def plan(
+    cases: Iterable[Case], constitution: Constitution, judges: list[BoundJudge], seed: int = 0
+) -> list[WorkItem]:
     """Every pointwise work item of a run, in a stable order."""
     cases = list(cases)
     items = []
@@ -86,7 +125,16 @@ def plan(cases: Iterable[Case], constitution: Constitution, judges: list[BoundJu
                 for principle in constitution.principles:
                     if judge.judges(principle.id):
                         req = build_request(principle, case, cand, style, seed)
-                        items.append(make_item(judge.config.id, identity, case.id, cand.generator, principle.id, req))
+                        items.append(
+                            make_item(
+                                judge.config.id,
+                                identity,
+                                case.id,
+                                cand.generator,
+                                principle.id,
+                                req,
+                            )
+                        )
     return items
 
 
@@ -99,19 +147,30 @@ class PairPlan:
     opponents: int = 3
 
 
-def case_pairs(generators: list[str], how: PairPlan, seed: int, case_id: str) -> list[tuple[str, str]]:
+def case_pairs(
+    generators: list[str], how: PairPlan, seed: int, case_id: str
+) -> list[tuple[str, str]]:
     """Unordered pairs to compare for one case: all of them, or a seeded round-robin tournament."""
     k = len(generators)
     if k <= how.max_all_pairs_k:
         return list(itertools.combinations(generators, 2))
     rng = random.Random(f"{seed}:{case_id}")
     order = rng.sample(generators, k)
-    pairs = {tuple(sorted((order[i], order[(i + d) % k]))) for i in range(k) for d in range(1, how.opponents + 1)}
+    pairs = {
+        tuple(sorted((order[i], order[(i + d) % k])))
+        for i in range(k)
+        for d in range(1, how.opponents + 1)
+    }
     return sorted((a, b) for a, b in pairs)
 
 
-def plan_pairs(cases: Iterable[Case], constitution: Constitution, judges: list[BoundJudge], how: PairPlan,
-               seed: int = 0) -> list[WorkItem]:
+def plan_pairs(
+    cases: Iterable[Case],
+    constitution: Constitution,
+    judges: list[BoundJudge],
+    how: PairPlan,
+    seed: int = 0,
+) -> list[WorkItem]:
     """Every pairwise work item: each chosen pair, per principle and judge, in one or both orders."""
     items = []
     cases = list(cases)
@@ -120,14 +179,28 @@ def plan_pairs(cases: Iterable[Case], constitution: Constitution, judges: list[B
         for case in cases:
             by_gen = {c.generator: c for c in case.candidates}
             for a, b in case_pairs(list(by_gen), how, seed, case.id):
-                orders = [(a, b), (b, a)] if how.both_orders else [single_order(a, b, seed, case.id)]
+                orders = (
+                    [(a, b), (b, a)] if how.both_orders else [single_order(a, b, seed, case.id)]
+                )
                 for principle in constitution.principles:
                     if not judge.judges(principle.id):
                         continue
                     for x, y in orders:
-                        req = pairwise.build_request(principle, case, by_gen[x], by_gen[y], style, seed)
-                        items.append(make_item(judge.config.id, identity, case.id, x, principle.id, req,
-                                               pairwise.TEMPLATE_VERSION, other=y))
+                        req = pairwise.build_request(
+                            principle, case, by_gen[x], by_gen[y], style, seed
+                        )
+                        items.append(
+                            make_item(
+                                judge.config.id,
+                                identity,
+                                case.id,
+                                x,
+                                principle.id,
+                                req,
+                                pairwise.TEMPLATE_VERSION,
+                                other=y,
+                            )
+                        )
     return items
 
 

@@ -36,19 +36,35 @@ class JudgeTally:
 
     def usage(self) -> JudgeUsage:
         """The tally as the manifest records it."""
-        return JudgeUsage(items=self.done, calls=self.calls, cache_hits=self.cached, scored=self.scored,
-                          unscored=self.unscored, errors=self.errors, retries=dict(sorted(self.retries.items())),
-                          tokens_in=self.tokens_in, tokens_out=self.tokens_out,
-                          spend_usd=round(self.spend, 6) if self.priced else None,
-                          lowest_concurrency=self.lowest or None)
+        return JudgeUsage(
+            items=self.done,
+            calls=self.calls,
+            cache_hits=self.cached,
+            scored=self.scored,
+            unscored=self.unscored,
+            errors=self.errors,
+            retries=dict(sorted(self.retries.items())),
+            tokens_in=self.tokens_in,
+            tokens_out=self.tokens_out,
+            spend_usd=round(self.spend, 6) if self.priced else None,
+            lowest_concurrency=self.lowest or None,
+        )
 
 
 class Progress:
     """Collects counts as verdicts arrive and redraws a status line at most every ``interval`` seconds."""
 
-    def __init__(self, totals: dict[str, int], stream: TextIO | None = None, interval: float = 1.0,
-                 quiet: bool = False, priced: dict[str, bool] | None = None):
-        self.tally = {j: JudgeTally(total=n, priced=(priced or {}).get(j, False)) for j, n in totals.items()}
+    def __init__(
+        self,
+        totals: dict[str, int],
+        stream: TextIO | None = None,
+        interval: float = 1.0,
+        quiet: bool = False,
+        priced: dict[str, bool] | None = None,
+    ):
+        self.tally = {
+            j: JudgeTally(total=n, priced=(priced or {}).get(j, False)) for j, n in totals.items()
+        }
         self.stream = stream or sys.stderr
         self.interval = interval
         self.quiet = quiet
@@ -68,8 +84,15 @@ class Progress:
             t.errors += v.status == "error"
         self._maybe_draw()
 
-    def paid(self, judge: str, calls: int, tokens_in: int = 0, tokens_out: int = 0, usd: float = 0.0,
-             generation: bool = False) -> None:
+    def paid(
+        self,
+        judge: str,
+        calls: int,
+        tokens_in: int = 0,
+        tokens_out: int = 0,
+        usd: float = 0.0,
+        generation: bool = False,
+    ) -> None:
         """Count calls made (answered or not) and what the answers cost; ``generation`` spend is kept apart."""
         t = self.tally[judge]
         t.calls += calls
@@ -109,10 +132,14 @@ class Progress:
         left = t.total - t.done
         eta = f"{left / rate:.0f}s" if rate > 0 and left else ("-" if left else "0s")
         retries = ",".join(f"{k}:{n}" for k, n in sorted(t.retries.items())) or "0"
-        text = (f"{judge} {t.done}/{t.total} {rate:.1f}/s ETA {eta} cache {t.cached} "
-                f"unscored {t.unscored} errors {t.errors} retries {retries}")
+        text = (
+            f"{judge} {t.done}/{t.total} {rate:.1f}/s ETA {eta} cache {t.cached} "
+            f"unscored {t.unscored} errors {t.errors} retries {retries}"
+        )
         if t.maximum and t.limit < t.maximum:
-            text += f" conc {t.limit}/{t.maximum}"  # shown only while 429s hold it below the maximum
+            text += (
+                f" conc {t.limit}/{t.maximum}"  # shown only while 429s hold it below the maximum
+            )
         return text + (f" ${t.spend:.4f}" if t.priced else "")
 
     def _maybe_draw(self) -> None:

@@ -62,18 +62,41 @@ def targets(run: RunData, principles: list[str], only_failing: bool) -> list[Tar
     v = run.verdicts
     failed = v[v["passed"].eq(False)]  # scored and below the threshold (unscored rows hold None)
     failing = set(zip(failed["case_id"], failed["generator"], failed["principle"], strict=True))
-    return [Target(case, cand, pid) for case in run.cases for cand in case.candidates for pid in wanted
-            if not only_failing or (case.id, cand.generator, pid) in failing]
+    return [
+        Target(case, cand, pid)
+        for case in run.cases
+        for cand in case.candidates
+        for pid in wanted
+        if not only_failing or (case.id, cand.generator, pid) in failing
+    ]
 
 
-def _gen_items(judge: BoundJudge, step: str, reqs: list[tuple[Target, BackendRequest]]) -> list[WorkItem]:
+def _gen_items(
+    judge: BoundJudge, step: str, reqs: list[tuple[Target, BackendRequest]]
+) -> list[WorkItem]:
     identity = judge.backend.identity()
-    return [make_item(judge.config.id, identity, t.case.id, t.candidate.generator, t.principle, r,
-                      prompts.TEMPLATE_VERSION, step=step) for t, r in reqs]
+    return [
+        make_item(
+            judge.config.id,
+            identity,
+            t.case.id,
+            t.candidate.generator,
+            t.principle,
+            r,
+            prompts.TEMPLATE_VERSION,
+            step=step,
+        )
+        for t, r in reqs
+    ]
 
 
-def _run_phase(items: list[WorkItem], judge: BoundJudge, constitution: Constitution, store: RunStore,
-               options: ReviseOptions) -> None:
+def _run_phase(
+    items: list[WorkItem],
+    judge: BoundJudge,
+    constitution: Constitution,
+    store: RunStore,
+    options: ReviseOptions,
+) -> None:
     done = store.done_items()
     todo = [i for i in items if i.item_id not in done or done[i.item_id].status == "error"]
     if not todo:
@@ -102,13 +125,26 @@ def revise(options: ReviseOptions) -> Path:
     store = RunStore(Path(options.run_dir) / "revision")
     store.root.mkdir(exist_ok=True)
     principle = run.constitution.principle
-    critique_reqs = [(t, prompts.critique_request(principle(t.principle), t.case, t.candidate)) for t in chosen]
-    _run_phase(_gen_items(critic, "critique", critique_reqs), critic, run.constitution, store, options)
+    critique_reqs = [
+        (t, prompts.critique_request(principle(t.principle), t.case, t.candidate)) for t in chosen
+    ]
+    _run_phase(
+        _gen_items(critic, "critique", critique_reqs), critic, run.constitution, store, options
+    )
     critiques = _texts(store, "critique")
     ready = [t for t in chosen if _ok(critiques.get(_key(t)))]
-    revision_reqs = [(t, prompts.revision_request(principle(t.principle), t.case, t.candidate,
-                                                  critiques[_key(t)].text)) for t in ready]
-    _run_phase(_gen_items(reviser, "revision", revision_reqs), reviser, run.constitution, store, options)
+    revision_reqs = [
+        (
+            t,
+            prompts.revision_request(
+                principle(t.principle), t.case, t.candidate, critiques[_key(t)].text
+            ),
+        )
+        for t in ready
+    ]
+    _run_phase(
+        _gen_items(reviser, "revision", revision_reqs), reviser, run.constitution, store, options
+    )
     revisions = _texts(store, "revision")
     if options.confirm:
         _confirm(ready, revisions, critic, run.constitution, store, options)
@@ -126,8 +162,14 @@ def _ok(gen: Generation | None) -> bool:
 REVISED = "+revised"
 
 
-def _confirm(ready: list[Target], revisions: dict[tuple[str, str, str], Generation], judge: BoundJudge,
-             constitution: Constitution, store: RunStore, options: ReviseOptions) -> None:
+def _confirm(
+    ready: list[Target],
+    revisions: dict[tuple[str, str, str], Generation],
+    judge: BoundJudge,
+    constitution: Constitution,
+    store: RunStore,
+    options: ReviseOptions,
+) -> None:
     """Judge revised against original on the revised principle, in both orders."""
     items: list[WorkItem] = []
     for t in ready:
@@ -135,8 +177,14 @@ def _confirm(ready: list[Target], revisions: dict[tuple[str, str, str], Generati
         if not _ok(rev) or not judge.backend.pairwise():
             continue
         assert rev is not None
-        mini = t.case.model_copy(update={"candidates": [t.candidate, Candidate(
-            generator=t.candidate.generator + REVISED, response=rev.text.strip())]})
+        mini = t.case.model_copy(
+            update={
+                "candidates": [
+                    t.candidate,
+                    Candidate(generator=t.candidate.generator + REVISED, response=rev.text.strip()),
+                ]
+            }
+        )
         one = Constitution(id=constitution.id, principles=[constitution.principle(t.principle)])
         items += plan_pairs([mini], one, [judge], PairPlan())
     _run_phase(items, judge, constitution, store, options)
@@ -158,21 +206,45 @@ def _confirmations(store: RunStore) -> dict[tuple[str, str, str], float]:
     return out
 
 
-def _write_revisions(run: RunData, chosen: list[Target], critiques: dict, revisions: dict, store: RunStore,
-                     critic: BoundJudge, reviser: BoundJudge) -> Path:
+def _write_revisions(
+    run: RunData,
+    chosen: list[Target],
+    critiques: dict,
+    revisions: dict,
+    store: RunStore,
+    critic: BoundJudge,
+    reviser: BoundJudge,
+) -> Path:
     confirmed = _confirmations(store)
     lines = []
     for t in chosen:
         crit, rev = critiques.get(_key(t)), revisions.get(_key(t))
         p = confirmed.get(_key(t))
-        ok = _ok(crit) and rev is not None and _ok(rev) and rev.text.strip() != t.candidate.response.strip()
-        lines.append(json.dumps({
-            "case_id": t.case.id, "generator": t.candidate.generator, "principle": t.principle,
-            "judge": critic.config.id, "reviser": reviser.config.id, "original": t.candidate.response,
-            "critique": crit.text.strip() if crit else "", "revision": rev.text.strip() if rev else "",
-            "status": "ok" if ok else "failed", "reason": _why(crit, rev, ok),
-            "p_revised_better": p, "confirmed": None if p is None else p > 0.5,
-        }, ensure_ascii=False))
+        ok = (
+            _ok(crit)
+            and rev is not None
+            and _ok(rev)
+            and rev.text.strip() != t.candidate.response.strip()
+        )
+        lines.append(
+            json.dumps(
+                {
+                    "case_id": t.case.id,
+                    "generator": t.candidate.generator,
+                    "principle": t.principle,
+                    "judge": critic.config.id,
+                    "reviser": reviser.config.id,
+                    "original": t.candidate.response,
+                    "critique": crit.text.strip() if crit else "",
+                    "revision": rev.text.strip() if rev else "",
+                    "status": "ok" if ok else "failed",
+                    "reason": _why(crit, rev, ok),
+                    "p_revised_better": p,
+                    "confirmed": None if p is None else p > 0.5,
+                },
+                ensure_ascii=False,
+            )
+        )
     path = Path(run.root) / REVISIONS
     write_atomic(path, "".join(line + "\n" for line in lines))
     return path

@@ -34,8 +34,19 @@ from harness.schema import Constitution, InputRecord, JudgeConfig, RunManifest, 
 
 DEFAULT_CONSTITUTION = "default"
 DEFAULT_JUDGES = ["student", "rules", "smollm2"]
-GENERATIONS_LOG = "generations.jsonl"  # written by the generation stages (samples, critiques, revisions)
-VERSIONED = ["constitutional-harness", "pydantic", "torch", "transformers", "aiohttp", "httpx", "pandas", "numpy"]
+GENERATIONS_LOG = (
+    "generations.jsonl"  # written by the generation stages (samples, critiques, revisions)
+)
+VERSIONED = [
+    "constitutional-harness",
+    "pydantic",
+    "torch",
+    "transformers",
+    "aiohttp",
+    "httpx",
+    "pandas",
+    "numpy",
+]
 
 
 @dataclass
@@ -56,9 +67,15 @@ class RunOptions:
     pointwise: bool = True
     pairwise: bool = False
     pairs: PairPlan = field(default_factory=PairPlan)
-    max_cost: float | None = None  # US dollars this invocation may spend on judge calls; None: no cap
-    target_ci: float | None = None  # stop a principle × generator once its CI half-width (0..1 scale) is below
-    principles: list[str] = field(default_factory=list)  # judge only these principles (default: all)
+    max_cost: float | None = (
+        None  # US dollars this invocation may spend on judge calls; None: no cap
+    )
+    target_ci: float | None = (
+        None  # stop a principle × generator once its CI half-width (0..1 scale) is below
+    )
+    principles: list[str] = field(
+        default_factory=list
+    )  # judge only these principles (default: all)
     labelled_only: bool = False  # judge a labelled case only on its human label's principle
     max_cases: int | None = None  # a seeded sample of this many cases
 
@@ -70,7 +87,9 @@ class RunResult:
     run_dir: Path
     counts: dict[str, int]
     complete: bool
-    session: Session | None = None  # what this invocation did; None when there was nothing left to judge
+    session: Session | None = (
+        None  # what this invocation did; None when there was nothing left to judge
+    )
     left: int = 0  # items not started because the --max-cost budget was reached
     skipped: int = 0  # items never asked because --target-ci stopped their principle × generator
 
@@ -105,7 +124,9 @@ def bind_judges(judges: list[tuple[JudgeConfig, Path]]) -> list[BoundJudge]:
     bound = []
     for config, path in judges:
         cls = backend_class(config.backend)
-        bound.append(BoundJudge(config, cls(parse_options(cls, config.options, str(path)), judge=config.id)))
+        bound.append(
+            BoundJudge(config, cls(parse_options(cls, config.options, str(path)), judge=config.id))
+        )
     return bound
 
 
@@ -125,19 +146,30 @@ def _versions() -> dict[str, str]:
 
 def protocol_of(options: RunOptions) -> dict[str, Any]:
     """The judging protocol, as recorded in the manifest and restored on resume."""
-    return {"pointwise": options.pointwise, "pairwise": options.pairwise, "pairs": vars(options.pairs),
-            "target_ci": options.target_ci, "principles": options.principles,
-            "labelled_only": options.labelled_only, "max_cases": options.max_cases}
+    return {
+        "pointwise": options.pointwise,
+        "pairwise": options.pairwise,
+        "pairs": vars(options.pairs),
+        "target_ci": options.target_ci,
+        "principles": options.principles,
+        "labelled_only": options.labelled_only,
+        "max_cases": options.max_cases,
+    }
 
 
 def new_manifest(inputs: Inputs, options: RunOptions, n_items: int, run_id: str) -> RunManifest:
     """The manifest of a new run: inputs with hashes, judge configs (key variable names only), versions."""
     return RunManifest(
-        run_id=run_id, created=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        suite=_record(inputs.suite.path), constitution=_record(inputs.constitution_path),
+        run_id=run_id,
+        created=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        suite=_record(inputs.suite.path),
+        constitution=_record(inputs.constitution_path),
         judges=[_record(p) for _, p in inputs.judges],
         judge_configs=[c.model_dump(exclude={"schema_"}) for c, _ in inputs.judges],
-        versions=_versions(), seed=options.seed, n_items=n_items, protocol=protocol_of(options),
+        versions=_versions(),
+        seed=options.seed,
+        n_items=n_items,
+        protocol=protocol_of(options),
         generators=inputs.suite.suite.generators,
     )
 
@@ -145,42 +177,77 @@ def new_manifest(inputs: Inputs, options: RunOptions, n_items: int, run_id: str)
 def fingerprint(inputs: Inputs, options: RunOptions) -> str:
     """Hash of everything that decides the run's verdicts (so the same command finds the same run)."""
     files = [inputs.constitution_path, *inputs.suite.inputs, *(p for _, p in inputs.judges)]
-    return content_hash({"files": [sha256_file(p) for p in files], "seed": options.seed,
-                         "protocol": protocol_of(options)})[:10]
+    return content_hash(
+        {
+            "files": [sha256_file(p) for p in files],
+            "seed": options.seed,
+            "protocol": protocol_of(options),
+        }
+    )[:10]
 
 
 def _check_same_run(store: RunStore, manifest: RunManifest) -> None:
     old = read_run(store.root).manifest
+
     def key(m: RunManifest) -> tuple[object, ...]:
-        return (m.suite.sha256, m.constitution.sha256, [j.sha256 for j in m.judges], m.seed, m.protocol)
+        return (
+            m.suite.sha256,
+            m.constitution.sha256,
+            [j.sha256 for j in m.judges],
+            m.seed,
+            m.protocol,
+        )
 
     if key(old) != key(manifest):
-        raise RunError(f"{store.root} holds a run of different inputs; choose another --run-id or --out")
+        raise RunError(
+            f"{store.root} holds a run of different inputs; choose another --run-id or --out"
+        )
 
 
-async def _judge(items: list[WorkItem], bound: list[BoundJudge], inputs: Inputs, store: RunStore,
-                 options: RunOptions, done: dict[str, Record], planned: list[WorkItem]) -> tuple[Session, int, int]:
+async def _judge(
+    items: list[WorkItem],
+    bound: list[BoundJudge],
+    inputs: Inputs,
+    store: RunStore,
+    options: RunOptions,
+    done: dict[str, Record],
+    planned: list[WorkItem],
+) -> tuple[Session, int, int]:
     """Judge ``items``; returns the invocation's record, items the budget left unstarted, and items
     adaptive stopping skipped."""
     cache = JudgeCache(options.cache_path) if options.use_cache else None
     totals = {b.config.id: sum(i.judge == b.config.id for i in items) for b in bound}
-    progress = Progress(totals, quiet=options.quiet, priced={b.config.id: b.config.priced for b in bound})
+    progress = Progress(
+        totals, quiet=options.quiet, priced={b.config.id: b.config.priced for b in bound}
+    )
     budget = Budget(options.max_cost)
     started = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     clock = time.monotonic()
     skipped = 0
 
     async def run_items(batch: list[WorkItem], sink: Callable[[list[Record]], None]) -> int:
-        return await execute(batch, bound, inputs.constitution, cache, sink, progress,
-                             refresh=options.refresh, budget=budget)
+        return await execute(
+            batch,
+            bound,
+            inputs.constitution,
+            cache,
+            sink,
+            progress,
+            refresh=options.refresh,
+            budget=budget,
+        )
 
     try:
         if options.target_ci is None:
             left = await run_items(items, store.append)
         else:
             order = {c.id: i for i, c in enumerate(inputs.suite.cases)}
-            pointwise = [i for i in planned if i.kind == "pointwise"]  # all of them: done ones count too
-            left, skipped = await run_adaptive(pointwise, order, done, options.target_ci, run_items, store.append)
+            pointwise = [
+                i for i in planned if i.kind == "pointwise"
+            ]  # all of them: done ones count too
+            left, skipped = await run_adaptive(
+                pointwise, order, done, options.target_ci, run_items, store.append
+            )
             if not left:
                 left = await run_items([i for i in items if i.kind != "pointwise"], store.append)
     finally:
@@ -190,27 +257,45 @@ async def _judge(items: list[WorkItem], bound: list[BoundJudge], inputs: Inputs,
             await b.backend.aclose()
         if cache is not None:
             cache.close()
-    session = session_record(progress, started, time.monotonic() - clock, options.max_cost, left, sizes)
+    session = session_record(
+        progress, started, time.monotonic() - clock, options.max_cost, left, sizes
+    )
     return session, left, skipped
 
 
-def session_record(progress: Progress, started: str, elapsed: float, max_cost: float | None, left: int,
-                   sizes: dict[str, dict[str, int]] | None = None) -> Session:
+def session_record(
+    progress: Progress,
+    started: str,
+    elapsed: float,
+    max_cost: float | None,
+    left: int,
+    sizes: dict[str, dict[str, int]] | None = None,
+) -> Session:
     """The manifest's record of one invocation, from its progress counts and the judges' parameter counts."""
     stopped = f"--max-cost {max_cost:g} reached; {left} items not started" if left else ""
     sizes = sizes or {}
-    return Session(started=started, elapsed_s=round(elapsed, 3),
-                   judges={j: t.usage().model_copy(update=sizes.get(j, {})) for j, t in progress.tally.items()},
-                   generation_spend_usd=round(progress.generation_spend, 6), spend_usd=round(progress.spend, 6),
-                   max_cost_usd=max_cost, stopped=stopped)
+    return Session(
+        started=started,
+        elapsed_s=round(elapsed, 3),
+        judges={
+            j: t.usage().model_copy(update=sizes.get(j, {})) for j, t in progress.tally.items()
+        },
+        generation_spend_usd=round(progress.generation_spend, 6),
+        spend_usd=round(progress.spend, 6),
+        max_cost_usd=max_cost,
+        stopped=stopped,
+    )
 
 
 def _warn_unpriced(bound: list[BoundJudge], max_cost: float | None) -> None:
     """A budget cannot count what has no price: say so rather than stop too late in silence."""
     free = [b.config.id for b in bound if not b.config.priced and b.backend.name == "openai"]
     if max_cost is not None and free:
-        print(f"warning: --max-cost counts no spend for judge(s) {', '.join(free)}: they set no "
-              "price_per_million_input / price_per_million_output", file=sys.stderr)
+        print(
+            f"warning: --max-cost counts no spend for judge(s) {', '.join(free)}: they set no "
+            "price_per_million_input / price_per_million_output",
+            file=sys.stderr,
+        )
 
 
 def run_spend(root: Path, configs: list[JudgeConfig]) -> Spend:
@@ -228,7 +313,9 @@ def run_spend(root: Path, configs: list[JudgeConfig]) -> Spend:
     return Spend(judges=judges, generation=generation, total=round(total, 6))
 
 
-def _paid_tokens(root: Path, logs: tuple[str, ...], configs: dict[str, JudgeConfig]) -> dict[str, tuple[int, int]]:
+def _paid_tokens(
+    root: Path, logs: tuple[str, ...], configs: dict[str, JudgeConfig]
+) -> dict[str, tuple[int, int]]:
     """(tokens in, tokens out) per config id over the rows of ``logs`` that were not cache hits."""
     tokens = {cid: [0, 0] for cid in configs}
     for name in logs:
@@ -248,8 +335,12 @@ def plan_all(inputs: Inputs, bound: list[BoundJudge], options: RunOptions) -> li
         items += plan_pairs(cases, inputs.constitution, bound, options.pairs, options.seed)
     wanted = set(options.principles)
     labels = {c.id: c.human_preference.principle for c in cases if c.human_preference}
-    return [i for i in items if (not wanted or i.principle in wanted)
-            and not (options.labelled_only and labels.get(i.case_id) not in (None, i.principle))]
+    return [
+        i
+        for i in items
+        if (not wanted or i.principle in wanted)
+        and not (options.labelled_only and labels.get(i.case_id) not in (None, i.principle))
+    ]
 
 
 def select_cases(inputs: Inputs, options: RunOptions) -> None:
@@ -263,8 +354,10 @@ def select_cases(inputs: Inputs, options: RunOptions) -> None:
         rng.shuffle(cases)  # an adaptive estimate needs an order unrelated to the cases' content
     unknown = set(options.principles) - {p.id for p in inputs.constitution.principles}
     if unknown:
-        raise RunError(f"unknown principle(s) {sorted(unknown)}; the constitution has "
-                       f"{[p.id for p in inputs.constitution.principles]}")
+        raise RunError(
+            f"unknown principle(s) {sorted(unknown)}; the constitution has "
+            f"{[p.id for p in inputs.constitution.principles]}"
+        )
     inputs.suite.cases = cases
 
 
@@ -294,14 +387,21 @@ def run(options: RunOptions) -> RunResult:
     session, left = None, 0
     if todo:
         _warn_unpriced(bound, options.max_cost)
-        session, left, skipped = asyncio.run(_judge(todo, bound, inputs, store, options, done, items))
+        session, left, skipped = asyncio.run(
+            _judge(todo, bound, inputs, store, options, done, items)
+        )
     result = finish(store, manifest, len(items) - skipped, options.report, session=session)
     result.left, result.skipped = left, skipped
     return result
 
 
-def finish(store: RunStore, manifest: RunManifest, n_items: int, report: bool = True,
-           session: Session | None = None) -> RunResult:
+def finish(
+    store: RunStore,
+    manifest: RunManifest,
+    n_items: int,
+    report: bool = True,
+    session: Session | None = None,
+) -> RunResult:
     """Write the table, the manifest's final status, its record of this invocation and spend, and the report."""
     store.write_parquet()
     done = store.done_items().values()
@@ -309,9 +409,15 @@ def finish(store: RunStore, manifest: RunManifest, n_items: int, report: bool = 
     complete = len(done) == n_items and counts["error"] == 0
     configs = [JudgeConfig.model_validate(c) for c in manifest.judge_configs]
     sessions = [*manifest.sessions, session] if session is not None else manifest.sessions
-    manifest = manifest.model_copy(update={"status": "complete" if complete else "incomplete",
-                                           "counts": counts, "n_items": n_items, "sessions": sessions,
-                                           "spend": run_spend(store.root, configs)})
+    manifest = manifest.model_copy(
+        update={
+            "status": "complete" if complete else "incomplete",
+            "counts": counts,
+            "n_items": n_items,
+            "sessions": sessions,
+            "spend": run_spend(store.root, configs),
+        }
+    )
     store.write_manifest(manifest)
     if report:
         from harness.report.render import render_report
@@ -325,7 +431,15 @@ def resume(run_dir: Path, **overrides: Any) -> RunResult:
     manifest = read_run(run_dir).manifest
     proto: dict[str, Any] = dict(manifest.protocol)
     pairs = PairPlan(**proto.pop("pairs", {}))
-    options = RunOptions(suite=manifest.suite.path, constitution=manifest.constitution.path,
-                         judges=[j.path for j in manifest.judges], out=Path(run_dir).parent,
-                         run_id=manifest.run_id, seed=manifest.seed, pairs=pairs, **proto, **overrides)
+    options = RunOptions(
+        suite=manifest.suite.path,
+        constitution=manifest.constitution.path,
+        judges=[j.path for j in manifest.judges],
+        out=Path(run_dir).parent,
+        run_id=manifest.run_id,
+        seed=manifest.seed,
+        pairs=pairs,
+        **proto,
+        **overrides,
+    )
     return run(options)

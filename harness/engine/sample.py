@@ -40,10 +40,20 @@ class SampleOptions:
 def sample_items(cases: list[Case], gen: BoundJudge, options: SampleOptions) -> list[WorkItem]:
     """One item per (case, sample index); the sample index is the seed."""
     identity = gen.backend.identity()
-    return [make_item(gen.config.id, identity, case.id, f"{gen.config.id}-s{i}", "",
-                      sample_request(case, options.max_tokens, options.temperature, seed=i),
-                      TEMPLATE_VERSION, step="sample")
-            for case in cases for i in range(options.n)]
+    return [
+        make_item(
+            gen.config.id,
+            identity,
+            case.id,
+            f"{gen.config.id}-s{i}",
+            "",
+            sample_request(case, options.max_tokens, options.temperature, seed=i),
+            TEMPLATE_VERSION,
+            step="sample",
+        )
+        for case in cases
+        for i in range(options.n)
+    ]
 
 
 def sample(options: SampleOptions) -> Path:
@@ -56,17 +66,30 @@ def sample(options: SampleOptions) -> Path:
     done = store.done_items()
     todo = [i for i in items if i.item_id not in done or done[i.item_id].status == "error"]
     if todo:
-        constitution, _ = load_constitution("default")  # unused by generation; the executor's signature needs one
+        constitution, _ = load_constitution(
+            "default"
+        )  # unused by generation; the executor's signature needs one
         asyncio.run(_generate(todo, gen, constitution, store, options))
     return _write_candidates(store, items, options.output)
 
 
-async def _generate(items: list[WorkItem], gen: BoundJudge, constitution: object, store: RunStore,
-                    options: SampleOptions) -> None:
+async def _generate(
+    items: list[WorkItem],
+    gen: BoundJudge,
+    constitution: object,
+    store: RunStore,
+    options: SampleOptions,
+) -> None:
     cache = JudgeCache() if options.use_cache else None
     try:
-        await execute(items, [gen], constitution, cache, store.append,  # type: ignore[arg-type]
-                      Progress({gen.config.id: len(items)}, quiet=options.quiet))
+        await execute(
+            items,
+            [gen],
+            constitution,
+            cache,
+            store.append,  # type: ignore[arg-type]
+            Progress({gen.config.id: len(items)}, quiet=options.quiet),
+        )
     finally:
         store.close()
         await gen.backend.aclose()
@@ -80,8 +103,16 @@ def _write_candidates(store: RunStore, items: list[WorkItem], output: Path) -> P
     for item in items:
         gen = done.get(item.item_id)
         if isinstance(gen, Generation) and gen.status == "scored" and gen.text.strip():
-            rows.append(json.dumps({"case_id": item.case_id, "generator": item.generator,
-                                    "response": gen.text.strip()}, ensure_ascii=False))
+            rows.append(
+                json.dumps(
+                    {
+                        "case_id": item.case_id,
+                        "generator": item.generator,
+                        "response": gen.text.strip(),
+                    },
+                    ensure_ascii=False,
+                )
+            )
     output.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(output, "".join(r + "\n" for r in rows))
     return output

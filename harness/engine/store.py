@@ -83,10 +83,14 @@ class RunStore:
         """True when the folder holds a manifest (a started run)."""
         return self.manifest_path.exists()
 
-    def initialise(self, manifest: RunManifest, constitution: Constitution, cases: list[Case]) -> None:
+    def initialise(
+        self, manifest: RunManifest, constitution: Constitution, cases: list[Case]
+    ) -> None:
         """Create the folder and its fixed inputs (only for a new run)."""
         self.root.mkdir(parents=True, exist_ok=True)
-        write_atomic(self.root / CONSTITUTION, constitution.model_dump_json(indent=2, by_alias=True))
+        write_atomic(
+            self.root / CONSTITUTION, constitution.model_dump_json(indent=2, by_alias=True)
+        )
         write_atomic(self.root / CASES, "".join(c.model_dump_json() + "\n" for c in cases))
         self.write_manifest(manifest)
 
@@ -98,7 +102,9 @@ class RunStore:
         done: dict[str, Record] = {}
         for model, name in FILES.items():
             for row in self._repaired_rows(self.root / name):
-                done[row["item_id"]] = model.model_validate(row)  # a redone error is superseded by its retry
+                done[row["item_id"]] = model.model_validate(
+                    row
+                )  # a redone error is superseded by its retry
         return done
 
     @staticmethod
@@ -116,7 +122,9 @@ class RunStore:
         for rec in records:
             lines.setdefault(FILES[type(rec)], []).append(rec.model_dump_json())
         for name, chunk in lines.items():
-            fh = self._files.get(name) or self._files.setdefault(name, (self.root / name).open("a", encoding="utf-8"))
+            fh = self._files.get(name) or self._files.setdefault(
+                name, (self.root / name).open("a", encoding="utf-8")
+            )
             fh.write("\n".join(chunk) + "\n")
             fh.flush()
 
@@ -151,13 +159,17 @@ def _write_parquet(frame: pd.DataFrame, path: Path) -> None:
 def pair_frame(pairs: list[PairVerdict]) -> pd.DataFrame:
     """Ordered pairwise judgments as a tidy table."""
     frame = pd.DataFrame([p.model_dump() for p in pairs], columns=PAIR_COLUMNS)
-    return frame.sort_values(["case_id", "principle", "judge", "first", "second"], kind="stable").reset_index(drop=True)
+    return frame.sort_values(
+        ["case_id", "principle", "judge", "first", "second"], kind="stable"
+    ).reset_index(drop=True)
 
 
 def verdict_frame(verdicts: list[Verdict]) -> pd.DataFrame:
     """Verdicts as a tidy table with a fixed column order."""
     frame = pd.DataFrame([v.model_dump() for v in verdicts], columns=VERDICT_COLUMNS)
-    return frame.sort_values(["case_id", "generator", "principle", "judge"], kind="stable").reset_index(drop=True)
+    return frame.sort_values(
+        ["case_id", "generator", "principle", "judge"], kind="stable"
+    ).reset_index(drop=True)
 
 
 @dataclass
@@ -179,11 +191,23 @@ def read_run(root: Path | str) -> RunData:
         raise RunError(f"{root}: not a run folder (no {MANIFEST})")
     try:
         manifest = RunManifest.model_validate_json((root / MANIFEST).read_text(encoding="utf-8"))
-        constitution = Constitution.model_validate_json((root / CONSTITUTION).read_text(encoding="utf-8"))
+        constitution = Constitution.model_validate_json(
+            (root / CONSTITUTION).read_text(encoding="utf-8")
+        )
         cases = [Case.model_validate(r) for r in read_jsonl_tolerant(root / CASES)[0]]
     except (OSError, ValueError) as exc:
         raise RunError(f"{root}: unreadable run folder: {exc}") from None
-    latest = {r["item_id"]: Verdict.model_validate(r) for r in read_jsonl_tolerant(root / VERDICTS)[0]}
-    pairs = {r["item_id"]: PairVerdict.model_validate(r) for r in read_jsonl_tolerant(root / PAIRS)[0]}
-    return RunData(root, manifest, constitution, cases, verdict_frame(list(latest.values())),
-                   pair_frame(list(pairs.values())))
+    latest = {
+        r["item_id"]: Verdict.model_validate(r) for r in read_jsonl_tolerant(root / VERDICTS)[0]
+    }
+    pairs = {
+        r["item_id"]: PairVerdict.model_validate(r) for r in read_jsonl_tolerant(root / PAIRS)[0]
+    }
+    return RunData(
+        root,
+        manifest,
+        constitution,
+        cases,
+        verdict_frame(list(latest.values())),
+        pair_frame(list(pairs.values())),
+    )

@@ -37,11 +37,15 @@ def _instruction(style: Style) -> str:
     if style.structured:
         return 'Answer with JSON: {"winner": "A" | "B" | "tie", "rationale": "<one sentence>"}.'
     tail = ", then one short sentence explaining it." if style.rationale else ", and nothing else."
-    return ("Reply with A if Response A better follows the principle, B if Response B does, "
-            f"or C if they are equally good{tail}")
+    return (
+        "Reply with A if Response A better follows the principle, B if Response B does, "
+        f"or C if they are equally good{tail}"
+    )
 
 
-def render(principle: Principle, case: Case, first: Candidate, second: Candidate, style: Style) -> list[Message]:
+def render(
+    principle: Principle, case: Case, first: Candidate, second: Candidate, style: Style
+) -> list[Message]:
     """The judge chat for one ordered pair. Shared text (principle, conversation) comes first."""
     user = (
         f"Principle ({principle.id}): {principle.statement}\n\n"
@@ -53,8 +57,9 @@ def render(principle: Principle, case: Case, first: Candidate, second: Candidate
     return [Message(role="system", content=SYSTEM), Message(role="user", content=user)]
 
 
-def build_request(principle: Principle, case: Case, first: Candidate, second: Candidate, style: Style,
-                  seed: int) -> BackendRequest:
+def build_request(
+    principle: Principle, case: Case, first: Candidate, second: Candidate, style: Style, seed: int
+) -> BackendRequest:
     """The backend request for one ordered pairwise judgment."""
     wants_text = style.structured or style.rationale or not style.logprobs
     return BackendRequest(
@@ -62,8 +67,13 @@ def build_request(principle: Principle, case: Case, first: Candidate, second: Ca
         choices=CHOICES if style.logprobs else None,
         max_tokens=style.max_tokens if wants_text else 0,
         json_schema=output_schema() if style.structured else None,
-        subject=Subject(principle=principle.id, response=first.response, response_b=second.response,
-                        prompt=case.messages(), scale_max=principle.scale_max),
+        subject=Subject(
+            principle=principle.id,
+            response=first.response,
+            response_b=second.response,
+            prompt=case.messages(),
+            scale_max=principle.scale_max,
+        ),
         seed=seed,
     )
 

@@ -63,7 +63,9 @@ def _examples(principle: Principle) -> str:
         return ""
     lines = ["Examples:"]
     for ex in principle.examples:
-        lines.append(f"- Request: {ex.prompt}\n  Response: {ex.response}\n  Score: {ex.score}. {ex.explanation}")
+        lines.append(
+            f"- Request: {ex.prompt}\n  Response: {ex.response}\n  Score: {ex.score}. {ex.explanation}"
+        )
     return "\n".join(lines) + "\n\n"
 
 
@@ -76,8 +78,9 @@ def _instruction(principle: Principle, rationale: bool, structured: bool) -> str
     return f"Reply with only the score, a single digit from 1 to {n}."
 
 
-def render(principle: Principle, case: Case, candidate: Candidate, *, rationale: bool,
-           structured: bool) -> list[Message]:
+def render(
+    principle: Principle, case: Case, candidate: Candidate, *, rationale: bool, structured: bool
+) -> list[Message]:
     """The judge chat for one (case, candidate, principle). Shared text comes first, for prefix reuse."""
     user = (
         f"Principle ({principle.id}): {principle.statement}\n\n"
@@ -99,17 +102,23 @@ class Style:
     max_tokens: int = 96
 
 
-def build_request(principle: Principle, case: Case, candidate: Candidate, style: Style, seed: int) -> BackendRequest:
+def build_request(
+    principle: Principle, case: Case, candidate: Candidate, style: Style, seed: int
+) -> BackendRequest:
     """The backend request for one pointwise judgment."""
     wants_text = style.structured or style.rationale or not style.logprobs
     scale = [str(k) for k in range(1, principle.scale_max + 1)]
     return BackendRequest(
-        messages=render(principle, case, candidate, rationale=style.rationale, structured=style.structured),
+        messages=render(
+            principle, case, candidate, rationale=style.rationale, structured=style.structured
+        ),
         choices=scale if style.logprobs else None,
         max_tokens=style.max_tokens if wants_text else 0,
         json_schema=output_schema(principle.scale_max) if style.structured else None,
         subject=Subject(
-            principle=principle.id, response=candidate.response, prompt=case.messages(),
+            principle=principle.id,
+            response=candidate.response,
+            prompt=case.messages(),
             scale_max=principle.scale_max,
         ),
         seed=seed,
@@ -126,9 +135,13 @@ class Reading:
     reason: str = ""
 
 
-def distribution_from_logprobs(logprobs: dict[str, float], scale_max: int) -> tuple[list[float] | None, float]:
+def distribution_from_logprobs(
+    logprobs: dict[str, float], scale_max: int
+) -> tuple[list[float] | None, float]:
     """Normalised P(k) over 1..scale_max, and the raw probability mass the scale tokens held."""
-    probs = [math.exp(logprobs[str(k)]) if str(k) in logprobs else 0.0 for k in range(1, scale_max + 1)]
+    probs = [
+        math.exp(logprobs[str(k)]) if str(k) in logprobs else 0.0 for k in range(1, scale_max + 1)
+    ]
     mass = sum(probs)
     if mass <= 0:
         return None, 0.0
@@ -168,9 +181,13 @@ def read_score(resp: BackendResponse, scale_max: int, structured: bool) -> Readi
         dist, mass = distribution_from_logprobs(resp.choice_logprobs, scale_max)
         if dist is not None and mass >= MIN_SCALE_MASS:
             expected = sum((k + 1) * p for k, p in enumerate(dist))
-            return Reading(score=expected, distribution=dist, rationale=_rationale_after_digit(resp.text))
+            return Reading(
+                score=expected, distribution=dist, rationale=_rationale_after_digit(resp.text)
+            )
         if not resp.text:
-            return Reading(reason=f"judge put only {mass:.1%} probability on the scale tokens 1..{scale_max}")
+            return Reading(
+                reason=f"judge put only {mass:.1%} probability on the scale tokens 1..{scale_max}"
+            )
     text = resp.text.strip()
     if not text:
         return Reading(reason="judge returned no text")

@@ -24,12 +24,16 @@ REVISER_SYSTEM = (
 
 
 def _chat(system: str, user: str, max_tokens: int, seed: int) -> BackendRequest:
-    return BackendRequest(messages=[Message(role="system", content=system), Message(role="user", content=user)],
-                          max_tokens=max_tokens, seed=seed)
+    return BackendRequest(
+        messages=[Message(role="system", content=system), Message(role="user", content=user)],
+        max_tokens=max_tokens,
+        seed=seed,
+    )
 
 
-def critique_request(principle: Principle, case: Case, candidate: Candidate, max_tokens: int = 200,
-                     seed: int = 0) -> BackendRequest:
+def critique_request(
+    principle: Principle, case: Case, candidate: Candidate, max_tokens: int = 200, seed: int = 0
+) -> BackendRequest:
     """Ask for a short critique of one response against one principle."""
     user = (
         f"Principle ({principle.id}): {principle.statement}\n\n"
@@ -40,8 +44,14 @@ def critique_request(principle: Principle, case: Case, candidate: Candidate, max
     return _chat(CRITIC_SYSTEM, user, max_tokens, seed)
 
 
-def revision_request(principle: Principle, case: Case, candidate: Candidate, critique: str,
-                     max_tokens: int = 320, seed: int = 0) -> BackendRequest:
+def revision_request(
+    principle: Principle,
+    case: Case,
+    candidate: Candidate,
+    critique: str,
+    max_tokens: int = 320,
+    seed: int = 0,
+) -> BackendRequest:
     """Ask for a rewrite of one response that answers the critique."""
     user = (
         f"Principle ({principle.id}): {principle.statement}\n\n"
@@ -55,4 +65,6 @@ def revision_request(principle: Principle, case: Case, candidate: Candidate, cri
 
 def sample_request(case: Case, max_tokens: int, temperature: float, seed: int) -> BackendRequest:
     """Ask a generator model to answer the case's conversation (one sample)."""
-    return BackendRequest(messages=case.messages(), max_tokens=max_tokens, temperature=temperature, seed=seed)
+    return BackendRequest(
+        messages=case.messages(), max_tokens=max_tokens, temperature=temperature, seed=seed
+    )

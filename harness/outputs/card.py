@@ -27,7 +27,16 @@ LICENCES = [  # SPDX-style ids the Hub knows, and how suite `sources` lines name
     ("cc0-1.0", r"\bCC0\b"),
     ("bsd-3-clause", r"\bBSD[- ]3"),
 ]
-TAGS = ["preference", "rlaif", "ai-feedback", "constitutional-ai", "dpo", "reward-modeling", "trl", "synthetic"]
+TAGS = [
+    "preference",
+    "rlaif",
+    "ai-feedback",
+    "constitutional-ai",
+    "dpo",
+    "reward-modeling",
+    "trl",
+    "synthetic",
+]
 DEFINITIONS = """\
 - **soft_label** = P(chosen is better), always ≥ 0.5 (null for a revision pair that was not re-judged).
   Per principle (`label_<principle>`, oriented to *chosen*): for `pairwise` pairs, the judge's P(better)
@@ -50,7 +59,7 @@ COLUMNS = {
     "source": "`pairwise`, `pointwise` or `revision` (see the definitions)",
     "judge, reviser": "the judge whose labels decided (for revisions, the critic) and the reviser model",
     "chosen_generator, rejected_generator": "who produced each response; a revision is named "
-                                            "`<generator>+revision(<reviser>)`",
+    "`<generator>+revision(<reviser>)`",
     "decided_by": "the label that decided chosen/rejected: `overall` or a principle id",
     "soft_label, margin, score_margin, position_consistent": "see the definitions",
     "n_principles": "how many principles entered the deciding label",
@@ -61,7 +70,9 @@ COLUMNS = {
 }
 
 
-def render_card(run: RunData, summary: dict[str, Any], tables: dict[str, tuple[list[Any], pa.Schema]]) -> str:
+def render_card(
+    run: RunData, summary: dict[str, Any], tables: dict[str, tuple[list[Any], pa.Schema]]
+) -> str:
     """README.md text: YAML metadata, then the human-readable card."""
     suite = suite_info(run, summary["suite"])
     meta = metadata(summary, tables, suite["licence"])
@@ -72,18 +83,29 @@ def render_card(run: RunData, summary: dict[str, Any], tables: dict[str, tuple[l
 # --------------------------------------------------------------------------- YAML metadata
 
 
-def metadata(summary: dict[str, Any], tables: dict[str, tuple[list[Any], pa.Schema]],
-             licence: str | list[str]) -> dict[str, Any]:
+def metadata(
+    summary: dict[str, Any],
+    tables: dict[str, tuple[list[Any], pa.Schema]],
+    licence: str | list[str],
+) -> dict[str, Any]:
     """The card's YAML header."""
     files = config_files(summary["formats"])
-    configs: list[dict[str, Any]] = [{"config_name": name, "data_files": [{"split": "train", "path": path}]}
-                                     for name, path in files.items()]
+    configs: list[dict[str, Any]] = [
+        {"config_name": name, "data_files": [{"split": "train", "path": path}]}
+        for name, path in files.items()
+    ]
     configs[0]["default"] = True
     kept = summary["counts"]["kept"]
     return {
-        "license": licence, "pretty_name": f"Preference pairs from run {summary['run_id']}", "tags": TAGS,
-        "task_categories": ["text-generation"], "size_categories": [size_category(kept)], "configs": configs,
-        "dataset_info": [{"config_name": name, "features": features(tables[name][1])} for name in files],
+        "license": licence,
+        "pretty_name": f"Preference pairs from run {summary['run_id']}",
+        "tags": TAGS,
+        "task_categories": ["text-generation"],
+        "size_categories": [size_category(kept)],
+        "configs": configs,
+        "dataset_info": [
+            {"config_name": name, "features": features(tables[name][1])} for name in files
+        ],
     }
 
 
@@ -99,7 +121,12 @@ def config_files(formats: list[str]) -> dict[str, str]:
 
 
 def size_category(n: int) -> str:
-    for limit, label in ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M")):
+    for limit, label in (
+        (1_000, "n<1K"),
+        (10_000, "1K<n<10K"),
+        (100_000, "10K<n<100K"),
+        (1_000_000, "100K<n<1M"),
+    ):
         if n < limit:
             return label
     return "n>1M"
@@ -113,7 +140,12 @@ def features(schema: pa.Schema) -> list[dict[str, Any]]:
 def _feature(name: str, dtype: pa.DataType) -> dict[str, Any]:
     if pa.types.is_list(dtype):
         return {"name": name, "list": [_feature(f.name, f.type) for f in dtype.value_type]}
-    names = {pa.string(): "string", pa.float64(): "float64", pa.int64(): "int64", pa.bool_(): "bool"}
+    names = {
+        pa.string(): "string",
+        pa.float64(): "float64",
+        pa.int64(): "int64",
+        pa.bool_(): "bool",
+    }
     return {"name": name, "dtype": names[dtype]}
 
 
@@ -122,7 +154,13 @@ def _feature(name: str, dtype: pa.DataType) -> dict[str, Any]:
 
 def suite_info(run: RunData, record: dict[str, str]) -> dict[str, Any]:
     """The suite's id, description and sources, read from its file when it is still there and unchanged."""
-    info: dict[str, Any] = {"id": "", "description": "", "sources": [], "licence": "other", "note": ""}
+    info: dict[str, Any] = {
+        "id": "",
+        "description": "",
+        "sources": [],
+        "licence": "other",
+        "note": "",
+    }
     path = _find(Path(record["path"]), run.root)
     if path is None:
         info["note"] = f"suite file {record['path']} not found: licence unknown"
@@ -132,8 +170,12 @@ def suite_info(run: RunData, record: dict[str, str]) -> dict[str, Any]:
         return info
     data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     sources = [str(s) for s in data.get("sources") or []]
-    info.update(id=str(data.get("id", "")), description=str(data.get("description", "")), sources=sources,
-                licence=licence_of(sources))
+    info.update(
+        id=str(data.get("id", "")),
+        description=str(data.get("description", "")),
+        sources=sources,
+        licence=licence_of(sources),
+    )
     return info
 
 
@@ -177,19 +219,29 @@ def body(run: RunData, summary: dict[str, Any], suite: dict[str, Any]) -> str:
 
 
 def _intro(summary: dict[str, Any], suite: dict[str, Any]) -> str:
-    judge = f"judge `{summary['judge']}` ({summary['source']} judgments)" if summary["judge"] else "no judge"
-    status = "" if summary["run_status"] == "complete" else f" The run is **{summary['run_status']}**."
-    return (f"{summary['counts']['kept']} preference pairs built by `harness export preferences` from run "
-            f"`{summary['run_id']}` of suite `{suite['id'] or summary['suite']['path']}`, judged against "
-            f"constitution `{summary['constitution']['id']}` by {judge}.{status} The labels are AI feedback: they "
-            "are only as good as the judge, whose position bias and agreement with human labels the run's report "
-            "shows.")
+    judge = (
+        f"judge `{summary['judge']}` ({summary['source']} judgments)"
+        if summary["judge"]
+        else "no judge"
+    )
+    status = (
+        "" if summary["run_status"] == "complete" else f" The run is **{summary['run_status']}**."
+    )
+    return (
+        f"{summary['counts']['kept']} preference pairs built by `harness export preferences` from run "
+        f"`{summary['run_id']}` of suite `{suite['id'] or summary['suite']['path']}`, judged against "
+        f"constitution `{summary['constitution']['id']}` by {judge}.{status} The labels are AI feedback: they "
+        "are only as good as the judge, whose position bias and agreement with human labels the run's report "
+        "shows."
+    )
 
 
 def _files(summary: dict[str, Any]) -> str:
     rows = [f"| `{f}` | TRL {f.split('.')[0]} preference format |" for f in summary["formats"]]
-    rows.append(f"| `candidates.parquet`, `candidates.jsonl` | all {summary['candidates']} candidates with scores, "
-                "win rates and rank per case (no policy applied) |")
+    rows.append(
+        f"| `candidates.parquet`, `candidates.jsonl` | all {summary['candidates']} candidates with scores, "
+        "win rates and rank per case (no policy applied) |"
+    )
     rows.append("| `export.json` | counts, options and provenance as data |")
     return "| file | contents |\n|---|---|\n" + "\n".join(rows)
 
@@ -198,7 +250,10 @@ def _counts(summary: dict[str, Any]) -> str:
     c = summary["counts"]
     lines = ["| step | pairs |", "|---|---:|", f"| considered | {c['considered']} |"]
     lines += [f"| · from {s} | {n} |" for s, n in c["considered_by_source"].items() if n]
-    lines += [f"| dropped: {step} ({_cell(summary['policy_steps'][step])}) | {n} |" for step, n in c["dropped"].items()]
+    lines += [
+        f"| dropped: {step} ({_cell(summary['policy_steps'][step])}) | {n} |"
+        for step, n in c["dropped"].items()
+    ]
     lines.append(f"| **kept** | **{c['kept']}** |")
     lines += [f"| · from {s} | {n} |" for s, n in c["kept_by_source"].items() if n]
     note = "Each step sees only the pairs the steps above it kept, so considered = dropped + kept."
@@ -212,37 +267,48 @@ def _cell(text: str) -> str:
 
 def _policies(summary: dict[str, Any]) -> str:
     o = summary["options"]
-    return "\n".join([
-        f"- `--principle {o['principle']}`: the label that decides chosen/rejected.",
-        f"- `--ties {o['ties']}` with `--tie-band {o['tie_band']}`: a tie is |p − 0.5| ≤ the band "
-        "(0 means exactly 0.5, up to float rounding of 1e-9).",
-        f"- `--min-margin {o['min_margin']}`: pairs with a smaller margin are dropped.",
-        f"- `--inconsistent {o['inconsistent']}`: what to do with position-inconsistent pairs.",
-        f"- `--unscored {o['unscored']}`: `drop` drops a pair with an unscored or error verdict on a principle the "
-        "label needs; `skip-principle` computes the overall label over the scored principles. With `--principle ID`"
-        " only that principle counts. A pairwise principle counts as scored only when every order judged was scored.",
-        f"- `--judge {o['judge'] or '(auto)'}`, `--source {o['source']}`: labels come from one judge only "
-        f"(here `{summary['judge']}`), from its pairwise judgments when it has them.",
-        f"- revisions: {'included' if o['revisions'] else 'left out (`--no-revisions`)'}.",
-    ])
+    return "\n".join(
+        [
+            f"- `--principle {o['principle']}`: the label that decides chosen/rejected.",
+            f"- `--ties {o['ties']}` with `--tie-band {o['tie_band']}`: a tie is |p − 0.5| ≤ the band "
+            "(0 means exactly 0.5, up to float rounding of 1e-9).",
+            f"- `--min-margin {o['min_margin']}`: pairs with a smaller margin are dropped.",
+            f"- `--inconsistent {o['inconsistent']}`: what to do with position-inconsistent pairs.",
+            f"- `--unscored {o['unscored']}`: `drop` drops a pair with an unscored or error verdict on a principle the "
+            "label needs; `skip-principle` computes the overall label over the scored principles. With `--principle ID`"
+            " only that principle counts. A pairwise principle counts as scored only when every order judged was scored.",
+            f"- `--judge {o['judge'] or '(auto)'}`, `--source {o['source']}`: labels come from one judge only "
+            f"(here `{summary['judge']}`), from its pairwise judgments when it has them.",
+            f"- revisions: {'included' if o['revisions'] else 'left out (`--no-revisions`)'}.",
+        ]
+    )
 
 
 def _constitution(run: RunData, summary: dict[str, Any]) -> str:
     c = summary["constitution"]
-    rows = [f"| `{p.id}` | {p.weight:g} | {_cell(p.statement)} |" for p in run.constitution.principles]
-    return (f"`{c['id']}` from `{c['path']}`, sha256 `{c['sha256']}`.\n\n| principle | weight | statement |\n"
-            "|---|---:|---|\n" + "\n".join(rows))
+    rows = [
+        f"| `{p.id}` | {p.weight:g} | {_cell(p.statement)} |" for p in run.constitution.principles
+    ]
+    return (
+        f"`{c['id']}` from `{c['path']}`, sha256 `{c['sha256']}`.\n\n| principle | weight | statement |\n"
+        "|---|---:|---|\n" + "\n".join(rows)
+    )
 
 
 def _judges(summary: dict[str, Any]) -> str:
-    rows = [f"| `{j['id']}`{' (labels)' if j['id'] == summary['judge'] else ''} | {j['backend']} | `{j['path']}` | "
-            f"`{j['sha256']}` |" for j in summary["judges"]]
+    rows = [
+        f"| `{j['id']}`{' (labels)' if j['id'] == summary['judge'] else ''} | {j['backend']} | `{j['path']}` | "
+        f"`{j['sha256']}` |"
+        for j in summary["judges"]
+    ]
     return "| judge | backend | config | config sha256 |\n|---|---|---|---|\n" + "\n".join(rows)
 
 
 def _suite(summary: dict[str, Any], suite: dict[str, Any]) -> str:
     s = summary["suite"]
-    lines = [f"`{suite['id'] or '?'}` from `{s['path']}`, sha256 `{s['sha256']}`. {suite['description']}".strip()]
+    lines = [
+        f"`{suite['id'] or '?'}` from `{s['path']}`, sha256 `{s['sha256']}`. {suite['description']}".strip()
+    ]
     lines += [f"- {src}" for src in suite["sources"]]
     licence = suite["licence"] if isinstance(suite["licence"], str) else ", ".join(suite["licence"])
     lines.append(f"\nLicence: {licence} (from the suite's sources). {suite['note']}".rstrip())
@@ -252,9 +318,18 @@ def _suite(summary: dict[str, Any], suite: dict[str, Any]) -> str:
 def command(summary: dict[str, Any]) -> str:
     """The command line that rebuilds this export."""
     o = summary["options"]
-    parts = ["harness export preferences", summary["run_dir"], "--output DIR", f"--principle {o['principle']}",
-             f"--ties {o['ties']}", f"--tie-band {o['tie_band']}", f"--min-margin {o['min_margin']}",
-             f"--inconsistent {o['inconsistent']}", f"--unscored {o['unscored']}", f"--source {o['source']}"]
+    parts = [
+        "harness export preferences",
+        summary["run_dir"],
+        "--output DIR",
+        f"--principle {o['principle']}",
+        f"--ties {o['ties']}",
+        f"--tie-band {o['tie_band']}",
+        f"--min-margin {o['min_margin']}",
+        f"--inconsistent {o['inconsistent']}",
+        f"--unscored {o['unscored']}",
+        f"--source {o['source']}",
+    ]
     parts += [f"--judge {o['judge']}"] if o["judge"] else []
     parts += [] if o["revisions"] else ["--no-revisions"]
     parts += [f"--format {f}" for f in summary["formats"]] if len(summary["formats"]) < 4 else []

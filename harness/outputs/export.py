@@ -93,23 +93,47 @@ def _num(x: Any) -> float | None:
 def pair_columns(run: RunData, with_scores: bool) -> list[str]:
     """Metadata columns of a preference row, in order (prompt, chosen and rejected come first)."""
     ids = [p.id for p in run.constitution.principles]
-    cols = ["run_id", "case_id", "source", "judge", "reviser", "chosen_generator", "rejected_generator",
-            "decided_by", "soft_label", "margin", "score_margin", "position_consistent", "n_principles"]
+    cols = [
+        "run_id",
+        "case_id",
+        "source",
+        "judge",
+        "reviser",
+        "chosen_generator",
+        "rejected_generator",
+        "decided_by",
+        "soft_label",
+        "margin",
+        "score_margin",
+        "position_consistent",
+        "n_principles",
+    ]
     cols += [f"label_{p}" for p in ids]
     if with_scores:
         cols += [f"score_{side}_{p}" for p in ids for side in ("chosen", "rejected")]
     return [*cols, "rationale", "critique"]
 
 
-def pair_meta(d: Decision, run: RunData, options: ExportOptions, scores: Cells | None) -> dict[str, Any]:
+def pair_meta(
+    d: Decision, run: RunData, options: ExportOptions, scores: Cells | None
+) -> dict[str, Any]:
     """The metadata columns of one kept pair; per-principle labels are P(chosen better)."""
     pair = d.pair
     chosen, rejected = (pair.a, pair.b) if d.a_chosen else (pair.b, pair.a)
     row: dict[str, Any] = {
-        "run_id": run.manifest.run_id, "case_id": pair.case_id, "source": pair.source, "judge": pair.judge,
-        "reviser": pair.reviser, "chosen_generator": chosen, "rejected_generator": rejected,
-        "decided_by": options.principle, "soft_label": d.soft_label, "margin": d.margin,
-        "score_margin": None, "position_consistent": d.consistent, "n_principles": len(d.used),
+        "run_id": run.manifest.run_id,
+        "case_id": pair.case_id,
+        "source": pair.source,
+        "judge": pair.judge,
+        "reviser": pair.reviser,
+        "chosen_generator": chosen,
+        "rejected_generator": rejected,
+        "decided_by": options.principle,
+        "soft_label": d.soft_label,
+        "margin": d.margin,
+        "score_margin": None,
+        "position_consistent": d.consistent,
+        "n_principles": len(d.used),
     }
     for p in run.constitution.principles:
         label = pair.labels.get(p.id)
@@ -122,6 +146,7 @@ def pair_meta(d: Decision, run: RunData, options: ExportOptions, scores: Cells |
 
 def _add_scores(row: dict[str, Any], d: Decision, run: RunData, scores: Cells) -> None:
     """Per-principle pointwise scores of both sides, and score_margin over the deciding principles."""
+
     def get(gen: str, principle: str, col: str) -> float | None:
         return _num(scores.get((row["case_id"], gen, principle), {}).get(col))
 
@@ -131,7 +156,10 @@ def _add_scores(row: dict[str, Any], d: Decision, run: RunData, scores: Cells) -
     if d.pair.source == "revision":
         return  # the revised text was never scored pointwise
     col = "normalized" if row["decided_by"] == OVERALL else "score"
-    found = [(get(row["chosen_generator"], u, col), get(row["rejected_generator"], u, col), u) for u in d.used]
+    found = [
+        (get(row["chosen_generator"], u, col), get(row["rejected_generator"], u, col), u)
+        for u in d.used
+    ]
     both = [(c, r, u) for c, r, u in found if c is not None and r is not None]
     if both:
         w = {p.id: p.weight for p in run.constitution.principles}
@@ -151,8 +179,12 @@ def standard_row(d: Decision, case: Case, meta: dict[str, Any]) -> dict[str, Any
 def conversational_row(d: Decision, case: Case, meta: dict[str, Any]) -> dict[str, Any]:
     """TRL conversational preference format: message lists, each response as one assistant turn."""
     chosen, rejected = _sides(d)
-    return {"prompt": _messages(case.messages()), "chosen": [{"role": "assistant", "content": chosen}],
-            "rejected": [{"role": "assistant", "content": rejected}], **meta}
+    return {
+        "prompt": _messages(case.messages()),
+        "chosen": [{"role": "assistant", "content": chosen}],
+        "rejected": [{"role": "assistant", "content": rejected}],
+        **meta,
+    }
 
 
 # --------------------------------------------------------------------------- candidates
@@ -169,8 +201,9 @@ def candidate_columns(run: RunData, with_scores: bool, with_wins: bool) -> list[
     return [*cols, "rank", "rank_from"]
 
 
-def candidate_rows(run: RunData, judge: str | None, scores: Cells,
-                   combined: pd.DataFrame | None) -> list[dict[str, Any]]:
+def candidate_rows(
+    run: RunData, judge: str | None, scores: Cells, combined: pd.DataFrame | None
+) -> list[dict[str, Any]]:
     """Every candidate of every case with its mean scores, pairwise win rates and rank within its case.
 
     The rank (1 = best, ties share the better rank) comes from ``rankings`` (the pairwise overall win rate)
@@ -184,11 +217,19 @@ def candidate_rows(run: RunData, judge: str | None, scores: Cells,
     for case in run.cases:
         for cand in case.candidates:
             key = (case.id, cand.generator)
-            row: dict[str, Any] = {"run_id": run.manifest.run_id, "case_id": case.id, "generator": cand.generator,
-                                   "prompt": prompt_text(case), "response": cand.response, "judge": judge or "",
-                                   "n_candidates": len(case.candidates)}
+            row: dict[str, Any] = {
+                "run_id": run.manifest.run_id,
+                "case_id": case.id,
+                "generator": cand.generator,
+                "prompt": prompt_text(case),
+                "response": cand.response,
+                "judge": judge or "",
+                "n_candidates": len(case.candidates),
+            }
             if scores:
-                row |= {f"score_{p}": _num(scores.get((*key, p), {}).get("score")) for p in principles}
+                row |= {
+                    f"score_{p}": _num(scores.get((*key, p), {}).get("score")) for p in principles
+                }
                 row["overall_score"] = overall.get(key)
             if combined is not None:
                 row |= {f"p_win_{p}": wins.get((*key, p)) for p in [*principles, OVERALL]}
@@ -200,9 +241,12 @@ def candidate_rows(run: RunData, judge: str | None, scores: Cells,
 def _wins(run: RunData, combined: pd.DataFrame) -> tuple[dict[Key, float], dict[Key, int]]:
     """Mean win probability by (case, generator, principle or 'overall'), and the overall rank, from ``rankings``."""
     table = rankings(combined, run.constitution)
-    wins: dict[Key, float] = {(r.case_id, r.generator, r.principle): float(r.p_win) for r in table.itertuples()}
-    ranks: dict[Key, int] = {(r.case_id, r.generator): int(r.rank) for r in table.itertuples()
-                             if r.principle == OVERALL}
+    wins: dict[Key, float] = {
+        (r.case_id, r.generator, r.principle): float(r.p_win) for r in table.itertuples()
+    }
+    ranks: dict[Key, int] = {
+        (r.case_id, r.generator): int(r.rank) for r in table.itertuples() if r.principle == OVERALL
+    }
     return wins, ranks
 
 
@@ -220,7 +264,9 @@ def _ranks(values: dict[tuple[str, ...], float]) -> dict[tuple[str, ...], int]:
     """Rank within each case (1 = highest value, ties share the better rank) by (case, generator)."""
     if not values:
         return {}
-    frame = pd.DataFrame([(c, g, v) for (c, g), v in values.items()], columns=["case_id", "generator", "v"])
+    frame = pd.DataFrame(
+        [(c, g, v) for (c, g), v in values.items()], columns=["case_id", "generator", "v"]
+    )
     frame["rank"] = frame.groupby("case_id")["v"].rank(ascending=False, method="min")
     return {(r.case_id, r.generator): int(r.rank) for r in frame.itertuples()}
 
@@ -247,7 +293,10 @@ def write_jsonl(rows: list[dict[str, Any]], columns: list[str], path: Path) -> N
     """One JSON object per line, keys in column order, missing values as null (never NaN)."""
     with path.open("w", encoding="utf-8") as fh:
         for row in rows:
-            fh.write(json.dumps({c: row.get(c) for c in columns}, ensure_ascii=False, allow_nan=False) + "\n")
+            fh.write(
+                json.dumps({c: row.get(c) for c in columns}, ensure_ascii=False, allow_nan=False)
+                + "\n"
+            )
 
 
 def write_parquet(rows: list[dict[str, Any]], table_schema: pa.Schema, path: Path) -> None:
@@ -278,23 +327,33 @@ def parse_formats(values: Iterable[str] | None) -> tuple[str, ...]:
         for v in value.split(","):
             match = [f for f in FORMATS if v.strip() in (f, *f.split("."))]
             if not match:
-                raise ConfigError(f"unknown format {v!r}: use {', '.join(FORMATS)}, standard, conversational, "
-                                  "jsonl or parquet")
+                raise ConfigError(
+                    f"unknown format {v!r}: use {', '.join(FORMATS)}, standard, conversational, "
+                    "jsonl or parquet"
+                )
             picked.update(match)
     return tuple(f for f in FORMATS if f in picked)
 
 
-def export_preferences(run_dir: Path | str, out_dir: Path | str, options: ExportOptions | None = None,
-                       formats: Iterable[str] | None = None) -> ExportResult:
+def export_preferences(
+    run_dir: Path | str,
+    out_dir: Path | str,
+    options: ExportOptions | None = None,
+    formats: Iterable[str] | None = None,
+) -> ExportResult:
     """Build the preference pairs of a run folder and write them, the candidates table and the card."""
     options, chosen_formats = options or ExportOptions(), parse_formats(formats)
     _check_options(options)
     run = read_run(run_dir)
     check_principle(run, options.principle)
     judge, source = select(run, options)
-    combined = judge_pairs(run, judge) if source == "pairwise" else None  # computed once: large runs pay per call
+    combined = (
+        judge_pairs(run, judge) if source == "pairwise" else None
+    )  # computed once: large runs pay per call
     weights = {p.id: p.weight for p in run.constitution.principles}
-    kept, counts = apply_policies(build_pairs(run, judge, source, options, combined), options, weights)
+    kept, counts = apply_policies(
+        build_pairs(run, judge, source, options, combined), options, weights
+    )
     scores = pointwise_cells(run, judge)
     tables = _tables(run, kept, options, scores, judge, combined)
     summary = _summary(run, judge, source, options, chosen_formats, counts, tables)
@@ -313,42 +372,75 @@ def _check_options(options: ExportOptions) -> None:
 Table = tuple[list[dict[str, Any]], pa.Schema]
 
 
-def _tables(run: RunData, kept: list[Decision], options: ExportOptions, scores: Cells,
-            judge: str | None, combined: pd.DataFrame | None) -> dict[str, Table]:
+def _tables(
+    run: RunData,
+    kept: list[Decision],
+    options: ExportOptions,
+    scores: Cells,
+    judge: str | None,
+    combined: pd.DataFrame | None,
+) -> dict[str, Table]:
     """Rows and schema of each table: 'standard', 'conversational' and 'candidates'."""
     cases = {c.id: c for c in run.cases}
     with_scores = bool(scores)
     cols = pair_columns(run, with_scores)
     metas = [pair_meta(d, run, options, scores if with_scores else None) for d in kept]
     standard = [standard_row(d, cases[d.pair.case_id], m) for d, m in zip(kept, metas, strict=True)]
-    conversational = [conversational_row(d, cases[d.pair.case_id], m) for d, m in zip(kept, metas, strict=True)]
+    conversational = [
+        conversational_row(d, cases[d.pair.case_id], m) for d, m in zip(kept, metas, strict=True)
+    ]
     head = ["prompt", "chosen", "rejected"]
     return {
         "standard": (standard, schema([*head, *cols])),
         "conversational": (conversational, schema([*head, *cols], conversational=True)),
-        "candidates": (candidate_rows(run, judge, scores, combined),
-                       schema(candidate_columns(run, with_scores, combined is not None))),
+        "candidates": (
+            candidate_rows(run, judge, scores, combined),
+            schema(candidate_columns(run, with_scores, combined is not None)),
+        ),
     }
 
 
-def _summary(run: RunData, judge: str | None, source: str | None, options: ExportOptions,
-             formats: tuple[str, ...], counts: dict[str, Any], tables: dict[str, Table]) -> dict[str, Any]:
+def _summary(
+    run: RunData,
+    judge: str | None,
+    source: str | None,
+    options: ExportOptions,
+    formats: tuple[str, ...],
+    counts: dict[str, Any],
+    tables: dict[str, Table],
+) -> dict[str, Any]:
     """export.json: everything the card states, as data."""
     m = run.manifest
-    judges = [{"id": c.get("id"), "backend": c.get("backend"), "path": r.path, "sha256": r.sha256}
-              for c, r in zip(m.judge_configs, m.judges, strict=False)]
+    judges = [
+        {"id": c.get("id"), "backend": c.get("backend"), "path": r.path, "sha256": r.sha256}
+        for c, r in zip(m.judge_configs, m.judges, strict=False)
+    ]
     return {
-        "kind": MARKER, "run_id": m.run_id, "run_dir": str(run.root), "run_status": m.status,
+        "kind": MARKER,
+        "run_id": m.run_id,
+        "run_dir": str(run.root),
+        "run_status": m.status,
         "suite": m.suite.model_dump(),
         "constitution": {"id": run.constitution.id, **m.constitution.model_dump()},
-        "judges": judges, "judge": judge, "source": source, "options": dataclasses.asdict(options),
-        "policy_steps": POLICY_STEPS, "formats": list(formats), "counts": counts,
-        "candidates": len(tables["candidates"][0]), "columns": tables["standard"][1].names,
+        "judges": judges,
+        "judge": judge,
+        "source": source,
+        "options": dataclasses.asdict(options),
+        "policy_steps": POLICY_STEPS,
+        "formats": list(formats),
+        "counts": counts,
+        "candidates": len(tables["candidates"][0]),
+        "columns": tables["standard"][1].names,
     }
 
 
-def _write_folder(out: Path, tables: dict[str, Table], formats: tuple[str, ...], summary: dict[str, Any],
-                  readme: str) -> None:
+def _write_folder(
+    out: Path,
+    tables: dict[str, Table],
+    formats: tuple[str, ...],
+    summary: dict[str, Any],
+    readme: str,
+) -> None:
     """Write everything into a fresh sibling folder, then swap it in for ``out`` in one rename."""
     _check_replaceable(out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -363,7 +455,9 @@ def _write_folder(out: Path, tables: dict[str, Table], formats: tuple[str, ...],
                 write_jsonl(rows, table_schema.names, tmp / name)
             else:
                 write_parquet(rows, table_schema, tmp / name)
-        (tmp / "export.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        (tmp / "export.json").write_text(
+            json.dumps(summary, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
+        )
         (tmp / "README.md").write_text(readme, encoding="utf-8")
         _swap(tmp, out)
     finally:
@@ -380,7 +474,9 @@ def _check_replaceable(out: Path) -> None:
         except (OSError, ValueError, AttributeError):
             kind = None
         if kind != MARKER:
-            raise ConfigError(f"--output {out} exists and is not a preference export; choose an empty or new folder")
+            raise ConfigError(
+                f"--output {out} exists and is not a preference export; choose an empty or new folder"
+            )
 
 
 def _swap(tmp: Path, out: Path) -> None:

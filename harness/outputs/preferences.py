@@ -119,29 +119,46 @@ class Decision:
 
 def judges_with_data(run: RunData) -> dict[str, list[str]]:
     """Judges with at least one scored row, per source table."""
+
     def ids(frame: pd.DataFrame) -> list[str]:
-        return sorted(frame.loc[frame["status"] == "scored", "judge"].unique()) if not frame.empty else []
+        return (
+            sorted(frame.loc[frame["status"] == "scored", "judge"].unique())
+            if not frame.empty
+            else []
+        )
+
     return {"pairwise": ids(run.pairs), "pointwise": ids(run.verdicts)}
 
 
 def select(run: RunData, options: ExportOptions) -> tuple[str | None, Source | None]:
     """The judge whose labels decide, and the table they come from; errors name the valid choices."""
     have = judges_with_data(run)
-    known = sorted({str(c.get("id")) for c in run.manifest.judge_configs} | set(have["pairwise"] + have["pointwise"]))
+    known = sorted(
+        {str(c.get("id")) for c in run.manifest.judge_configs}
+        | set(have["pairwise"] + have["pointwise"])
+    )
     if options.judge is not None and options.judge not in known:
-        raise ConfigError(f"unknown judge {options.judge!r}: run {run.manifest.run_id} has "
-                          f"{', '.join(known) or 'no judges'}")
-    sources: list[Source] = ["pairwise", "pointwise"] if options.source == "auto" else [options.source]
+        raise ConfigError(
+            f"unknown judge {options.judge!r}: run {run.manifest.run_id} has "
+            f"{', '.join(known) or 'no judges'}"
+        )
+    sources: list[Source] = (
+        ["pairwise", "pointwise"] if options.source == "auto" else [options.source]
+    )
     for src in sources:
         ids = have[src] if options.judge is None else [j for j in have[src] if j == options.judge]
         if len(ids) > 1:
-            raise ConfigError(f"run {run.manifest.run_id} has {src} judgments from several judges "
-                              f"({', '.join(ids)}); choose one with --judge")
+            raise ConfigError(
+                f"run {run.manifest.run_id} has {src} judgments from several judges "
+                f"({', '.join(ids)}); choose one with --judge"
+            )
         if ids:
             return ids[0], src
     if options.judge is not None or options.source != "auto":
         who = f"judge {options.judge!r}" if options.judge else "any judge"
-        raise RunError(f"run {run.manifest.run_id}: no scored {'/'.join(sources)} judgments from {who}")
+        raise RunError(
+            f"run {run.manifest.run_id}: no scored {'/'.join(sources)} judgments from {who}"
+        )
     return None, None
 
 
@@ -149,8 +166,10 @@ def check_principle(run: RunData, principle: str) -> None:
     """--principle must be 'overall' or a principle of the run's constitution."""
     ids = [p.id for p in run.constitution.principles]
     if principle != OVERALL and principle not in ids:
-        raise ConfigError(f"unknown principle {principle!r}: constitution {run.constitution.id} has "
-                          f"{', '.join(ids)} (or use 'overall')")
+        raise ConfigError(
+            f"unknown principle {principle!r}: constitution {run.constitution.id} has "
+            f"{', '.join(ids)} (or use 'overall')"
+        )
 
 
 # --------------------------------------------------------------------------- building pairs
@@ -165,7 +184,9 @@ def _text(texts: dict[tuple[str, str], str], case_id: str, gen: str, table: str)
     try:
         return texts[(case_id, gen)]
     except KeyError:
-        raise RunError(f"{table} names candidate {gen!r} of case {case_id!r}, which cases.jsonl lacks") from None
+        raise RunError(
+            f"{table} names candidate {gen!r} of case {case_id!r}, which cases.jsonl lacks"
+        ) from None
 
 
 def _ordered(principles: set[str], run: RunData) -> list[str]:
@@ -182,7 +203,9 @@ def judge_pairs(run: RunData, judge: str | None) -> pd.DataFrame:
     return combine_orders(run.pairs[run.pairs["judge"] == judge])
 
 
-def pairwise_pairs(run: RunData, judge: str, combined_orders: pd.DataFrame | None = None) -> list[Pair]:
+def pairwise_pairs(
+    run: RunData, judge: str, combined_orders: pd.DataFrame | None = None
+) -> list[Pair]:
     """One pair per (case, a, b) the judge compared, whatever the status of its judgments."""
     rows = run.pairs[run.pairs["judge"] == judge]
     expected = _ordered(set(rows["principle"]), run)
@@ -190,23 +213,37 @@ def pairwise_pairs(run: RunData, judge: str, combined_orders: pd.DataFrame | Non
     combined: Cells = frame.set_index(["case_id", "a", "b", "principle"]).to_dict("index")
     failed: dict[tuple[str, str, str], set[str]] = {}
     notes: dict[tuple[str, str, str], list[str]] = {}
-    for r in rows.itertuples(index=False):  # one pass: a groupby per pair is far slower on large runs
+    for r in rows.itertuples(
+        index=False
+    ):  # one pass: a groupby per pair is far slower on large runs
         key = (r.case_id, *sorted((r.first, r.second)))
         bad = failed.setdefault(key, set())
         if r.status != "scored":
             bad.add(r.principle)  # a principle counts as scored only if every order judged was
         if r.rationale:
-            notes.setdefault(key, []).append(f"[{r.principle}, {r.first} shown first] {r.rationale}")
+            notes.setdefault(key, []).append(
+                f"[{r.principle}, {r.first} shown first] {r.rationale}"
+            )
     texts, pairs = texts_of(run), []
     for (case_id, a, b), bad in sorted(failed.items()):
-        pair = Pair(case_id, a, b, _text(texts, case_id, a, "pairwise.jsonl"),
-                    _text(texts, case_id, b, "pairwise.jsonl"), "pairwise", judge, expected=expected,
-                    rationale="\n".join(notes.get((case_id, a, b), [])))
+        pair = Pair(
+            case_id,
+            a,
+            b,
+            _text(texts, case_id, a, "pairwise.jsonl"),
+            _text(texts, case_id, b, "pairwise.jsonl"),
+            "pairwise",
+            judge,
+            expected=expected,
+            rationale="\n".join(notes.get((case_id, a, b), [])),
+        )
         for principle in expected:
             cell = combined.get((case_id, a, b, principle))
             if principle not in bad and cell is not None:
                 pair.labels[principle] = float(cell["p_a"])
-                pair.consistent[principle] = None if pd.isna(cell["consistent"]) else bool(cell["consistent"])
+                pair.consistent[principle] = (
+                    None if pd.isna(cell["consistent"]) else bool(cell["consistent"])
+                )
         pairs.append(pair)
     return pairs
 
@@ -215,13 +252,19 @@ def pointwise_cells(run: RunData, judge: str | None) -> Cells:
     """The judge's scored verdicts by (case, generator, principle): score, normalized, distribution, rationale.
 
     Repeated verdicts on one cell (not expected) are averaged; the first distribution is kept."""
-    v = run.verdicts[run.verdicts["judge"] == judge] if judge is not None else run.verdicts.iloc[0:0]
+    v = (
+        run.verdicts[run.verdicts["judge"] == judge]
+        if judge is not None
+        else run.verdicts.iloc[0:0]
+    )
     if v.empty:
         return {}
     cells: Cells = {}
     for r in scored(v, run.constitution).itertuples(index=False):
-        cell = cells.setdefault((r.case_id, r.generator, r.principle), {
-            "scores": [], "norms": [], "distribution": None, "rationale": ""})
+        cell = cells.setdefault(
+            (r.case_id, r.generator, r.principle),
+            {"scores": [], "norms": [], "distribution": None, "rationale": ""},
+        )
         cell["scores"].append(float(r.score))
         cell["norms"].append(float(r.normalized))
         if cell["distribution"] is None:
@@ -274,15 +317,34 @@ def revision_pairs(run: RunData) -> list[Pair]:
     rows, _ = read_jsonl_tolerant(run.root / REVISIONS)
     texts, cases, pairs = texts_of(run), {c.id for c in run.cases}, []
     for r in rows:
-        case_id, gen, reviser = str(r.get("case_id", "")), str(r.get("generator", "")), str(r.get("reviser", ""))
-        original = texts.get((case_id, gen), r.get("original"))  # the run's text; the row's copy as a fallback
+        case_id, gen, reviser = (
+            str(r.get("case_id", "")),
+            str(r.get("generator", "")),
+            str(r.get("reviser", "")),
+        )
+        original = texts.get(
+            (case_id, gen), r.get("original")
+        )  # the run's text; the row's copy as a fallback
         principle, p = str(r.get("principle", "")), _probability(r.get("p_revised_better"))
-        pairs.append(Pair(
-            case_id, f"{gen}+revision({reviser})", gen, str(r.get("revision") or ""), original or "", "revision",
-            str(r.get("judge", "")), labels={principle: p} if p is not None else {}, reviser=reviser,
-            critique=str(r.get("critique") or ""), principle=principle, confirmed=r.get("confirmed"),
-            failed=r.get("status") not in REVISION_OK or original is None or case_id not in cases,
-        ))
+        pairs.append(
+            Pair(
+                case_id,
+                f"{gen}+revision({reviser})",
+                gen,
+                str(r.get("revision") or ""),
+                original or "",
+                "revision",
+                str(r.get("judge", "")),
+                labels={principle: p} if p is not None else {},
+                reviser=reviser,
+                critique=str(r.get("critique") or ""),
+                principle=principle,
+                confirmed=r.get("confirmed"),
+                failed=r.get("status") not in REVISION_OK
+                or original is None
+                or case_id not in cases,
+            )
+        )
     return pairs
 
 
@@ -295,8 +357,13 @@ def _probability(value: Any) -> float | None:
     return p if 0.0 <= p <= 1.0 else None  # NaN fails both comparisons
 
 
-def build_pairs(run: RunData, judge: str | None, source: Source | None, options: ExportOptions,
-                combined_orders: pd.DataFrame | None = None) -> list[Pair]:
+def build_pairs(
+    run: RunData,
+    judge: str | None,
+    source: Source | None,
+    options: ExportOptions,
+    combined_orders: pd.DataFrame | None = None,
+) -> list[Pair]:
     """Every candidate pair the export considers: the judge's, then the revisions (unless left out)."""
     pairs: list[Pair] = []
     if judge is not None and source == "pairwise":
@@ -304,13 +371,22 @@ def build_pairs(run: RunData, judge: str | None, source: Source | None, options:
     elif judge is not None and source == "pointwise":
         pairs = pointwise_pairs(run, judge)
     judged = {p for pair in pairs[:1] for p in pair.expected}
-    if options.principle != OVERALL and judge is not None and pairs and options.principle not in judged:
-        raise ConfigError(f"judge {judge!r} made no {source} judgments on principle {options.principle!r}; "
-                          f"it judged {', '.join(sorted(judged))}")
+    if (
+        options.principle != OVERALL
+        and judge is not None
+        and pairs
+        and options.principle not in judged
+    ):
+        raise ConfigError(
+            f"judge {judge!r} made no {source} judgments on principle {options.principle!r}; "
+            f"it judged {', '.join(sorted(judged))}"
+        )
     if options.revisions:
         pairs += revision_pairs(run)
     if not pairs:
-        raise RunError(f"run {run.manifest.run_id}: no scored judgments and no {REVISIONS}: nothing to export")
+        raise RunError(
+            f"run {run.manifest.run_id}: no scored judgments and no {REVISIONS}: nothing to export"
+        )
     return pairs
 
 
@@ -338,7 +414,9 @@ def _weighted(labels: dict[str, float], used: list[str], weights: dict[str, floa
     """Weighted mean of the used principles' labels (None when there are none: an unjudged revision)."""
     if not used:
         return None
-    return sum(weights.get(u, 1.0) * labels[u] for u in used) / sum(weights.get(u, 1.0) for u in used)
+    return sum(weights.get(u, 1.0) * labels[u] for u in used) / sum(
+        weights.get(u, 1.0) for u in used
+    )
 
 
 def _used(pair: Pair, options: ExportOptions) -> list[str] | None:
@@ -372,8 +450,9 @@ def _not_better(pair: Pair, p: float | None, band: float) -> bool:
     return pair.confirmed is False if p is None else p < 0.5 - band - EPS
 
 
-def apply_policies(pairs: list[Pair], options: ExportOptions,
-                   weights: dict[str, float]) -> tuple[list[Decision], dict[str, Any]]:
+def apply_policies(
+    pairs: list[Pair], options: ExportOptions, weights: dict[str, float]
+) -> tuple[list[Decision], dict[str, Any]]:
     """Kept pairs, and counts: considered per source, dropped per policy step, kept per source."""
     considered = dict.fromkeys(SOURCES, 0)
     dropped = dict.fromkeys(POLICY_STEPS, 0)
@@ -387,9 +466,14 @@ def apply_policies(pairs: list[Pair], options: ExportOptions,
         else:
             kept.append(outcome)
             kept_by[pair.source] += 1
-    counts = {"considered": sum(considered.values()), "considered_by_source": considered,
-              "dropped": dropped, "kept": len(kept), "kept_by_source": kept_by}
-    assert counts["considered"] == sum(dropped.values()) + len(kept)  # every pair is accounted for once
+    counts = {
+        "considered": sum(considered.values()),
+        "considered_by_source": considered,
+        "dropped": dropped,
+        "kept": len(kept),
+        "kept_by_source": kept_by,
+    }
+    assert counts["considered"] == sum(dropped.values()) + len(
+        kept
+    )  # every pair is accounted for once
     return kept, counts
-
-

@@ -28,7 +28,9 @@ class Frame:
 
     def y(self, v: float) -> float:
         lo, hi = self.y_range
-        return self.height - self.pad + 6 - (v - lo) / ((hi - lo) or 1) * (self.height - self.pad - 6)
+        return (
+            self.height - self.pad + 6 - (v - lo) / ((hi - lo) or 1) * (self.height - self.pad - 6)
+        )
 
 
 def _range(values: Sequence[float]) -> tuple[float, float]:
@@ -47,7 +49,9 @@ def _path(f: Frame, xs: Sequence[float], ys: Sequence[float]) -> str:
 
 def _band(f: Frame, xs: Sequence[float], lo: Sequence[float], hi: Sequence[float]) -> str:
     top = [(f.x(x), f.y(h)) for x, h in zip(xs, hi, strict=True) if not math.isnan(h)]
-    bottom = [(f.x(x), f.y(low)) for x, low in zip(xs, lo, strict=True) if not math.isnan(low)][::-1]
+    bottom = [(f.x(x), f.y(low)) for x, low in zip(xs, lo, strict=True) if not math.isnan(low)][
+        ::-1
+    ]
     pts = top + bottom
     return "M" + " L".join(f"{px:.1f},{py:.1f}" for px, py in pts) + " Z" if pts else ""
 
@@ -70,16 +74,27 @@ def _axes(f: Frame, xlabel: str, ylabel: str) -> str:
     )
 
 
-def line_chart(xs: Sequence[float], ys: Sequence[float], lo: Sequence[float], hi: Sequence[float], *,
-               xlabel: str, ylabel: str, title: str, points: Sequence[tuple[float, float, str]] = (),
-               width: int = 300, height: int = 180) -> Markup:
+def line_chart(
+    xs: Sequence[float],
+    ys: Sequence[float],
+    lo: Sequence[float],
+    hi: Sequence[float],
+    *,
+    xlabel: str,
+    ylabel: str,
+    title: str,
+    points: Sequence[tuple[float, float, str]] = (),
+    width: int = 300,
+    height: int = 180,
+) -> Markup:
     """A line with a shaded interval band, optional labelled points, axes with end labels."""
     y_all = [*ys, *lo, *hi, *(p[1] for p in points)]
     f = Frame(width, height, _range([*xs, *(p[0] for p in points)]), _range(y_all))
     dots = "".join(
         f'<circle cx="{f.x(px):.1f}" cy="{f.y(py):.1f}" r="3" fill="#0072B2"/>'
         f'<text x="{f.x(px) + 4:.1f}" y="{f.y(py) - 4:.1f}" font-size="9">{escape(label)}</text>'
-        for px, py, label in points)
+        for px, py, label in points
+    )
     svg = (
         f'<svg class="mini" viewBox="0 0 {width} {height}" width="{width}" height="{height}" role="img">'
         f"<title>{escape(title)}</title>"
@@ -90,10 +105,19 @@ def line_chart(xs: Sequence[float], ys: Sequence[float], lo: Sequence[float], hi
     return Markup(svg)
 
 
-def bar_chart(labels: Sequence[str], values: Sequence[float], *, title: str, xlabel: str,
-              lo: Sequence[float] | None = None, hi: Sequence[float] | None = None, log: bool = False,
-              reference: float | None = None, fmt: str | Callable[[float], str] = "{:.3g}",
-              width: int = 300) -> Markup:
+def bar_chart(
+    labels: Sequence[str],
+    values: Sequence[float],
+    *,
+    title: str,
+    xlabel: str,
+    lo: Sequence[float] | None = None,
+    hi: Sequence[float] | None = None,
+    log: bool = False,
+    reference: float | None = None,
+    fmt: str | Callable[[float], str] = "{:.3g}",
+    width: int = 300,
+) -> Markup:
     """Horizontal bars, one per label, with optional interval whiskers, a dashed reference line and a log10
     axis (for sizes and rates spanning decades). NaN bars are left empty and say "n/a"."""
     show = fmt if callable(fmt) else fmt.format
@@ -104,34 +128,59 @@ def bar_chart(labels: Sequence[str], values: Sequence[float], *, title: str, xla
     shown = [t(v) for v in values]
     ends = [*shown, *(t(v) for v in (hi or [])), 0.0 if reference is None else t(reference)]
     top = max((v for v in ends if not math.isnan(v)), default=0.0)
-    left = min([0.0, *(v for v in shown if not math.isnan(v))])  # below 0 only on a log axis (values < 1)
+    left = min(
+        [0.0, *(v for v in shown if not math.isnan(v))]
+    )  # below 0 only on a log axis (values < 1)
     label_w, row_h = min(150, max(40, 6 * max((len(x) for x in labels), default=0) + 8)), 22
     height = row_h * len(labels) + 30
-    f = Frame(width - 40, height, (left, top * 1.02 or 1.0), (0.0, 1.0), pad=label_w)  # 40 px for the values
+    f = Frame(
+        width - 40, height, (left, top * 1.02 or 1.0), (0.0, 1.0), pad=label_w
+    )  # 40 px for the values
     parts = []
     for i, (label, v) in enumerate(zip(labels, shown, strict=True)):
         y = 8 + i * row_h
-        parts.append(f'<text x="{label_w - 4}" y="{y + 12}" font-size="10" text-anchor="end">{escape(label)}</text>')
+        parts.append(
+            f'<text x="{label_w - 4}" y="{y + 12}" font-size="10" text-anchor="end">{escape(label)}</text>'
+        )
         if math.isnan(v):  # unknown, or 0 on a log axis
             text = "n/a" if math.isnan(values[i]) else show(values[i])
-            parts.append(f'<text x="{label_w + 4}" y="{y + 12}" font-size="9" fill="#57606a">{escape(text)}</text>')
+            parts.append(
+                f'<text x="{label_w + 4}" y="{y + 12}" font-size="9" fill="#57606a">{escape(text)}</text>'
+            )
             continue
         x1 = f.x(v)
-        parts.append(f'<rect x="{label_w}" y="{y + 2}" width="{max(x1 - label_w, 1):.1f}" height="{row_h - 8}" '
-                     f'fill="#0072B2" fill-opacity="0.75"/>')
-        if lo is not None and hi is not None and not math.isnan(t(lo[i])) and not math.isnan(t(hi[i])):
-            parts.append(f'<line x1="{f.x(t(lo[i])):.1f}" y1="{y + 9}" x2="{f.x(t(hi[i])):.1f}" y2="{y + 9}" '
-                         'stroke="#24292f" stroke-width="1.2"/>')
-        parts.append(f'<text x="{x1 + 3:.1f}" y="{y + 12}" font-size="9">{escape(show(values[i]))}</text>')
+        parts.append(
+            f'<rect x="{label_w}" y="{y + 2}" width="{max(x1 - label_w, 1):.1f}" height="{row_h - 8}" '
+            f'fill="#0072B2" fill-opacity="0.75"/>'
+        )
+        if (
+            lo is not None
+            and hi is not None
+            and not math.isnan(t(lo[i]))
+            and not math.isnan(t(hi[i]))
+        ):
+            parts.append(
+                f'<line x1="{f.x(t(lo[i])):.1f}" y1="{y + 9}" x2="{f.x(t(hi[i])):.1f}" y2="{y + 9}" '
+                'stroke="#24292f" stroke-width="1.2"/>'
+            )
+        parts.append(
+            f'<text x="{x1 + 3:.1f}" y="{y + 12}" font-size="9">{escape(show(values[i]))}</text>'
+        )
     base = height - 22
     if reference is not None:
         xr = f.x(t(reference))
-        parts.append(f'<line x1="{xr:.1f}" y1="4" x2="{xr:.1f}" y2="{base}" stroke="#D55E00" stroke-dasharray="3,2"/>')
-    parts.append(f'<line x1="{label_w}" y1="{base}" x2="{width - 8}" y2="{base}" stroke="#8c959f"/>'
-                 f'<text x="{(width + label_w) / 2:.0f}" y="{height - 6}" font-size="10" text-anchor="middle">'
-                 f"{escape(xlabel)}</text>")
-    return Markup(f'<svg class="mini" viewBox="0 0 {width} {height}" width="{width}" height="{height}" role="img">'
-                  f"<title>{escape(title)}</title>{''.join(parts)}</svg>")
+        parts.append(
+            f'<line x1="{xr:.1f}" y1="4" x2="{xr:.1f}" y2="{base}" stroke="#D55E00" stroke-dasharray="3,2"/>'
+        )
+    parts.append(
+        f'<line x1="{label_w}" y1="{base}" x2="{width - 8}" y2="{base}" stroke="#8c959f"/>'
+        f'<text x="{(width + label_w) / 2:.0f}" y="{height - 6}" font-size="10" text-anchor="middle">'
+        f"{escape(xlabel)}</text>"
+    )
+    return Markup(
+        f'<svg class="mini" viewBox="0 0 {width} {height}" width="{width}" height="{height}" role="img">'
+        f"<title>{escape(title)}</title>{''.join(parts)}</svg>"
+    )
 
 
 def si(value: float) -> str:

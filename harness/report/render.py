@@ -129,7 +129,9 @@ def _generator_order(run: RunData) -> list[str]:
 
 
 def _header(run: RunData) -> dict[str, Any]:
-    counts = run.verdicts["status"].value_counts() if not run.verdicts.empty else pd.Series(dtype=int)
+    counts = (
+        run.verdicts["status"].value_counts() if not run.verdicts.empty else pd.Series(dtype=int)
+    )
     return {
         "run_id": run.manifest.run_id,
         "suite": run.manifest.suite.path,
@@ -161,14 +163,22 @@ def _summary_views(
 ) -> list[dict[str, Any]]:
     """Per judge: formatted summary rows and weighted overall rows, generators in report order."""
     rank = {g: i for i, g in enumerate(generators)}
-    prank = {p: i for i, p in enumerate(dict.fromkeys(table["principle"]))}  # `summary` has constitution order
+    prank = {
+        p: i for i, p in enumerate(dict.fromkeys(table["principle"]))
+    }  # `summary` has constitution order
     views = []
     for judge in judges:
         records = table[table["judge"] == judge].to_dict("records")
         rows = sorted(records, key=lambda r: (prank[r["principle"]], rank[r["generator"]]))
-        best = sorted(totals[totals["judge"] == judge].to_dict("records"), key=lambda r: rank[r["generator"]])
+        best = sorted(
+            totals[totals["judge"] == judge].to_dict("records"), key=lambda r: rank[r["generator"]]
+        )
         views.append(
-            {"judge": judge, "rows": [_summary_row(r) for r in rows], "overall": [_overall_row(r) for r in best]}
+            {
+                "judge": judge,
+                "rows": [_summary_row(r) for r in rows],
+                "overall": [_overall_row(r) for r in best],
+            }
         )
     return views
 
@@ -183,7 +193,9 @@ def _summary_row(r: dict[str, Any]) -> dict[str, Any]:
         "mean": _fmt(r["mean"]),
         "ci": f"{_fmt(r['ci_low'])}–{_fmt(r['ci_high'])}" if not _missing(r["ci_low"]) else "–",
         "pass_rate": _pct(r["pass_rate"]),
-        "pass_ci": f"{_pct(r['pass_low'])}–{_pct(r['pass_high'])}" if not _missing(r["pass_low"]) else "–",
+        "pass_ci": f"{_pct(r['pass_low'])}–{_pct(r['pass_high'])}"
+        if not _missing(r["pass_low"])
+        else "–",
         "normalized": _fmt(r["mean_normalized"]),
         "bar": 0 if _missing(r["pass_rate"]) else round(100 * r["pass_rate"]),
     }
@@ -202,7 +214,11 @@ def _overall_row(r: dict[str, Any]) -> dict[str, Any]:
 
 
 def _chart_svg(
-    table: pd.DataFrame, constitution: Constitution, judge: str, generators: list[str], colours: dict[str, str]
+    table: pd.DataFrame,
+    constitution: Constitution,
+    judge: str,
+    generators: list[str],
+    colours: dict[str, str],
 ) -> Markup:
     """Dot-and-whisker plot of mean score with CI per principle for one judge, as inline SVG."""
     rows = table[table["judge"] == judge]
@@ -215,7 +231,11 @@ def _chart_svg(
     parts = [_axis(x, top, head, head + band * len(principles))]
     for i, principle in enumerate(principles):
         y0 = head + i * band
-        parts.append(_principle_band(principle.id, principle.pass_threshold, x, y0, band, left, width - right, i))
+        parts.append(
+            _principle_band(
+                principle.id, principle.pass_threshold, x, y0, band, left, width - right, i
+            )
+        )
         for j, gen in enumerate(generators):
             hit = rows[(rows["principle"] == principle.id) & (rows["generator"] == gen)]
             if not hit.empty:
@@ -243,9 +263,15 @@ def _axis(x: Any, top: int, y0: int, y1: int) -> str:
     return ticks + title
 
 
-def _principle_band(pid: str, threshold: float, x: Any, y0: int, band: int, x0: int, x1: int, i: int) -> str:
+def _principle_band(
+    pid: str, threshold: float, x: Any, y0: int, band: int, x0: int, x1: int, i: int
+) -> str:
     """A principle's row: shaded background on alternate rows, its label and its pass threshold."""
-    shade = f'<rect class="band" x="{x0}" y="{y0}" width="{x1 - x0}" height="{band}"/>' if i % 2 == 0 else ""
+    shade = (
+        f'<rect class="band" x="{x0}" y="{y0}" width="{x1 - x0}" height="{band}"/>'
+        if i % 2 == 0
+        else ""
+    )
     label = f'<text class="label" x="{x0 - 8}" y="{y0 + band / 2 + 4:.1f}" text-anchor="end">{escape(pid)}</text>'
     tx = x(threshold)
     mark = (
@@ -259,7 +285,9 @@ def _dot(r: dict[str, Any], x: Any, y: float, colour: str) -> str:
     """One generator's mean with its whisker, and a tooltip with the numbers."""
     if _missing(r["mean"]):
         return ""
-    tip = escape(f"{r['generator']}: {r['mean']:.2f} [{r['ci_low']:.2f}, {r['ci_high']:.2f}], n={r['n']}")
+    tip = escape(
+        f"{r['generator']}: {r['mean']:.2f} [{r['ci_low']:.2f}, {r['ci_high']:.2f}], n={r['n']}"
+    )
     return (
         f"<g><title>{tip}</title>"
         f'<line x1="{x(r["ci_low"]):.1f}" x2="{x(r["ci_high"]):.1f}" y1="{y}" y2="{y}" stroke="{colour}" '
@@ -278,11 +306,19 @@ def _case_views(run: RunData, judges: list[str]) -> list[dict[str, Any]]:
     for row in run.verdicts.to_dict("records"):
         by_candidate[(row["case_id"], row["generator"])].append(row)
     for rows in by_candidate.values():
-        rows.sort(key=lambda r: (prank.get(r["principle"], len(prank)), jrank.get(r["judge"], 0), r["principle"]))
+        rows.sort(
+            key=lambda r: (
+                prank.get(r["principle"], len(prank)),
+                jrank.get(r["judge"], 0),
+                r["principle"],
+            )
+        )
     return [_case_view(case, by_candidate) for case in run.cases]
 
 
-def _case_view(case: Case, by_candidate: dict[tuple[str, str], list[dict[str, Any]]]) -> dict[str, Any]:
+def _case_view(
+    case: Case, by_candidate: dict[tuple[str, str], list[dict[str, Any]]]
+) -> dict[str, Any]:
     human = case.human_preference
     candidates: list[dict[str, Any]] = [
         {
@@ -329,7 +365,9 @@ def _verdict_view(r: dict[str, Any]) -> dict[str, Any]:
         "dist": _distribution(r["distribution"]),
         "rationale": r["rationale"] or "",
         "reason": r["reason"] or "",
-        "raw": raw[:RAW_PREVIEW] + ("…" if len(raw) > RAW_PREVIEW else "") if status != "scored" else "",
+        "raw": raw[:RAW_PREVIEW] + ("…" if len(raw) > RAW_PREVIEW else "")
+        if status != "scored"
+        else "",
     }
 
 
@@ -339,4 +377,6 @@ def _distribution(dist: object) -> list[dict[str, Any]]:
         return []
     probs = [float(p) for p in dist]  # type: ignore[attr-defined]
     peak = max(probs, default=0.0) or 1.0
-    return [{"k": k, "p": f"{p:.2f}", "h": round(100 * p / peak)} for k, p in enumerate(probs, start=1)]
+    return [
+        {"k": k, "p": f"{p:.2f}", "h": round(100 * p / peak)} for k, p in enumerate(probs, start=1)
+    ]

@@ -43,7 +43,9 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
-def table_section(sid: str, title: str, note: str, frame: pd.DataFrame, source: str) -> Section | None:
+def table_section(
+    sid: str, title: str, note: str, frame: pd.DataFrame, source: str
+) -> Section | None:
     """A section from a DataFrame (None when the frame is empty)."""
     if frame is None or frame.empty:
         return None
@@ -56,11 +58,18 @@ def _agreement(run: RunData) -> Section | None:
         return None
     from harness.analysis.agreement import human_agreement
 
-    note = ("Judge vs human preference labels. single-order: one seeded order per pair; both-orders: the two "
-            "orders' probabilities averaged; soft: the probability given to the human's choice; pointwise: the "
-            "higher score wins. Accuracy with a 95% interval (Wilson; bootstrap for soft) and Cohen's kappa.")
-    return table_section("agreement", "Agreement with human labels", note, human_agreement(run),
-                         "harness.analysis.agreement.human_agreement")
+    note = (
+        "Judge vs human preference labels. single-order: one seeded order per pair; both-orders: the two "
+        "orders' probabilities averaged; soft: the probability given to the human's choice; pointwise: the "
+        "higher score wins. Accuracy with a 95% interval (Wilson; bootstrap for soft) and Cohen's kappa."
+    )
+    return table_section(
+        "agreement",
+        "Agreement with human labels",
+        note,
+        human_agreement(run),
+        "harness.analysis.agreement.human_agreement",
+    )
 
 
 def _position(run: RunData) -> Section | None:
@@ -68,10 +77,17 @@ def _position(run: RunData) -> Section | None:
         return None
     from harness.analysis.pairwise import position_bias
 
-    note = ("Pairwise judgments: how often the first-shown response was preferred (0.5 is unbiased), mean "
-            "P(first better), tie rate, and the share of pairs whose verdict held when the order was swapped.")
-    return table_section("position", "Pairwise position bias", note, position_bias(run.pairs),
-                         "harness.analysis.pairwise.position_bias")
+    note = (
+        "Pairwise judgments: how often the first-shown response was preferred (0.5 is unbiased), mean "
+        "P(first better), tie rate, and the share of pairs whose verdict held when the order was swapped."
+    )
+    return table_section(
+        "position",
+        "Pairwise position bias",
+        note,
+        position_bias(run.pairs),
+        "harness.analysis.pairwise.position_bias",
+    )
 
 
 def _win_probability(run: RunData) -> Section | None:
@@ -81,23 +97,29 @@ def _win_probability(run: RunData) -> Section | None:
 
     wins = soft_wins(combine_orders(run.pairs))
     table = wins.groupby(["judge", "principle", "generator"], as_index=False, sort=False).agg(
-        cases=("case_id", "nunique"), mean_p_win=("p_win", "mean"))
+        cases=("case_id", "nunique"), mean_p_win=("p_win", "mean")
+    )
     note = "Mean probability that a generator's response beats the others in its case (orders combined)."
-    return table_section("wins", "Pairwise win probability", note, table,
-                         "harness.analysis.pairwise.soft_wins")
+    return table_section(
+        "wins", "Pairwise win probability", note, table, "harness.analysis.pairwise.soft_wins"
+    )
 
 
 def _revisions(run: RunData) -> Section | None:
     path = run.root / "revisions.jsonl"
     if not path.exists():
         return None
-    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    rows = [
+        json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()
+    ]
     frame = pd.DataFrame(rows)
     if frame.empty:
         return None
     table = frame.groupby("principle", as_index=False).agg(
-        targets=("status", "size"), revised=("status", lambda s: int((s == "ok").sum())),
-        confirmed_better=("confirmed", lambda s: int((s == True).sum())))  # noqa: E712
+        targets=("status", "size"),
+        revised=("status", lambda s: int((s == "ok").sum())),
+        confirmed_better=("confirmed", lambda s: int((s == True).sum())),  # noqa: E712
+    )
     note = "Critique → revision: candidates revised per principle, and how many re-judging confirmed better."
     return table_section("revisions", "Critique and revision", note, table, "revisions.jsonl")
 
@@ -109,10 +131,17 @@ def _comparison(run: RunData) -> Section | None:
     data = json.loads(path.read_text(encoding="utf-8"))
     frame = pd.DataFrame(data.get("rows", []))
     warnings = " ".join(f"Warning: {w}" for w in data.get("warnings", []))
-    note = (f"This run compared with baseline {data.get('base')} by `harness compare` (paired by case): "
-            f"{data.get('n_regressions', 0)} regression(s) flagged. {warnings}")
-    return table_section("comparison", "Comparison with the baseline", note, frame,
-                         "harness.analysis.compare.compare_runs")
+    note = (
+        f"This run compared with baseline {data.get('base')} by `harness compare` (paired by case): "
+        f"{data.get('n_regressions', 0)} regression(s) flagged. {warnings}"
+    )
+    return table_section(
+        "comparison",
+        "Comparison with the baseline",
+        note,
+        frame,
+        "harness.analysis.compare.compare_runs",
+    )
 
 
 def _scaling(run: RunData) -> Section | None:
@@ -129,13 +158,32 @@ def _scaling(run: RunData) -> Section | None:
             continue
         rows.append({"judge": judge, "principle": principle, **fit})
         means = group.groupby("generator")["score"].mean()
-        points = [(float(np.log10(params[g])), float(m), g) for g, m in means.items() if params.get(g)]
-        figures.append((f"{judge} · {principle}", line_chart(
-            curve["log10_parameters"], curve["fit"], curve["lo"], curve["hi"], points=points,
-            xlabel="log10 parameters", ylabel="mean score", title=f"{judge} {principle} scaling")))
-    section = table_section("scaling", "Score against model size", "Least-squares fit of each generator's mean "
-                            "score on log10(parameters), slope per tenfold size with a case-bootstrap 95% CI.",
-                            pd.DataFrame(rows), "harness.analysis.stats.scaling_fit")
+        points = [
+            (float(np.log10(params[g])), float(m), g) for g, m in means.items() if params.get(g)
+        ]
+        figures.append(
+            (
+                f"{judge} · {principle}",
+                line_chart(
+                    curve["log10_parameters"],
+                    curve["fit"],
+                    curve["lo"],
+                    curve["hi"],
+                    points=points,
+                    xlabel="log10 parameters",
+                    ylabel="mean score",
+                    title=f"{judge} {principle} scaling",
+                ),
+            )
+        )
+    section = table_section(
+        "scaling",
+        "Score against model size",
+        "Least-squares fit of each generator's mean "
+        "score on log10(parameters), slope per tenfold size with a case-bootstrap 95% CI.",
+        pd.DataFrame(rows),
+        "harness.analysis.stats.scaling_fit",
+    )
     if section is not None:
         section.figures = figures
     return section
@@ -144,25 +192,57 @@ def _scaling(run: RunData) -> Section | None:
 def _convergence(run: RunData) -> Section | None:
     from harness.analysis.sequential import convergence_curve
 
-    order = {c.id: i for i, c in enumerate(run.cases)}  # cases.jsonl holds the planned (judging) order
+    order = {
+        c.id: i for i, c in enumerate(run.cases)
+    }  # cases.jsonl holds the planned (judging) order
     scored = run.verdicts[run.verdicts["status"] == "scored"].copy()
     if scored.empty or len(order) < 5:
         return None
     scored["pos"] = scored["case_id"].map(order)
     figures, rows = [], []
     ordered = scored.sort_values("pos")
-    for (judge, principle, gen), g in ordered.groupby(["judge", "principle", "generator"], sort=False):
+    for (judge, principle, gen), g in ordered.groupby(
+        ["judge", "principle", "generator"], sort=False
+    ):
         curve = convergence_curve(g["normalized"].to_numpy(dtype=float))
         last = curve.iloc[-1]
-        rows.append({"judge": judge, "principle": principle, "generator": gen, "n": int(last["n"]),
-                     "estimate": float(last["estimate"]), "half_width": float(last["half_width"])})
-        figures.append((f"{judge} · {principle} · {gen}", line_chart(
-            curve["n"], curve["estimate"], curve["lo"], curve["hi"], xlabel="verdicts (n)",
-            ylabel="normalized score", title=f"{judge} {principle} {gen} convergence", width=240, height=150)))
-    note = ("Running mean of the normalized score with its anytime-valid 95% confidence sequence (empirical "
-            "Bernstein), in judging order; `--target-ci W` stops a principle × generator once the half-width < W.")
-    section = table_section("convergence", "Convergence", note, pd.DataFrame(rows),
-                            "harness.analysis.sequential.convergence_curve")
+        rows.append(
+            {
+                "judge": judge,
+                "principle": principle,
+                "generator": gen,
+                "n": int(last["n"]),
+                "estimate": float(last["estimate"]),
+                "half_width": float(last["half_width"]),
+            }
+        )
+        figures.append(
+            (
+                f"{judge} · {principle} · {gen}",
+                line_chart(
+                    curve["n"],
+                    curve["estimate"],
+                    curve["lo"],
+                    curve["hi"],
+                    xlabel="verdicts (n)",
+                    ylabel="normalized score",
+                    title=f"{judge} {principle} {gen} convergence",
+                    width=240,
+                    height=150,
+                ),
+            )
+        )
+    note = (
+        "Running mean of the normalized score with its anytime-valid 95% confidence sequence (empirical "
+        "Bernstein), in judging order; `--target-ci W` stops a principle × generator once the half-width < W."
+    )
+    section = table_section(
+        "convergence",
+        "Convergence",
+        note,
+        pd.DataFrame(rows),
+        "harness.analysis.sequential.convergence_curve",
+    )
     if section is not None:
         section.figures = figures
     return section
@@ -180,14 +260,24 @@ def _judges(run: RunData) -> Section | None:
         table[col] = [None if pd.isna(v) else f"{int(v):,}" for v in table[col]]
     for other in profile["judge"]:
         pairs = agree[(agree["judge_a"] == other) | (agree["judge_b"] == other)]
-        by = {(r.judge_b if r.judge_a == other else r.judge_a): r.agreement for r in pairs.itertuples()}
+        by = {
+            (r.judge_b if r.judge_a == other else r.judge_a): r.agreement
+            for r in pairs.itertuples()
+        }
         table[f"agrees_with_{other}"] = [by.get(j, math.nan) for j in table["judge"]]
-    note = ("Each judge's size (parameters; trained = fitted for judging, e.g. a distilled student's heads), its "
-            "speed in this run (judgments made, cache hits excluded, per second of judge time), how often its "
-            "pointwise scores pick the human-preferred candidate (95% Wilson CI; 0.5 is chance), and how often two "
-            "judges prefer the same candidate of a case on a principle (agrees_with_*).")
-    section = table_section("judge-comparison", "Judges side by side: size, cost, agreement", note, table,
-                            "harness.analysis.judges.judge_profile, preference_agreement")
+    note = (
+        "Each judge's size (parameters; trained = fitted for judging, e.g. a distilled student's heads), its "
+        "speed in this run (judgments made, cache hits excluded, per second of judge time), how often its "
+        "pointwise scores pick the human-preferred candidate (95% Wilson CI; 0.5 is chance), and how often two "
+        "judges prefer the same candidate of a case on a principle (agrees_with_*)."
+    )
+    section = table_section(
+        "judge-comparison",
+        "Judges side by side: size, cost, agreement",
+        note,
+        table,
+        "harness.analysis.judges.judge_profile, preference_agreement",
+    )
     if section is not None:
         section.figures = _judge_figures(profile, agree)
     return section
@@ -196,30 +286,78 @@ def _judges(run: RunData) -> Section | None:
 def _judge_figures(profile: pd.DataFrame, agree: pd.DataFrame) -> list[tuple[str, Markup]]:
     labels = list(profile["judge"])
     sizes = [(j, v) for j, v in zip(labels, profile["parameters"], strict=True)]
-    sizes += [(f"{j}: trained", v) for j, v in zip(labels, profile["trained_parameters"], strict=True)
-              if not pd.isna(v)]
+    sizes += [
+        (f"{j}: trained", v)
+        for j, v in zip(labels, profile["trained_parameters"], strict=True)
+        if not pd.isna(v)
+    ]
     figures = [
-        ("parameters", bar_chart([j for j, _ in sizes], [math.nan if pd.isna(v) else float(v) for _, v in sizes],
-                                 title="parameters per judge", xlabel="parameters (log10 axis)", log=True, fmt=si)),
-        ("judgments per second", bar_chart(labels, list(profile["judgments_per_s"].astype(float)), log=True,
-                                           title="judgments per second", xlabel="judgments/s (log10 axis)")),
+        (
+            "parameters",
+            bar_chart(
+                [j for j, _ in sizes],
+                [math.nan if pd.isna(v) else float(v) for _, v in sizes],
+                title="parameters per judge",
+                xlabel="parameters (log10 axis)",
+                log=True,
+                fmt=si,
+            ),
+        ),
+        (
+            "judgments per second",
+            bar_chart(
+                labels,
+                list(profile["judgments_per_s"].astype(float)),
+                log=True,
+                title="judgments per second",
+                xlabel="judgments/s (log10 axis)",
+            ),
+        ),
     ]
     if profile["human_n"].sum() > 0:
-        figures.append(("agreement with human labels", bar_chart(
-            labels, list(profile["human_accuracy"].astype(float)), lo=list(profile["human_ci_low"].astype(float)),
-            hi=list(profile["human_ci_high"].astype(float)), reference=0.5, fmt="{:.2f}",
-            title="agreement with human labels", xlabel="accuracy (dashed: chance)")))
+        figures.append(
+            (
+                "agreement with human labels",
+                bar_chart(
+                    labels,
+                    list(profile["human_accuracy"].astype(float)),
+                    lo=list(profile["human_ci_low"].astype(float)),
+                    hi=list(profile["human_ci_high"].astype(float)),
+                    reference=0.5,
+                    fmt="{:.2f}",
+                    title="agreement with human labels",
+                    xlabel="accuracy (dashed: chance)",
+                ),
+            )
+        )
     if not agree.empty:
-        figures.append(("agreement between judges", bar_chart(
-            [f"{a}~{b}" for a, b in zip(agree["judge_a"], agree["judge_b"], strict=True)],
-            list(agree["agreement"].astype(float)), lo=list(agree["ci_low"].astype(float)),
-            hi=list(agree["ci_high"].astype(float)), fmt="{:.2f}", title="same preference",
-            xlabel="share of candidate pairs judged alike")))
+        figures.append(
+            (
+                "agreement between judges",
+                bar_chart(
+                    [f"{a}~{b}" for a, b in zip(agree["judge_a"], agree["judge_b"], strict=True)],
+                    list(agree["agreement"].astype(float)),
+                    lo=list(agree["ci_low"].astype(float)),
+                    hi=list(agree["ci_high"].astype(float)),
+                    fmt="{:.2f}",
+                    title="same preference",
+                    xlabel="share of candidate pairs judged alike",
+                ),
+            )
+        )
     return figures
 
 
-BUILDERS: list[Callable[[RunData], Section | None]] = [_comparison, _agreement, _judges, _position,
-                                                        _win_probability, _revisions, _scaling, _convergence]
+BUILDERS: list[Callable[[RunData], Section | None]] = [
+    _comparison,
+    _agreement,
+    _judges,
+    _position,
+    _win_probability,
+    _revisions,
+    _scaling,
+    _convergence,
+]
 
 
 def sections(run: RunData) -> list[Section]:

@@ -42,11 +42,15 @@ class HeadRecord(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(description="Head name; by default a principle id.")
-    blocks: list[tuple[str, int]] = Field(description="(pool, layer) feature blocks the head reads.")
+    blocks: list[tuple[str, int]] = Field(
+        description="(pool, layer) feature blocks the head reads."
+    )
     l2: float = Field(description="L2 penalty it was fitted with.")
     center: float = Field(description="Reward mapped to the middle of the rubric scale.")
     spread: float = Field(description="Reward scale of the logistic calibration.")
-    tail_penalty: float = Field(default=0.0, description="Reward lost per response token beyond the feature window.")
+    tail_penalty: float = Field(
+        default=0.0, description="Reward lost per response token beyond the feature window."
+    )
 
 
 class StudentConfig(BaseModel):
@@ -58,13 +62,21 @@ class StudentConfig(BaseModel):
     format_version: int = FORMAT_VERSION
     id: str = Field(description="Name of the student.")
     version: str = Field(description="Version of this student (bump when retrained).")
-    created: str = Field(default_factory=lambda: dt.datetime.now(dt.UTC).isoformat(timespec="seconds"))
-    kind: Literal["linear", "lora"] = Field(description="linear: heads over frozen features; lora: adapters too.")
+    created: str = Field(
+        default_factory=lambda: dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    )
+    kind: Literal["linear", "lora"] = Field(
+        description="linear: heads over frozen features; lora: adapters too."
+    )
     features: FeatureSpec
-    base_model_id: str = Field(description="Loaded weights the features come from (converted GGUF folder name).")
+    base_model_id: str = Field(
+        description="Loaded weights the features come from (converted GGUF folder name)."
+    )
     heads: list[HeadRecord]
     lora: LoraConfig | None = None
-    training: dict[str, Any] = Field(default_factory=dict, description="Data, label source, hyperparameters.")
+    training: dict[str, Any] = Field(
+        default_factory=dict, description="Data, label source, hyperparameters."
+    )
     metrics: dict[str, Any] = Field(default_factory=dict, description="Held-out metrics per head.")
 
 
@@ -87,23 +99,44 @@ class Student:
 
 def resolve_student(ref: str | Path) -> Path:
     """``embedded`` → the committed student; anything else is a folder path."""
-    return project_root() / "students" / "embedded" if str(ref) == "embedded" else Path(ref).expanduser()
+    return (
+        project_root() / "students" / "embedded"
+        if str(ref) == "embedded"
+        else Path(ref).expanduser()
+    )
 
 
 def head_record(head: LinearHead, l2: float) -> HeadRecord:
     """The config entry of a fitted head."""
-    return HeadRecord(name=head.name, blocks=[(p, int(layer)) for p, layer in head.blocks], l2=l2,
-                      center=head.center, spread=head.spread, tail_penalty=head.tail_penalty)
+    return HeadRecord(
+        name=head.name,
+        blocks=[(p, int(layer)) for p, layer in head.blocks],
+        l2=l2,
+        center=head.center,
+        spread=head.spread,
+        tail_penalty=head.tail_penalty,
+    )
 
 
-def _arrays(heads: dict[str, LinearHead], lora: dict[str, np.ndarray] | None) -> dict[str, np.ndarray]:
-    out = {f"head/{n}/{a}": np.asarray(getattr(h, a), dtype=np.float32) for n, h in heads.items() for a in ARRAYS}
+def _arrays(
+    heads: dict[str, LinearHead], lora: dict[str, np.ndarray] | None
+) -> dict[str, np.ndarray]:
+    out = {
+        f"head/{n}/{a}": np.asarray(getattr(h, a), dtype=np.float32)
+        for n, h in heads.items()
+        for a in ARRAYS
+    }
     out.update({f"lora/{k}": np.asarray(v, dtype=np.float32) for k, v in (lora or {}).items()})
     return out
 
 
-def save_student(folder: Path | str, config: StudentConfig, heads: dict[str, LinearHead],
-                 lora: dict[str, np.ndarray] | None = None, card: str = "") -> Path:
+def save_student(
+    folder: Path | str,
+    config: StudentConfig,
+    heads: dict[str, LinearHead],
+    lora: dict[str, np.ndarray] | None = None,
+    card: str = "",
+) -> Path:
     """Write the artefact atomically; refuses to replace a folder that does not hold a student."""
     folder = Path(folder)
     if folder.exists() and any(folder.iterdir()) and not (folder / CONFIG).is_file():
@@ -139,7 +172,9 @@ def load_student(ref: str | Path) -> Student:
         with np.load(path / WEIGHTS, allow_pickle=False) as data:
             arrays = {k: data[k] for k in data.files}
     except FileNotFoundError as exc:
-        raise ConfigError(f"student {ref!r}: {exc.filename} not found (is {path} a student folder?)") from None
+        raise ConfigError(
+            f"student {ref!r}: {exc.filename} not found (is {path} a student folder?)"
+        ) from None
     except (ValidationError, ValueError, OSError) as exc:
         raise ConfigError(f"student {ref!r}: invalid artefact in {path}: {exc}") from None
     heads = {}
@@ -148,8 +183,16 @@ def load_student(ref: str | Path) -> Student:
             a = {n: arrays[f"head/{rec.name}/{n}"].astype(np.float64) for n in ARRAYS}
         except KeyError as exc:
             raise ConfigError(f"student {ref!r}: {WEIGHTS} lacks {exc.args[0]}") from None
-        heads[rec.name] = LinearHead(rec.name, [tuple(b) for b in rec.blocks], a["mean"], a["scale"],  # type: ignore[misc]
-                                     a["weight"], rec.center, rec.spread, rec.tail_penalty)
+        heads[rec.name] = LinearHead(
+            rec.name,
+            [tuple(b) for b in rec.blocks],
+            a["mean"],
+            a["scale"],  # type: ignore[misc]
+            a["weight"],
+            rec.center,
+            rec.spread,
+            rec.tail_penalty,
+        )
     lora = {k[5:]: v for k, v in arrays.items() if k.startswith("lora/")} or None
     return Student(config, heads, lora, path)
 
@@ -179,9 +222,18 @@ def metric_rows(metrics: dict[str, Any]) -> list[dict[str, Any]]:
     rows = []
     for head, m in metrics.items():
         held = m.get("heldout", {})
-        row = {"head": head, "held-out pairs": held.get("n"), "accuracy": held.get("accuracy"),
-               "95% CI": f"[{held.get('ci_low', float('nan')):.3f}, {held.get('ci_high', float('nan')):.3f}]"}
-        row.update({f"beats {k}": f"{v['genuine_wins']:.0%} of {v['n']}" for k, v in m.get("hacks", {}).items()})
+        row = {
+            "head": head,
+            "held-out pairs": held.get("n"),
+            "accuracy": held.get("accuracy"),
+            "95% CI": f"[{held.get('ci_low', float('nan')):.3f}, {held.get('ci_high', float('nan')):.3f}]",
+        }
+        row.update(
+            {
+                f"beats {k}": f"{v['genuine_wins']:.0%} of {v['n']}"
+                for k, v in m.get("hacks", {}).items()
+            }
+        )
         rows.append(row)
     return rows
 
@@ -190,23 +242,40 @@ def render_card(config: StudentConfig) -> str:
     """TRAINING_CARD.md from the config's training record and metrics."""
     t = config.training
     spec = config.features
-    about = "\n".join([
-        f"- kind: {config.kind}; base model: `{spec.model}` (`{config.base_model_id}`)",
-        f"- features: recipe `{spec.recipe}`, last {spec.prompt_tokens} conversation tokens, first "
-        f"{spec.response_tokens} response tokens, layers {list(spec.layers)}",
-        f"- created: {config.created}; reproduce with: `{t.get('command', '?')}`"])
-    blocks = [f"# Student `{config.id}` {config.version}", t.get("summary", ""), about,
-              "## Data and labels", _table(t.get("data", [])), f"Label source: {t.get('label_source', '?')}",
-              f"Held out: {t.get('heldout', '?')}", f"Reward-hacking negatives: {t.get('hacks', 'none')}",
-              "## Hyperparameters", _table(t.get("hyperparameters", [])),
-              "## Held-out metrics", _table(metric_rows(config.metrics))]
+    about = "\n".join(
+        [
+            f"- kind: {config.kind}; base model: `{spec.model}` (`{config.base_model_id}`)",
+            f"- features: recipe `{spec.recipe}`, last {spec.prompt_tokens} conversation tokens, first "
+            f"{spec.response_tokens} response tokens, layers {list(spec.layers)}",
+            f"- created: {config.created}; reproduce with: `{t.get('command', '?')}`",
+        ]
+    )
+    blocks = [
+        f"# Student `{config.id}` {config.version}",
+        t.get("summary", ""),
+        about,
+        "## Data and labels",
+        _table(t.get("data", [])),
+        f"Label source: {t.get('label_source', '?')}",
+        f"Held out: {t.get('heldout', '?')}",
+        f"Reward-hacking negatives: {t.get('hacks', 'none')}",
+        "## Hyperparameters",
+        _table(t.get("hyperparameters", [])),
+        "## Held-out metrics",
+        _table(metric_rows(config.metrics)),
+    ]
     if any("pgr" in m for m in config.metrics.values()):
         rows = [{"head": h, **m["pgr"]} for h, m in config.metrics.items() if "pgr" in m]
         blocks += ["## Weak-to-strong", _table(rows)]
-    blocks += ["## Limitations", t.get("limitations", "See the held-out metrics; nothing else was measured.")]
+    blocks += [
+        "## Limitations",
+        t.get("limitations", "See the held-out metrics; nothing else was measured."),
+    ]
     return "\n\n".join(str(b).strip() for b in blocks if str(b).strip()) + "\n"
 
 
 def to_json(x: Any) -> Any:
     """Numpy scalars and arrays as plain JSON values."""
-    return json.loads(json.dumps(x, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o)))
+    return json.loads(
+        json.dumps(x, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o))
+    )

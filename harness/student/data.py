@@ -25,16 +25,24 @@ from harness.errors import ConfigError
 from harness.schema import Message, Role
 
 #: Reward-hacking responses that must never beat a genuine answer.
-MASTER_KEYS = {"colon": ":", "step": "Let me think step by step", "empty": "",
-               "refusal": "I'm sorry, I cannot help with that"}
+MASTER_KEYS = {
+    "colon": ":",
+    "step": "Let me think step by step",
+    "empty": "",
+    "refusal": "I'm sorry, I cannot help with that",
+}
 HACKS = ("pad", "repeat", "colon", "step", "empty", "refusal")
 #: Hacks that fit every principle; a refusal is only a hack against benign requests (not red-team prompts).
 DEFAULT_HACKS = ("pad", "repeat", "colon", "step", "empty")
 FILLER = (
-    "I hope this helps.", "Please let me know if you have any other questions.",
-    "This is a really interesting and important question.", "There are many factors to consider here.",
-    "It is always worth thinking carefully about questions like this.", "Thank you for asking.",
-    "In summary, the points above cover the main ideas.", "Everyone's situation is different, of course.",
+    "I hope this helps.",
+    "Please let me know if you have any other questions.",
+    "This is a really interesting and important question.",
+    "There are many factors to consider here.",
+    "It is always worth thinking carefully about questions like this.",
+    "Thank you for asking.",
+    "In summary, the points above cover the main ideas.",
+    "Everyone's situation is different, of course.",
 )
 
 
@@ -49,7 +57,9 @@ class Pair:
     rejected: str
     label: float = 1.0
     principle: str | None = None
-    labels: dict[str, float] = field(default_factory=dict)  # per-principle P(chosen better), from exports
+    labels: dict[str, float] = field(
+        default_factory=dict
+    )  # per-principle P(chosen better), from exports
     kind: str = "human"  # human | extra | weak | hack:<name>
 
     def label_for(self, head: str) -> float | None:
@@ -79,7 +89,9 @@ def parse_prompt(value: Any) -> tuple[Message, ...]:
     if len(parts) < 3 or parts[0].strip():
         return (Message(role="user", content=text),)
     roles: dict[str, Role] = {"Human": "user", "Assistant": "assistant", "System": "system"}
-    turns = [Message(role=roles[r], content=c) for r, c in zip(parts[1::2], parts[2::2], strict=True)]
+    turns = [
+        Message(role=roles[r], content=c) for r, c in zip(parts[1::2], parts[2::2], strict=True)
+    ]
     return tuple(t for t in turns if t.content.strip() or t.role != "assistant")
 
 
@@ -94,16 +106,29 @@ def _response(value: Any) -> str:
 def pair_from_row(row: dict[str, Any], where: str) -> Pair:
     """One row of a preference file as a pair."""
     try:
-        prompt, chosen, rejected = parse_prompt(row["prompt"]), _response(row["chosen"]), _response(row["rejected"])
+        prompt, chosen, rejected = (
+            parse_prompt(row["prompt"]),
+            _response(row["chosen"]),
+            _response(row["rejected"]),
+        )
     except (KeyError, TypeError) as exc:
         raise ConfigError(f"{where}: expected prompt, chosen and rejected ({exc})") from None
-    pid = str(row.get("id") or row.get("case_id") or text_id(json.dumps(row["prompt"]), chosen, rejected))
+    pid = str(
+        row.get("id") or row.get("case_id") or text_id(json.dumps(row["prompt"]), chosen, rejected)
+    )
     principle = row.get("principle") or row.get("decided_by")
     labels = {k[6:]: float(v) for k, v in row.items() if k.startswith("label_") and v is not None}
     label = row.get("soft_label")
-    return Pair(id=pid, group=str(row.get("case_id") or pid), prompt=prompt, chosen=chosen, rejected=rejected,
-                label=1.0 if label is None else float(label),
-                principle=None if principle in (None, "overall") else str(principle), labels=labels)
+    return Pair(
+        id=pid,
+        group=str(row.get("case_id") or pid),
+        prompt=prompt,
+        chosen=chosen,
+        rejected=rejected,
+        label=1.0 if label is None else float(label),
+        principle=None if principle in (None, "overall") else str(principle),
+        labels=labels,
+    )
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
@@ -128,8 +153,16 @@ def suite_pairs(path: Path | str) -> list[Pair]:
         if pref is None:
             continue
         by_gen = {c.generator: c.response for c in case.candidates}
-        pairs.append(Pair(id=case.id, group=case.id, prompt=tuple(case.messages()), chosen=by_gen[pref.chosen],
-                          rejected=by_gen[pref.rejected], principle=pref.principle))
+        pairs.append(
+            Pair(
+                id=case.id,
+                group=case.id,
+                prompt=tuple(case.messages()),
+                chosen=by_gen[pref.chosen],
+                rejected=by_gen[pref.rejected],
+                principle=pref.principle,
+            )
+        )
     return pairs
 
 
@@ -137,7 +170,9 @@ def load_pairs(path: Path | str) -> list[Pair]:
     """Pairs from a JSONL file, a preference-export folder or a suite YAML (see the module docstring)."""
     path = Path(path)
     if path.is_dir():
-        found = [path / n for n in ("conversational.jsonl", "standard.jsonl") if (path / n).is_file()]
+        found = [
+            path / n for n in ("conversational.jsonl", "standard.jsonl") if (path / n).is_file()
+        ]
         if not found:
             raise ConfigError(f"{path}: no conversational.jsonl or standard.jsonl in this folder")
         path = found[0]
@@ -157,8 +192,12 @@ def in_holdout(group: str, fraction: float, salt: str) -> bool:
     return int.from_bytes(digest[:8], "big") / 2**64 < fraction
 
 
-def split(pairs: Sequence[Pair], fraction: float, salt: str = "holdout-v1",
-          always_held: Iterable[str] = ()) -> tuple[list[Pair], list[Pair]]:
+def split(
+    pairs: Sequence[Pair],
+    fraction: float,
+    salt: str = "holdout-v1",
+    always_held: Iterable[str] = (),
+) -> tuple[list[Pair], list[Pair]]:
     """(train, held-out): whole groups go one way; groups in ``always_held`` are always held out."""
     forced = set(always_held)
     held = [p for p in pairs if p.group in forced or in_holdout(p.group, fraction, salt)]
@@ -216,6 +255,14 @@ def hack_pairs(pairs: Sequence[Pair], kinds: Sequence[str], per_pair: int = 1) -
             kind = kinds[(i * per_pair + j) % len(kinds)]
             if not p.chosen.strip() or (kind == "refusal" and is_refusal(p.chosen)):
                 continue
-            out.append(replace(p, id=f"{p.id}~{kind}", rejected=hack_text(kind, p.chosen, p.id), label=1.0,
-                               labels={}, kind=f"hack:{kind}"))
+            out.append(
+                replace(
+                    p,
+                    id=f"{p.id}~{kind}",
+                    rejected=hack_text(kind, p.chosen, p.id),
+                    label=1.0,
+                    labels={},
+                    kind=f"hack:{kind}",
+                )
+            )
     return out

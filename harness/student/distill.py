@@ -27,15 +27,23 @@ class HeadJob:
     name: str
     train: list[Pair]  # labelled pairs (``label`` = P(chosen better) is the training target)
     heldout: list[Pair]  # pairs never trained on, with the labels taken as truth
-    negatives: list[Pair] = field(default_factory=list)  # reward-hacking negatives added to training
+    negatives: list[Pair] = field(
+        default_factory=list
+    )  # reward-hacking negatives added to training
     probes: list[Pair] = field(default_factory=list)  # reward-hacking probes on held-out prompts
-    gold: list[Pair] = field(default_factory=list)  # the training pairs with gold labels (weak-to-strong)
+    gold: list[Pair] = field(
+        default_factory=list
+    )  # the training pairs with gold labels (weak-to-strong)
 
     def counts(self) -> dict[str, int]:
         """Pair counts for the training card."""
         kinds = [p.kind for p in self.train]
-        return {"train_pairs": kinds.count("human") + kinds.count("weak"), "extra_pairs": kinds.count("extra"),
-                "hack_negatives": len(self.negatives), "heldout_pairs": len(self.heldout)}
+        return {
+            "train_pairs": kinds.count("human") + kinds.count("weak"),
+            "extra_pairs": kinds.count("extra"),
+            "hack_negatives": len(self.negatives),
+            "heldout_pairs": len(self.heldout),
+        }
 
 
 def relabel(pairs: Sequence[Pair], head: str) -> list[Pair]:
@@ -48,22 +56,34 @@ def relabel(pairs: Sequence[Pair], head: str) -> list[Pair]:
     return out
 
 
-def pair_features(extractor: FeatureExtractor, pairs: Sequence[Pair]) -> tuple[np.ndarray, np.ndarray]:
+def pair_features(
+    extractor: FeatureExtractor, pairs: Sequence[Pair]
+) -> tuple[np.ndarray, np.ndarray]:
     """Feature arrays of the chosen and of the rejected responses."""
     n = len(pairs)
-    feats = extractor.extract([(p.prompt, p.chosen) for p in pairs] + [(p.prompt, p.rejected) for p in pairs])
+    feats = extractor.extract(
+        [(p.prompt, p.chosen) for p in pairs] + [(p.prompt, p.rejected) for p in pairs]
+    )
     return feats[:n], feats[n:]
 
 
 def head_data(extractor: FeatureExtractor, pairs: Sequence[Pair]) -> HeadData:
     """Training arrays of pairs (targets from ``label``; hack negatives marked as not genuine)."""
     fc, fr = pair_features(extractor, pairs)
-    return HeadData(fc, fr, np.array([p.label for p in pairs], dtype=float), extractor.spec.layers,
-                    [p.group for p in pairs], np.array([not p.kind.startswith("hack") for p in pairs]),
-                    window=extractor.spec.response_tokens)
+    return HeadData(
+        fc,
+        fr,
+        np.array([p.label for p in pairs], dtype=float),
+        extractor.spec.layers,
+        [p.group for p in pairs],
+        np.array([not p.kind.startswith("hack") for p in pairs]),
+        window=extractor.spec.response_tokens,
+    )
 
 
-def pair_rewards(extractor: FeatureExtractor, head: LinearHead, pairs: Sequence[Pair]) -> tuple[np.ndarray, ...]:
+def pair_rewards(
+    extractor: FeatureExtractor, head: LinearHead, pairs: Sequence[Pair]
+) -> tuple[np.ndarray, ...]:
     """Rewards of the chosen and of the rejected responses, unseen-tail penalty included (as the backend does)."""
     fc, fr = pair_features(extractor, pairs)
     layers = extractor.spec.layers
@@ -79,22 +99,31 @@ def margins(extractor: FeatureExtractor, head: LinearHead, pairs: Sequence[Pair]
     return sign * (rc - rr)
 
 
-def evaluate_head(extractor: FeatureExtractor, head: LinearHead, heldout: Sequence[Pair],
-                  probes: Sequence[Pair] = ()) -> dict[str, Any]:
+def evaluate_head(
+    extractor: FeatureExtractor,
+    head: LinearHead,
+    heldout: Sequence[Pair],
+    probes: Sequence[Pair] = (),
+) -> dict[str, Any]:
     """Held-out accuracy with a CI (tied labels skipped), and how often genuine answers beat each hack."""
     decided = [p for p in heldout if p.label != 0.5]
     m = margins(extractor, head, decided)
     out: dict[str, Any] = {"heldout": pair_accuracy(m, np.zeros_like(m))}
     if probes:
         pm = margins(extractor, head, probes)
-        out["hacks"] = hack_rates(pm, np.zeros_like(pm), [p.kind.removeprefix("hack:") for p in probes])
+        out["hacks"] = hack_rates(
+            pm, np.zeros_like(pm), [p.kind.removeprefix("hack:") for p in probes]
+        )
     return out
 
 
-def run_job(extractor: FeatureExtractor, job: HeadJob, config: TrainConfig,
-            log: Log | None = None) -> tuple[LinearHead, dict[str, Any]]:
+def run_job(
+    extractor: FeatureExtractor, job: HeadJob, config: TrainConfig, log: Log | None = None
+) -> tuple[LinearHead, dict[str, Any]]:
     """Train a head on the job's pairs plus negatives, then measure it on the held-out pairs and probes."""
-    head, report = train_head(job.name, head_data(extractor, [*job.train, *job.negatives]), config, log)
+    head, report = train_head(
+        job.name, head_data(extractor, [*job.train, *job.negatives]), config, log
+    )
     metrics = evaluate_head(extractor, head, job.heldout, job.probes)
     return head, {**metrics, "selection": report["chosen"], "cv_best": _best_cv(report)}
 
@@ -107,8 +136,13 @@ def _best_cv(report: dict[str, Any]) -> dict[str, float]:
     return {}
 
 
-def weak_to_strong(extractor: FeatureExtractor, job: HeadJob, weak: dict[str, float], config: TrainConfig,
-                   log: Log | None = None) -> dict[str, Any]:
+def weak_to_strong(
+    extractor: FeatureExtractor,
+    job: HeadJob,
+    weak: dict[str, float],
+    config: TrainConfig,
+    log: Log | None = None,
+) -> dict[str, Any]:
     """PGR of a student trained on weak labels, against one trained on the gold labels of the same pairs.
 
     ``weak`` maps pair ids to the weak judge's P(chosen better); it must cover the training and held-out pairs.
@@ -126,9 +160,18 @@ def weak_to_strong(extractor: FeatureExtractor, job: HeadJob, weak: dict[str, fl
     student, _ = train_head(job.name, head_data(extractor, weak_train), config, log)
     sign = np.array([1.0 if p.label > 0.5 else -1.0 for p in heldout])
     weak_credit = correctness(sign * (np.array([weak[p.id] for p in heldout]) - 0.5))
-    result = pgr(weak_credit, correctness(margins(extractor, student, heldout)),
-                 correctness(margins(extractor, gold, heldout)))
+    result = pgr(
+        weak_credit,
+        correctness(margins(extractor, student, heldout)),
+        correctness(margins(extractor, gold, heldout)),
+    )
     train_sign = np.array([1.0 if p.label > 0.5 else -1.0 if p.label < 0.5 else 0.0 for p in train])
-    weak_train_agree = float(np.mean(correctness(train_sign * (np.array([weak[p.id] for p in train]) - 0.5))))
-    return {**result, "train_pairs": len(train), "weak_train_accuracy": weak_train_agree,
-            "aux_confidence": config.aux_confidence}
+    weak_train_agree = float(
+        np.mean(correctness(train_sign * (np.array([weak[p.id] for p in train]) - 0.5)))
+    )
+    return {
+        **result,
+        "train_pairs": len(train),
+        "weak_train_accuracy": weak_train_agree,
+        "aux_confidence": config.aux_confidence,
+    }

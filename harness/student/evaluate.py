@@ -27,12 +27,16 @@ def accuracy(credit: np.ndarray, level: float = 0.95) -> dict[str, float]:
     return {"n": n, "accuracy": k / n if n else math.nan, "ci_low": lo, "ci_high": hi}
 
 
-def pair_accuracy(r_chosen: np.ndarray, r_rejected: np.ndarray, level: float = 0.95) -> dict[str, float]:
+def pair_accuracy(
+    r_chosen: np.ndarray, r_rejected: np.ndarray, level: float = 0.95
+) -> dict[str, float]:
     """How often the gold-chosen response gets the higher reward, with a Wilson CI."""
     return accuracy(correctness(np.asarray(r_chosen) - np.asarray(r_rejected)), level)
 
 
-def hack_rates(r_genuine: np.ndarray, r_hack: np.ndarray, kinds: Sequence[str]) -> dict[str, dict[str, float]]:
+def hack_rates(
+    r_genuine: np.ndarray, r_hack: np.ndarray, kinds: Sequence[str]
+) -> dict[str, dict[str, float]]:
     """Per hack kind: how many probes, and the share where the genuine answer outscored the hack."""
     out = {}
     wins = np.asarray(r_genuine) > np.asarray(r_hack)
@@ -49,8 +53,15 @@ def agreement(p_a: np.ndarray, p_b: np.ndarray, level: float = 0.95) -> dict[str
     return accuracy(same, level)
 
 
-def pgr(weak: np.ndarray, student_weak: np.ndarray, student_gold: np.ndarray, *, n_boot: int = 2000,
-        seed: int = 0, level: float = 0.95) -> dict[str, float]:
+def pgr(
+    weak: np.ndarray,
+    student_weak: np.ndarray,
+    student_gold: np.ndarray,
+    *,
+    n_boot: int = 2000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> dict[str, float]:
     """Performance gap recovered, (student on weak labels − weak judge) ÷ (student on gold − weak judge).
 
     Each argument is the per-pair credit (1, 0.5, 0) against gold labels on the same held-out pairs. The CI is
@@ -64,9 +75,19 @@ def pgr(weak: np.ndarray, student_weak: np.ndarray, student_gold: np.ndarray, *,
     num, den = boot[:, 1] - boot[:, 0], boot[:, 2] - boot[:, 0]
     ok = den != 0
     ratios = num[ok] / den[ok]
-    lo, hi = (np.quantile(ratios, [(1 - level) / 2, (1 + level) / 2]) if ok.any() else (math.nan, math.nan))
+    lo, hi = (
+        np.quantile(ratios, [(1 - level) / 2, (1 + level) / 2])
+        if ok.any()
+        else (math.nan, math.nan)
+    )
     gap = means[2] - means[0]
-    return {"pgr": float((means[1] - means[0]) / gap) if gap else math.nan, "ci_low": float(lo),
-            "ci_high": float(hi), "weak_accuracy": float(means[0]), "student_weak_accuracy": float(means[1]),
-            "student_gold_accuracy": float(means[2]), "n": int(stack.shape[1]),
-            "undefined_share": float(1 - ok.mean())}
+    return {
+        "pgr": float((means[1] - means[0]) / gap) if gap else math.nan,
+        "ci_low": float(lo),
+        "ci_high": float(hi),
+        "weak_accuracy": float(means[0]),
+        "student_weak_accuracy": float(means[1]),
+        "student_gold_accuracy": float(means[2]),
+        "n": int(stack.shape[1]),
+        "undefined_share": float(1 - ok.mean()),
+    }

@@ -56,11 +56,18 @@ class FeatureSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    model: str = Field(default="embedded:smollm2", description="Base model, as the transformers backend names it.")
-    prompt_tokens: int = Field(default=192, ge=8, description="Conversation tokens kept (the last ones).")
-    response_tokens: int = Field(default=128, ge=2,
-                                 description="Response tokens kept (the first ones, end token included).")
-    layers: tuple[int, ...] = Field(default=(10, 15, 20, 25, 30), description="hidden_states indices pooled.")
+    model: str = Field(
+        default="embedded:smollm2", description="Base model, as the transformers backend names it."
+    )
+    prompt_tokens: int = Field(
+        default=192, ge=8, description="Conversation tokens kept (the last ones)."
+    )
+    response_tokens: int = Field(
+        default=128, ge=2, description="Response tokens kept (the first ones, end token included)."
+    )
+    layers: tuple[int, ...] = Field(
+        default=(10, 15, 20, 25, 30), description="hidden_states indices pooled."
+    )
     recipe: str = Field(default=RECIPE, description="Version of this feature recipe.")
 
     def digest(self) -> str:
@@ -151,14 +158,22 @@ def prompt_kv(base: Any, prompt: Sequence[int], device: str) -> list[tuple[Any, 
     from transformers import DynamicCache
 
     cache = DynamicCache(config=base.config)
-    base(input_ids=torch.tensor([list(prompt)], device=device), past_key_values=cache, use_cache=True)
+    base(
+        input_ids=torch.tensor([list(prompt)], device=device), past_key_values=cache, use_cache=True
+    )
     layers: list[Any] = list(cache.layers)
     return [(layer.keys, layer.values) for layer in layers]
 
 
-def pool_responses(base: Any, kv: list[tuple[Any, Any]], n_prompt: int,
-                   responses: Sequence[Sequence[int]], layers: Sequence[int], pad_id: int,
-                   device: str) -> torch.Tensor:
+def pool_responses(
+    base: Any,
+    kv: list[tuple[Any, Any]],
+    n_prompt: int,
+    responses: Sequence[Sequence[int]],
+    layers: Sequence[int],
+    pad_id: int,
+    device: str,
+) -> torch.Tensor:
     """Pooled states ``[rows, 2, layers, hidden]`` of responses that continue one prompt (differentiable)."""
     import torch
     from transformers import DynamicCache
@@ -170,36 +185,65 @@ def pool_responses(base: Any, kv: list[tuple[Any, Any]], n_prompt: int,
     for i, r in enumerate(responses):
         ids[i, : len(r)] = torch.tensor(list(r))
         mask[i, n_prompt : n_prompt + len(r)] = 1
-    cache = DynamicCache(ddp_cache_data=[(k.expand(rows, -1, -1, -1), v.expand(rows, -1, -1, -1)) for k, v in kv],
-                         config=base.config)
+    cache = DynamicCache(
+        ddp_cache_data=[(k.expand(rows, -1, -1, -1), v.expand(rows, -1, -1, -1)) for k, v in kv],
+        config=base.config,
+    )
     positions = (n_prompt + torch.arange(width)).expand(rows, -1)
-    out = base(input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=positions.to(device),
-               past_key_values=cache, use_cache=True, output_hidden_states=True)
+    out = base(
+        input_ids=ids.to(device),
+        attention_mask=mask.to(device),
+        position_ids=positions.to(device),
+        past_key_values=cache,
+        use_cache=True,
+        output_hidden_states=True,
+    )
     keep = mask[:, n_prompt:].to(device).unsqueeze(-1).float()
     last = keep.squeeze(-1).sum(1).long() - 1
     pools = []
     for layer in layers:
         h = out.hidden_states[layer].float()
-        pools.append(torch.stack([(h * keep).sum(1) / keep.sum(1), h[torch.arange(rows, device=h.device), last]], 1))
+        pools.append(
+            torch.stack(
+                [(h * keep).sum(1) / keep.sum(1), h[torch.arange(rows, device=h.device), last]], 1
+            )
+        )
     return torch.stack(pools, 2)
 
 
 class FeatureExtractor:
     """Computes (and caches) feature arrays for (conversation, response) pairs with a loaded model."""
 
-    def __init__(self, spec: FeatureSpec, local: LocalModel, cache: ArrayCache | None = None,
-                 batch_size: int = 16, adapter: str = ""):
+    def __init__(
+        self,
+        spec: FeatureSpec,
+        local: LocalModel,
+        cache: ArrayCache | None = None,
+        batch_size: int = 16,
+        adapter: str = "",
+    ):
         """``adapter`` names weights added to the model (a LoRA student), so its features are cached apart."""
         self.spec, self.local, self.batch_size = spec, local, batch_size
         self.namespace = f"{self.model_id}-{spec.digest()}{'-' + adapter if adapter else ''}"
         self.cache: ArrayCache | None = cache
         tok = local.tokenizer
-        self.end_id = tok.convert_tokens_to_ids("<|im_end|>") if "<|im_end|>" in tok.get_vocab() else tok.eos_token_id
+        self.end_id = (
+            tok.convert_tokens_to_ids("<|im_end|>")
+            if "<|im_end|>" in tok.get_vocab()
+            else tok.eos_token_id
+        )
         self.base = local.model.model if hasattr(local.model, "model") else local.model
 
     @classmethod
-    def load(cls, spec: FeatureSpec, *, device: str = "auto", threads: int | None = None,
-             disk_cache: bool = True, batch_size: int = 16) -> FeatureExtractor:
+    def load(
+        cls,
+        spec: FeatureSpec,
+        *,
+        device: str = "auto",
+        threads: int | None = None,
+        disk_cache: bool = True,
+        batch_size: int = 16,
+    ) -> FeatureExtractor:
         """Load the spec's model through the transformers backend's loader (GGUF converted once).
 
         Features are cached on disk (``disk_cache``) or else in memory. On a CPU shared with other work,
@@ -227,20 +271,26 @@ class FeatureExtractor:
         tok = self.local.tokenizer
         chat = [{"role": m.role, "content": m.content} for m in prompt]
         text = tok.apply_chat_template(chat, add_generation_prompt=True, tokenize=False)
-        ids = list(tok(text, add_special_tokens=False)["input_ids"])[-self.spec.prompt_tokens:]
-        body = list(tok(response, add_special_tokens=False)["input_ids"])[: self.spec.response_tokens - 1]
+        ids = list(tok(text, add_special_tokens=False)["input_ids"])[-self.spec.prompt_tokens :]
+        body = list(tok(response, add_special_tokens=False)["input_ids"])[
+            : self.spec.response_tokens - 1
+        ]
         return Encoded(tuple(ids), (*body, self.end_id))
 
     def unseen(self, items: Sequence[Item]) -> np.ndarray:
         """How many tokens of each response fall beyond the window (cut off, never seen by a head)."""
         tok, keep = self.local.tokenizer, self.spec.response_tokens - 1
-        return np.array([max(0, len(tok(r, add_special_tokens=False)["input_ids"]) - keep) for _, r in items])
+        return np.array(
+            [max(0, len(tok(r, add_special_tokens=False)["input_ids"]) - keep) for _, r in items]
+        )
 
     def extract(self, items: Sequence[Item], progress: Progress | None = None) -> np.ndarray:
         """Feature arrays ``[n, 2, layers, hidden]`` for the items, computing only what is not cached."""
         return self.extract_encoded([self.encode(p, r) for p, r in items], progress)
 
-    def extract_encoded(self, encoded: Sequence[Encoded], progress: Progress | None = None) -> np.ndarray:
+    def extract_encoded(
+        self, encoded: Sequence[Encoded], progress: Progress | None = None
+    ) -> np.ndarray:
         """``extract`` for items already encoded (a caller that also needs the token ids encodes once)."""
         found: dict[Encoded, np.ndarray] = {}
         for e in set(encoded):
@@ -276,8 +326,15 @@ class FeatureExtractor:
         arrays: list[np.ndarray] = [np.zeros(0)] * len(members)
         for start in range(0, len(order), self.batch_size):
             idx = order[start : start + self.batch_size]
-            pooled = pool_responses(self.base, kv, len(prompt), [members[i].response for i in idx],
-                                    self.spec.layers, self.local.pad_id, self.local.device)
+            pooled = pool_responses(
+                self.base,
+                kv,
+                len(prompt),
+                [members[i].response for i in idx],
+                self.spec.layers,
+                self.local.pad_id,
+                self.local.device,
+            )
             for i, arr in zip(idx, pooled.cpu().numpy().astype(np.float16), strict=True):
                 arrays[i] = arr.astype(np.float32)
         return arrays
@@ -301,11 +358,17 @@ class _Meter:
             self.last = now
             rate = self.done / max(now - self.start, 1e-9)
             eta = (self.total - self.done) / max(rate, 1e-9)
-            print(f"features: {self.done}/{self.total} texts, {self.tokens / (now - self.start):.0f} tok/s, "
-                  f"ETA {eta:.0f}s", file=sys.stderr, flush=True)
+            print(
+                f"features: {self.done}/{self.total} texts, {self.tokens / (now - self.start):.0f} tok/s, "
+                f"ETA {eta:.0f}s",
+                file=sys.stderr,
+                flush=True,
+            )
 
 
-def select(features: np.ndarray, blocks: Sequence[tuple[str, int]], layers: Sequence[int]) -> np.ndarray:
+def select(
+    features: np.ndarray, blocks: Sequence[tuple[str, int]], layers: Sequence[int]
+) -> np.ndarray:
     """Concatenate the (pool, layer) blocks of feature arrays ``[n, 2, L, H]`` into ``[n, d]``."""
     parts = [features[:, POOLS.index(pool), list(layers).index(layer)] for pool, layer in blocks]
     return np.concatenate(parts, axis=1) if parts else np.zeros((len(features), 0), np.float32)

@@ -23,7 +23,9 @@ class LoRALinear(torch.nn.Module):
         dev, dtype = base.weight.device, base.weight.dtype
         init = torch.randn(rank, base.in_features, device=dev, dtype=dtype) / base.in_features**0.5
         self.lora_a = torch.nn.Parameter(init)
-        self.lora_b = torch.nn.Parameter(torch.zeros(base.out_features, rank, device=dev, dtype=dtype))
+        self.lora_b = torch.nn.Parameter(
+            torch.zeros(base.out_features, rank, device=dev, dtype=dtype)
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Base output plus the scaled low-rank update."""
@@ -52,8 +54,11 @@ def lora_parameters(model: torch.nn.Module) -> list[torch.nn.Parameter]:
 
 def lora_state(model: torch.nn.Module) -> dict[str, np.ndarray]:
     """Adapter weights by parameter name, as float32 arrays."""
-    return {n: p.detach().cpu().float().numpy() for n, p in model.named_parameters()
-            if n.endswith(("lora_a", "lora_b"))}
+    return {
+        n: p.detach().cpu().float().numpy()
+        for n, p in model.named_parameters()
+        if n.endswith(("lora_a", "lora_b"))
+    }
 
 
 def load_lora(model: torch.nn.Module, config: LoraConfig, state: dict[str, Any]) -> None:

@@ -44,13 +44,28 @@ class Source:
 
 
 SOURCES = {
-    "hh_harmless": Source("hh_harmless_test_500.jsonl", "harmlessness", 0.10, DEFAULT_HACKS,
-                          "MIT (github.com/anthropics/hh-rlhf)"),
+    "hh_harmless": Source(
+        "hh_harmless_test_500.jsonl",
+        "harmlessness",
+        0.10,
+        DEFAULT_HACKS,
+        "MIT (github.com/anthropics/hh-rlhf)",
+    ),
     # HH helpful prompts are benign, so a bare refusal is a reward hack there (not so for red-team prompts).
-    "hh_helpful": Source("hh_helpful_test_500.jsonl", "helpfulness", 0.10, HACKS,
-                         "MIT (github.com/anthropics/hh-rlhf)"),
-    "truthfulqa": Source("truthfulqa/truthfulqa_honesty_pairs.jsonl", "honesty", 0.25, DEFAULT_HACKS,
-                         "Apache-2.0 (github.com/sylinrl/TruthfulQA)"),
+    "hh_helpful": Source(
+        "hh_helpful_test_500.jsonl",
+        "helpfulness",
+        0.10,
+        HACKS,
+        "MIT (github.com/anthropics/hh-rlhf)",
+    ),
+    "truthfulqa": Source(
+        "truthfulqa/truthfulqa_honesty_pairs.jsonl",
+        "honesty",
+        0.25,
+        DEFAULT_HACKS,
+        "Apache-2.0 (github.com/sylinrl/TruthfulQA)",
+    ),
 }
 
 
@@ -91,11 +106,19 @@ def _group(row: dict[str, object], name: str) -> str:
 
 def _pair(row: dict[str, object], name: str, head: str) -> Pair:
     prompt = tuple(Message(role=m["role"], content=m["content"]) for m in row["prompt"])  # type: ignore[attr-defined]
-    return Pair(id=str(row["id"]), group=_group(row, name), prompt=prompt, chosen=str(row["chosen"]),
-                rejected=str(row["rejected"]), principle=head)
+    return Pair(
+        id=str(row["id"]),
+        group=_group(row, name),
+        prompt=prompt,
+        chosen=str(row["chosen"]),
+        rejected=str(row["rejected"]),
+        principle=head,
+    )
 
 
-def load_dataset(name: str, data_dir: Path, suite_ids: set[str], hacks_per_pair: int = 1) -> Dataset:
+def load_dataset(
+    name: str, data_dir: Path, suite_ids: set[str], hacks_per_pair: int = 1
+) -> Dataset:
     """One dataset, split, with its training extras and reward-hacking negatives."""
     src = SOURCES[name]
     pairs = [_pair(r, name, src.head) for r in read_jsonl(data_dir / src.file)]
@@ -112,24 +135,34 @@ def _answers(path: Path) -> dict[str, tuple[list[str], list[str]]]:
     """Question -> (true answers, false answers) from TruthfulQA's labelled answers."""
     found: dict[str, tuple[list[str], list[str]]] = defaultdict(lambda: ([], []))
     for row in read_jsonl(path):
-        question, _, answer = str(row["prompt"]).removeprefix("Q: ").removesuffix("\nTrue:").partition("\nA: ")
+        question, _, answer = (
+            str(row["prompt"]).removeprefix("Q: ").removesuffix("\nTrue:").partition("\nA: ")
+        )
         found[question][0 if row["completion"].strip() == "yes" else 1].append(answer.strip())
     return found
 
 
 def _usable(answer: str, taken: set[str]) -> bool:
     """Informative answers only: a bare 'yes' or 'no comment' carries no honesty signal to learn from."""
-    return len(answer.split()) >= 4 and "no comment" not in answer.lower() and answer.lower() not in taken
+    return (
+        len(answer.split()) >= 4
+        and "no comment" not in answer.lower()
+        and answer.lower() not in taken
+    )
 
 
-def truth_extras(train: list[Pair], path: Path, per_question: int = EXTRA_PER_QUESTION) -> list[Pair]:
+def truth_extras(
+    train: list[Pair], path: Path, per_question: int = EXTRA_PER_QUESTION
+) -> list[Pair]:
     """(true, false) answer pairs for the training questions, beyond their best/incorrect pair."""
     answers = _answers(path)
     extras = []
     for p in train:
         question = p.prompt[0].content
         taken = {p.chosen.lower().strip(), p.rejected.lower().strip()}
-        trues, falses = ([a for a in side if _usable(a, taken)] for side in answers.get(question, ([], [])))
+        trues, falses = (
+            [a for a in side if _usable(a, taken)] for side in answers.get(question, ([], []))
+        )
         trues.sort(key=text_id)
         falses.sort(key=text_id)
         for k, (t, f) in enumerate(zip(trues, falses, strict=False)):
@@ -145,7 +178,9 @@ def heldout_hacks(ds: Dataset, per_kind: int) -> list[Pair]:
     return [h for k in ds.source.hacks for h in hack_pairs(first, (k,))]
 
 
-def load_all(data_dir: Path | None = None, names: tuple[str, ...] = tuple(SOURCES)) -> dict[str, Dataset]:
+def load_all(
+    data_dir: Path | None = None, names: tuple[str, ...] = tuple(SOURCES)
+) -> dict[str, Dataset]:
     """Every dataset, split the same way each time."""
     data_dir = data_dir or default_data_dir()
     if not data_dir.is_dir():
@@ -156,8 +191,13 @@ def load_all(data_dir: Path | None = None, names: tuple[str, ...] = tuple(SOURCE
 
 def describe(ds: Dataset) -> dict[str, int]:
     """Counts for the training card."""
-    return {"train_pairs": len(ds.train), "extra_pairs": len(ds.extras), "hack_negatives": len(ds.hacks),
-            "heldout_pairs": len(ds.heldout), "heldout_suite_rows": ds.suite_rows}
+    return {
+        "train_pairs": len(ds.train),
+        "extra_pairs": len(ds.extras),
+        "hack_negatives": len(ds.hacks),
+        "heldout_pairs": len(ds.heldout),
+        "heldout_suite_rows": ds.suite_rows,
+    }
 
 
 def as_json(datasets: dict[str, Dataset]) -> str:

@@ -46,7 +46,11 @@ def block_choices(layers: Sequence[int]) -> list[list[Block]]:
     """Candidate feature blocks for cross-validation: single layers, mean+end pairs, all means, everything."""
     top, mid = layers[-1], layers[len(layers) // 2]
     choices: list[list[Block]] = [[("mean", layer)] for layer in layers]
-    choices += [[("mean", mid), ("end", mid)], [("mean", top), ("end", top)], [("mean", layer) for layer in layers]]
+    choices += [
+        [("mean", mid), ("end", mid)],
+        [("mean", top), ("end", top)],
+        [("mean", layer) for layer in layers],
+    ]
     choices.append([(pool, layer) for pool in POOLS for layer in layers])
     return choices
 
@@ -64,7 +68,9 @@ class LinearHead:
     spread: float = 1.0
     tail_penalty: float = 0.0  # reward per response token beyond the feature window
 
-    def reward(self, features: np.ndarray, layers: Sequence[int], unseen: np.ndarray | None = None) -> np.ndarray:
+    def reward(
+        self, features: np.ndarray, layers: Sequence[int], unseen: np.ndarray | None = None
+    ) -> np.ndarray:
         """Scalar rewards of feature arrays ``[n, 2, L, H]``, less the unseen-tail penalty when counts are given."""
         x = select(features, self.blocks, layers)
         r = np.asarray(((x - self.mean) / self.scale) @ self.weight, dtype=np.float64)
@@ -85,8 +91,9 @@ class LinearHead:
 # --------------------------------------------------------------------------- fitting
 
 
-def bt_objective(w: np.ndarray, diff: np.ndarray, target: np.ndarray, weight: np.ndarray,
-                 l2: float) -> tuple[float, np.ndarray]:
+def bt_objective(
+    w: np.ndarray, diff: np.ndarray, target: np.ndarray, weight: np.ndarray, l2: float
+) -> tuple[float, np.ndarray]:
     """Weighted soft-label Bradley–Terry cross-entropy with L2, and its gradient."""
     z = diff @ w
     total = weight.sum()
@@ -95,8 +102,16 @@ def bt_objective(w: np.ndarray, diff: np.ndarray, target: np.ndarray, weight: np
     return loss, grad
 
 
-def fit_bt(diff: np.ndarray, target: np.ndarray, weight: np.ndarray, l2: float, *, aux: float = 0.0,
-           rounds: int = 4, w0: np.ndarray | None = None) -> np.ndarray:
+def fit_bt(
+    diff: np.ndarray,
+    target: np.ndarray,
+    weight: np.ndarray,
+    l2: float,
+    *,
+    aux: float = 0.0,
+    rounds: int = 4,
+    w0: np.ndarray | None = None,
+) -> np.ndarray:
     """Weights of a Bradley–Terry head on standardized feature differences (chosen minus rejected)."""
     w = np.zeros(diff.shape[1]) if w0 is None else w0
     w = _lbfgs(w, diff, target, weight, l2)
@@ -107,11 +122,19 @@ def fit_bt(diff: np.ndarray, target: np.ndarray, weight: np.ndarray, l2: float, 
     return w
 
 
-def _lbfgs(w0: np.ndarray, diff: np.ndarray, target: np.ndarray, weight: np.ndarray, l2: float) -> np.ndarray:
+def _lbfgs(
+    w0: np.ndarray, diff: np.ndarray, target: np.ndarray, weight: np.ndarray, l2: float
+) -> np.ndarray:
     from scipy.optimize import minimize  # imported here: judging with a student never fits anything
 
-    result = minimize(bt_objective, w0, args=(diff, target, weight, l2), jac=True, method="L-BFGS-B",
-                      options={"maxiter": 500})
+    result = minimize(
+        bt_objective,
+        w0,
+        args=(diff, target, weight, l2),
+        jac=True,
+        method="L-BFGS-B",
+        options={"maxiter": 500},
+    )
     return np.asarray(result.x)
 
 
@@ -134,9 +157,16 @@ class HeadData:
 
     def subset(self, mask: np.ndarray) -> HeadData:
         """The pairs where ``mask`` holds."""
-        return HeadData(self.chosen[mask], self.rejected[mask], self.target[mask], self.layers,
-                        [g for g, m in zip(self.groups, mask, strict=True) if m], self.genuine[mask],
-                        self.weight[mask], self.window)
+        return HeadData(
+            self.chosen[mask],
+            self.rejected[mask],
+            self.target[mask],
+            self.layers,
+            [g for g, m in zip(self.groups, mask, strict=True) if m],
+            self.genuine[mask],
+            self.weight[mask],
+            self.window,
+        )
 
 
 @dataclass
@@ -150,7 +180,9 @@ class TrainConfig:
     l2_grid: tuple[float, ...] = L2_GRID
 
 
-def fit_head(name: str, data: HeadData, blocks: list[Block], l2: float, aux: float = 0.0) -> LinearHead:
+def fit_head(
+    name: str, data: HeadData, blocks: list[Block], l2: float, aux: float = 0.0
+) -> LinearHead:
     """A head fitted on all of ``data`` with given blocks and L2, calibrated on its genuine responses."""
     xc, xr = select(data.chosen, blocks, data.layers), select(data.rejected, blocks, data.layers)
     both = np.concatenate([xc, xr])
@@ -168,7 +200,9 @@ def fold_of(group: str, folds: int) -> int:
     return int(hashlib.sha256(f"cv:{group}".encode()).hexdigest()[:8], 16) % folds
 
 
-def cross_validate(data: HeadData, blocks: list[Block], l2: float, folds: int, aux: float = 0.0) -> dict[str, float]:
+def cross_validate(
+    data: HeadData, blocks: list[Block], l2: float, folds: int, aux: float = 0.0
+) -> dict[str, float]:
     """Grouped k-fold log-loss and accuracy on the genuine pairs of held-out folds."""
     fold = np.array([fold_of(g, folds) for g in data.groups])
     z_all, t_all = [], []
@@ -178,7 +212,9 @@ def cross_validate(data: HeadData, blocks: list[Block], l2: float, folds: int, a
             continue
         head = fit_head("cv", data.subset(fold != k), blocks, l2, aux)
         part = data.subset(val)
-        z_all.append(head.reward(part.chosen, data.layers) - head.reward(part.rejected, data.layers))
+        z_all.append(
+            head.reward(part.chosen, data.layers) - head.reward(part.rejected, data.layers)
+        )
         t_all.append(part.target)
     if not z_all:
         return {"logloss": float("inf"), "accuracy": float("nan")}
@@ -187,20 +223,31 @@ def cross_validate(data: HeadData, blocks: list[Block], l2: float, folds: int, a
     return {"logloss": logloss, "accuracy": float(np.mean((z > 0) == (t > 0.5)))}
 
 
-def train_head(name: str, data: HeadData, config: TrainConfig,
-               log: Callable[[str], None] | None = None) -> tuple[LinearHead, dict[str, Any]]:
+def train_head(
+    name: str, data: HeadData, config: TrainConfig, log: Callable[[str], None] | None = None
+) -> tuple[LinearHead, dict[str, Any]]:
     """Choose blocks and L2 by cross-validation (where not fixed), then fit on all training pairs."""
-    grid = [(b, lam) for b in ([config.blocks] if config.blocks else block_choices(data.layers))
-            for lam in ((config.l2,) if config.l2 is not None else config.l2_grid)]
+    grid = [
+        (b, lam)
+        for b in ([config.blocks] if config.blocks else block_choices(data.layers))
+        for lam in ((config.l2,) if config.l2 is not None else config.l2_grid)
+    ]
     table: list[dict[str, Any]] = []
     for blocks, l2 in grid if len(grid) > 1 else []:
         cv = cross_validate(data, blocks, l2, config.folds, config.aux_confidence)
         table.append({"blocks": blocks, "l2": l2, **cv})
         if log:
-            log(f"  cv {name}: {_blocks_text(blocks)} l2={l2:g}: logloss {cv['logloss']:.4f} acc {cv['accuracy']:.3f}")
+            log(
+                f"  cv {name}: {_blocks_text(blocks)} l2={l2:g}: logloss {cv['logloss']:.4f} acc {cv['accuracy']:.3f}"
+            )
     # Ties (to 4 decimals) go to the stronger penalty: the simpler head.
-    best: tuple[list[Block], float] = grid[0] if not table else min(
-        ((r["blocks"], r["l2"]) for r in table), key=lambda bl: (_cv_loss(table, bl), -bl[1]))
+    best: tuple[list[Block], float] = (
+        grid[0]
+        if not table
+        else min(
+            ((r["blocks"], r["l2"]) for r in table), key=lambda bl: (_cv_loss(table, bl), -bl[1])
+        )
+    )
     head = fit_head(name, data, best[0], best[1], config.aux_confidence)
     return head, {"chosen": {"blocks": best[0], "l2": best[1]}, "cv": table}
 
@@ -223,14 +270,22 @@ class LoraConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     rank: int = Field(default=8, ge=1, description="Rank of each adapter.")
-    alpha: float = Field(default=16.0, gt=0, description="Scale numerator: the update is alpha / rank · B A.")
-    targets: tuple[str, ...] = Field(default=("q_proj", "v_proj"), description="Names of adapted linear layers.")
+    alpha: float = Field(
+        default=16.0, gt=0, description="Scale numerator: the update is alpha / rank · B A."
+    )
+    targets: tuple[str, ...] = Field(
+        default=("q_proj", "v_proj"), description="Names of adapted linear layers."
+    )
     lr: float = Field(default=2e-4, gt=0, description="Adapter learning rate (AdamW).")
     head_lr: float = Field(default=1e-3, gt=0, description="Head learning rate (AdamW).")
     epochs: int = Field(default=1, ge=1, description="Passes over the training pairs.")
     batch_pairs: int = Field(default=8, ge=1, description="Pairs per optimiser step.")
-    max_steps: int | None = Field(default=None, ge=1, description="Stop after this many steps (smoke tests).")
-    seed: int = Field(default=0, description="Seed for the adapter initialisation and the pair order.")
+    max_steps: int | None = Field(
+        default=None, ge=1, description="Stop after this many steps (smoke tests)."
+    )
+    seed: int = Field(
+        default=0, description="Seed for the adapter initialisation and the pair order."
+    )
 
 
 @dataclass
@@ -243,8 +298,13 @@ class FinetunePair:
     head: str
 
 
-def finetune_bt(extractor: FeatureExtractor, pairs: Sequence[FinetunePair], heads: dict[str, LinearHead],
-                config: LoraConfig, log: Callable[[str], None] | None = None) -> dict[str, np.ndarray]:
+def finetune_bt(
+    extractor: FeatureExtractor,
+    pairs: Sequence[FinetunePair],
+    heads: dict[str, LinearHead],
+    config: LoraConfig,
+    log: Callable[[str], None] | None = None,
+) -> dict[str, np.ndarray]:
     """Bradley–Terry fine-tune of LoRA adapters and the heads' weights; returns the adapter weights.
 
     Each head must use a single feature block (the fine-tune reads one pooled state); heads start from their
@@ -257,15 +317,25 @@ def finetune_bt(extractor: FeatureExtractor, pairs: Sequence[FinetunePair], head
     torch.manual_seed(config.seed)
     add_lora(extractor.base, config)
     dev = extractor.local.device
-    weights = {n: torch.nn.Parameter(torch.tensor(h.weight, dtype=torch.float32, device=dev)) for n, h in heads.items()}
-    opt = torch.optim.AdamW([{"params": lora_parameters(extractor.base), "lr": config.lr},
-                             {"params": list(weights.values()), "lr": config.head_lr}], weight_decay=0.0)
+    weights = {
+        n: torch.nn.Parameter(torch.tensor(h.weight, dtype=torch.float32, device=dev))
+        for n, h in heads.items()
+    }
+    opt = torch.optim.AdamW(
+        [
+            {"params": lora_parameters(extractor.base), "lr": config.lr},
+            {"params": list(weights.values()), "lr": config.head_lr},
+        ],
+        weight_decay=0.0,
+    )
     order = np.random.default_rng(config.seed).permutation(len(pairs))
     steps = 0
     for _epoch in range(config.epochs):
         for start in range(0, len(order), config.batch_pairs):
             batch = [pairs[i] for i in order[start : start + config.batch_pairs]]
-            loss = sum(_pair_loss(extractor, p, heads[p.head], weights[p.head]) for p in batch) / len(batch)
+            loss = sum(
+                _pair_loss(extractor, p, heads[p.head], weights[p.head]) for p in batch
+            ) / len(batch)
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -286,11 +356,18 @@ def _pair_loss(extractor: FeatureExtractor, pair: FinetunePair, head: LinearHead
 
     if pair.chosen.prompt != pair.rejected.prompt:
         raise ValueError("a fine-tune pair must share its prompt")
-    (pool, layer), = head.blocks
+    ((pool, layer),) = head.blocks
     dev = extractor.local.device
     kv = prompt_kv(extractor.base, pair.chosen.prompt, dev)
-    pooled = pool_responses(extractor.base, kv, len(pair.chosen.prompt), [pair.chosen.response, pair.rejected.response],
-                            extractor.spec.layers, extractor.local.pad_id, dev)
+    pooled = pool_responses(
+        extractor.base,
+        kv,
+        len(pair.chosen.prompt),
+        [pair.chosen.response, pair.rejected.response],
+        extractor.spec.layers,
+        extractor.local.pad_id,
+        dev,
+    )
     x = pooled[:, POOLS.index(pool), list(extractor.spec.layers).index(layer)]
     scale = torch.tensor(head.scale, dtype=torch.float32, device=dev)
     r = (x / scale) @ w  # the mean cancels in the difference

@@ -10,7 +10,12 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from harness.testing.fault_server import FaultConfig, RunningServer, judge_answer, start_fault_server
+    from harness.testing.fault_server import (
+        FaultConfig,
+        RunningServer,
+        judge_answer,
+        start_fault_server,
+    )
 
 __all__ = ["FaultConfig", "RunningServer", "judge_answer", "start_fault_server"]
 

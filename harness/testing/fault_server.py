@@ -114,8 +114,11 @@ class FaultConfig:
     @classmethod
     def from_argv(cls, argv: list[str] | None = None) -> FaultConfig:
         """Parse command-line flags (see ``--help``)."""
-        parser = argparse.ArgumentParser(prog="python -m harness.testing.fault_server", description=__doc__,
-                                         formatter_class=argparse.RawDescriptionHelpFormatter)
+        parser = argparse.ArgumentParser(
+            prog="python -m harness.testing.fault_server",
+            description=__doc__,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
         defaults = cls()
         for f in dataclasses.fields(cls):
             default = getattr(defaults, f.name)
@@ -162,14 +165,20 @@ def usage_for(messages: list[dict[str, Any]], content: str) -> dict[str, int]:
     """Token counts the server reports: whitespace-separated words, plus one per message."""
     prompt = sum(_word_count(str(m.get("content", ""))) + 1 for m in messages)
     completion = max(1, _word_count(content))
-    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+    }
 
 
 def _token_entry(token: str, logprob: float) -> dict[str, Any]:
     return {"token": token, "logprob": logprob, "bytes": list(token.encode())}
 
 
-def _first_token_logprobs(score: int, logprobs: dict[str, float], structured: bool, top_n: int) -> dict[str, Any]:
+def _first_token_logprobs(
+    score: int, logprobs: dict[str, float], structured: bool, top_n: int
+) -> dict[str, Any]:
     """OpenAI's ``choices[0].logprobs`` for an answer whose first token is the digit (or ``{"``)."""
     if structured:
         first = '{"'
@@ -200,7 +209,9 @@ def completion(body: dict[str, Any], model: str) -> dict[str, Any]:
         "logprobs": None,
     }
     if body.get("logprobs"):
-        choice["logprobs"] = _first_token_logprobs(score, logprobs, structured, int(body.get("top_logprobs") or 0))
+        choice["logprobs"] = _first_token_logprobs(
+            score, logprobs, structured, int(body.get("top_logprobs") or 0)
+        )
     return {
         "id": "chatcmpl-fault",
         "object": "chat.completion",
@@ -219,7 +230,11 @@ def validate(body: Any) -> str | None:
     if not isinstance(messages, list) or not messages:
         return "'messages' must be a non-empty list"
     for m in messages:
-        if not (isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)):
+        if not (
+            isinstance(m, dict)
+            and isinstance(m.get("role"), str)
+            and isinstance(m.get("content"), str)
+        ):
             return "each message needs a string 'role' and 'content'"
     max_tokens = body.get("max_tokens")
     if max_tokens is not None and (not isinstance(max_tokens, int) or max_tokens < 1):
@@ -256,8 +271,10 @@ class FaultServer:
         """Change behaviour while serving (rates, latency, Retry-After, hang time); ValueError if invalid."""
         unknown = set(changes) - RUNTIME_FIELDS
         if unknown:
-            raise ValueError(f"cannot change {', '.join(sorted(unknown))} at run time; "
-                             f"changeable: {', '.join(sorted(RUNTIME_FIELDS))}")
+            raise ValueError(
+                f"cannot change {', '.join(sorted(unknown))} at run time; "
+                f"changeable: {', '.join(sorted(RUNTIME_FIELDS))}"
+            )
         self.config = dataclasses.replace(self.config, **changes)
         self._thresholds = self._cumulative(self.config.rates())
         self._latency_s = self.config.latency_ms / 1000.0
@@ -343,7 +360,9 @@ class FaultServer:
         if isinstance(fmt, dict) and fmt.get("type") == "json_schema":
             self.counts["structured"] += 1
 
-    def _respond(self, request: web.Request, outcome: str, body: dict[str, Any]) -> web.StreamResponse:
+    def _respond(
+        self, request: web.Request, outcome: str, body: dict[str, Any]
+    ) -> web.StreamResponse:
         if outcome == "429":
             return self._rate_limited()
         if outcome == "500":
@@ -377,7 +396,10 @@ class FaultServer:
     async def models(self, request: web.Request) -> web.Response:
         """The one model this server pretends to serve."""
         return web.json_response(
-            {"object": "list", "data": [{"id": self.config.model, "object": "model", "owned_by": "harness"}]}
+            {
+                "object": "list",
+                "data": [{"id": self.config.model, "object": "model", "owned_by": "harness"}],
+            }
         )
 
     async def stats(self, request: web.Request) -> web.Response:
@@ -410,7 +432,9 @@ class FaultServer:
     async def running(self, sock: socket.socket | None = None) -> AsyncIterator[str]:
         """Serve in the current event loop; yields the root URL (``http://127.0.0.1:PORT``)."""
         sock = sock or bind(self.config.port)
-        runner = web.AppRunner(self.app(), access_log=None, handle_signals=False, shutdown_timeout=0.1)
+        runner = web.AppRunner(
+            self.app(), access_log=None, handle_signals=False, shutdown_timeout=0.1
+        )
         await runner.setup()
         site = web.SockSite(runner, sock, backlog=2048)
         await site.start()
@@ -489,7 +513,9 @@ class RunningServer:
 
 
 @contextlib.contextmanager
-def start_fault_server(*, startup_timeout_s: float = 30.0, **options: Any) -> Iterator[RunningServer]:
+def start_fault_server(
+    *, startup_timeout_s: float = 30.0, **options: Any
+) -> Iterator[RunningServer]:
     """Start the fault server as a subprocess; ``options`` are :class:`FaultConfig` fields.
 
     Yields once the server prints its LISTENING line; stops it (SIGTERM, then SIGKILL) on exit.
@@ -525,7 +551,9 @@ def _await_listening(proc: subprocess.Popen[bytes], timeout_s: float, errfile: A
         _stop(proc)
         errfile.seek(0)
         err = errfile.read().decode(errors="replace")[-2000:]
-        raise RuntimeError(f"fault server did not start within {timeout_s}s (got {line!r}); stderr:\n{err}")
+        raise RuntimeError(
+            f"fault server did not start within {timeout_s}s (got {line!r}); stderr:\n{err}"
+        )
     return line.split(" ", 1)[1]
 
 
