@@ -6,7 +6,7 @@ The fault-injecting test server runs as a separate process with every fault rate
 runs in a fresh child process (so its CPU time and peak RSS are its own, never the server's):
 
 - ``harness``: N pointwise work items (planned from a synthetic suite under the default constitution)
-  through ``execute`` with the ``openai`` backend, cache off, the real verdict sink (``RunStore`` appending
+  through ``execute`` with the ``openai`` backend, cache off, the real verdict sink (``RunWriter`` appending
   to verdicts.jsonl) and the real progress display (redrawn into a buffer);
 - ``bare``: the same N request bodies through a minimal aiohttp loop (``concurrency`` tasks, each
   json.dumps -> POST -> json.loads), the reference measured in the same run.
@@ -43,7 +43,7 @@ from harness.config import load_constitution
 from harness.engine.executor import execute
 from harness.engine.plan import BoundJudge, WorkItem, plan
 from harness.engine.progress import Progress
-from harness.engine.store import RunStore
+from harness.rundir import RunWriter
 from harness.schema import Candidate, Case, JudgeConfig
 from harness.testing.fault_server import start_fault_server
 
@@ -97,7 +97,7 @@ def planned(base_url: str, concurrency: int, n: int) -> tuple[BoundJudge, list[W
 async def run_harness(bound: BoundJudge, items: list[WorkItem], folder: Path) -> int:
     """The engine as ``harness run`` drives it, minus planning; returns the number of scored items."""
     constitution, _ = load_constitution("default")
-    store = RunStore(folder)
+    store = RunWriter(folder).open()
     progress = Progress({"bench": len(items)}, stream=io.StringIO(), interval=1.0)
     try:
         await execute(items, [bound], constitution, None, store.append, progress)

@@ -62,9 +62,9 @@ _EXPORTS: dict[str, str] = {
     "run": "harness.engine.runner",
     "resume": "harness.engine.runner",
     "bind_judges": "harness.engine.runner",
-    "read_run": "harness.engine.store",
-    "RunData": "harness.engine.store",
-    "RunStore": "harness.engine.store",
+    "read_run": "harness.rundir",
+    "RunData": "harness.rundir",
+    "RunWriter": "harness.rundir",
     # analysis and outputs
     "summary": "harness.analysis.scores",
     "overall": "harness.analysis.scores",

@@ -18,6 +18,7 @@ from harness.errors import ConfigError, HarnessError
 
 if TYPE_CHECKING:
     from harness.engine.runner import RunResult
+    from harness.rundir import RunData
     from harness.schema import JudgeUsage, RunManifest
 
 EXIT_BUDGET = 3  # stopped by --max-cost: nothing half-written, rerun to continue
@@ -125,8 +126,13 @@ def cmd_run(args: argparse.Namespace) -> int:
                 **_protocol_options(args),
             )
         )
-    _print_summary(result.run_dir)
-    print(format_accounting(result))
+    from harness.report.render import render_report
+    from harness.rundir import read_run
+
+    data = read_run(result.run_dir)  # read once: the summary, the accounting and the report
+    _print_summary(data)
+    print(format_accounting(result, data.manifest))
+    render_report(data)
     c = result.counts
     print(f"\nverdicts: {c['scored']} scored, {c['unscored']} unscored, {c['error']} errors")
     if result.skipped:
@@ -143,11 +149,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 1 if c["error"] else 0
 
 
-def format_accounting(result: RunResult) -> str:
+def format_accounting(result: RunResult, manifest: RunManifest) -> str:
     """What this invocation did per judge (calls, retries by cause, cache hits, tokens, spend) and run spend."""
-    from harness.engine.store import read_run
-
-    manifest = read_run(result.run_dir).manifest
     session = result.session
     if session is None:
         return "\nnothing left to judge: every item already has a verdict in the run folder (0 judge calls)"
@@ -203,11 +206,9 @@ def _protocol_options(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def _print_summary(run_dir: Path) -> None:
+def _print_summary(data: RunData) -> None:
     from harness.analysis.scores import summary
-    from harness.engine.store import read_run
 
-    data = read_run(run_dir)
     table = summary(data.verdicts, data.constitution, n_boot=500)
     if table.empty:
         print("no scored verdicts")

@@ -79,7 +79,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         to_junit,
         to_markdown,
     )
-    from harness.engine.store import read_run, write_atomic
+    from harness.rundir import read_run, write_atomic
 
     options = CompareOptions(
         max_drop=args.max_drop,
@@ -108,7 +108,7 @@ def _into_report(cand: Path, data: dict[str, object]) -> None:
     """Keep the comparison in the candidate's run folder and rebuild its report with a comparison section."""
     import json
 
-    from harness.engine.store import write_atomic
+    from harness.rundir import write_atomic
     from harness.report.render import render_report
 
     write_atomic(cand / "comparison.json", json.dumps(data, indent=2, allow_nan=False, default=str))

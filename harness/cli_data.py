@@ -128,7 +128,7 @@ def _add_agreement(sub: Any) -> None:
 
 def cmd_agreement(args: argparse.Namespace) -> int:
     from harness.analysis.agreement import human_agreement, human_agreement_by_tag
-    from harness.engine.store import read_run
+    from harness.rundir import read_run
 
     measure = human_agreement_by_tag if args.by_tag else human_agreement
     table = measure(read_run(args.run), seed=args.seed)

@@ -55,27 +55,15 @@ def judge_items(
     cache: bool | Path = False,
 ) -> dict[str, Verdict]:
     """Judge work items in one engine run; verdicts by item id. Closes the judges' backends afterwards."""
-    from harness.engine.cache import JudgeCache
-    from harness.engine.executor import execute
-    from harness.engine.progress import Progress
+    from harness.engine.session import SessionOptions, judge_once
     from harness.schema import Verdict
 
-    out: list[
-        Any
-    ] = []  # the sink also receives pairwise records; only pointwise items are planned here
-    store = JudgeCache(None if cache is True else cache) if cache else None
-    totals = {b.config.id: sum(i.judge == b.config.id for i in items) for b in bound}
+    out: list[Any] = []  # the sink also takes pairwise records; only pointwise items are planned here
+    path = None if isinstance(cache, bool) else cache
+    options = SessionOptions(use_cache=bool(cache), cache_path=path, quiet=True)
 
     async def go() -> None:
-        try:
-            await execute(
-                items, bound, constitution, store, out.extend, Progress(totals, quiet=True)
-            )
-        finally:
-            for b in bound:
-                await b.backend.aclose()
-            if store is not None:
-                store.close()
+        await judge_once(items, bound, constitution, out.extend, options=options)
 
     _run_async(go)
     return {v.item_id: v for v in out if isinstance(v, Verdict)}

@@ -8,10 +8,9 @@ from pathlib import Path
 import numpy as np
 
 from harness.config import load_constitution
-from harness.engine.adaptive import run_adaptive
-from harness.engine.executor import execute
-from harness.engine.plan import plan
-from harness.engine.progress import Progress
+from harness.engine.adaptive import ROUND_CASES, AdaptiveStop
+from harness.engine.session import JudgingSession, SessionOptions
+from harness.engine.stream import Planner, chunks
 from harness.engine.runner import RunOptions, run
 from harness.schema import Candidate, Case, Verdict
 from tests.helpers import ScriptedBackend, bound, jsonl
@@ -44,7 +43,6 @@ def adaptive_options(tmp_path: Path, n: int) -> dict[str, object]:
         out=tmp_path / "out",
         use_cache=False,
         quiet=True,
-        report=False,
         target_ci=0.05,
     )
 
@@ -59,18 +57,24 @@ def test_groups_stop_early_and_skip_the_rest() -> None:
     )
     constitution, _ = load_constitution("default")
     judge = bound(backend, principles=["honesty"])
-    items = plan(CASES, constitution, [judge])
     order = {c.id: i for i, c in enumerate(CASES)}
+    stop = AdaptiveStop(0.05, order)
+    planner = Planner(constitution, [judge], gate=stop.want)
     out: list[Verdict] = []
 
-    async def go(batch, sink):  # type: ignore[no-untyped-def]
-        return await execute(
-            batch, [judge], constitution, None, sink, Progress({"scripted": len(batch)}, quiet=True)
-        )
+    def sink(records: list) -> None:  # type: ignore[type-arg]
+        out.extend(records)
+        stop.update(records)
 
-    left, skipped = asyncio.run(run_adaptive(items, order, {}, 0.05, go, out.extend))
-    assert left == 0 and 0 < skipped < len(items)
-    assert len(out) + skipped == len(items)
+    async def go() -> None:
+        opts = SessionOptions(use_cache=False, quiet=True)
+        async with JudgingSession([judge], constitution, sink, {"scripted": 300}, opts) as s:
+            for chunk in chunks(CASES, ROUND_CASES):
+                await s.judge(list(planner.items(chunk)))
+
+    asyncio.run(go())
+    assert 0 < stop.skipped < len(CASES)
+    assert len(out) + stop.skipped == len(CASES)
     judged = sorted(order[v.case_id] for v in out)
     assert judged == list(range(len(out)))  # judged in the planned order, a prefix of it
 

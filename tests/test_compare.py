@@ -20,7 +20,7 @@ from harness.analysis.compare import (
 )
 from harness.analysis.stats import sign_flip_pvalues
 from harness.cli_compare import add_parser
-from harness.engine.store import VERDICT_COLUMNS, RunStore, read_run
+from harness.rundir import VERDICT_COLUMNS, RunWriter, read_run
 from harness.errors import HarnessError
 from harness.schema import (
     Candidate,
@@ -187,7 +187,7 @@ def write_run(
         seed=0,
         n_items=scores.size,
     )
-    store = RunStore(root)
+    store = RunWriter(root).open()
     store.initialise(manifest, cons, case_list)
     rows = verdicts(scores[:, :cases]).to_dict("records")
     store.append([Verdict.model_validate({**r, "distribution": None}) for r in rows])

@@ -12,7 +12,7 @@ from harness.engine.cache import JudgeCache
 from harness.engine.executor import execute
 from harness.engine.plan import plan
 from harness.engine.progress import Progress
-from harness.engine.store import RunStore, read_jsonl_tolerant
+from harness.rundir import RunWriter, latest_status, read_jsonl_tolerant
 from harness.errors import JudgeError, TransientJudgeError
 from harness.schema import Verdict
 from tests.helpers import ScriptedBackend, bound, write_tiny_suite
@@ -107,7 +107,7 @@ def test_cache_serves_reruns_and_never_stores_failures(tmp_path: Path) -> None:
 
 
 def test_store_tolerates_a_torn_last_line(tmp_path: Path) -> None:
-    store = RunStore(tmp_path)
+    store = RunWriter(tmp_path).open()
     v = Verdict(
         item_id="a", case_id="c", generator="g", principle="p", judge="j", status="scored", score=3
     )
@@ -115,7 +115,8 @@ def test_store_tolerates_a_torn_last_line(tmp_path: Path) -> None:
     store.close()
     with (tmp_path / "verdicts.jsonl").open("a") as fh:
         fh.write(json.dumps(v.model_dump())[:40])  # a crash mid-write
-    assert sorted(store.done_items()) == ["a", "b"]
+    store.open()  # the next writer cuts the torn line, and nothing else
+    assert sorted(latest_status(tmp_path)) == ["a", "b"]
     store.append([v.model_copy(update={"item_id": "c"})])
     store.close()
     rows, _ = read_jsonl_tolerant(tmp_path / "verdicts.jsonl")

@@ -1,6 +1,6 @@
 """``harness export preferences``: pairs, policies and counts, files that ``datasets`` and TRL load as they are.
 
-Run folders are built by hand with RunStore, so every soft label and margin below is checked against a value
+Run folders are built by hand with RunWriter, so every soft label and margin below is checked against a value
 worked out on paper.
 """
 
@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from harness.cli_export import add_parser
-from harness.engine.store import RunStore
+from harness.rundir import RunWriter
 from harness.errors import ConfigError, RunError
 from harness.outputs.export import export_preferences, parse_formats
 from harness.outputs.preferences import ExportOptions
@@ -185,11 +185,11 @@ def make_run(
         n_items=0,
         status="complete",
     )
-    store = RunStore(root)
+    store = RunWriter(root).open()
     store.initialise(manifest, CONSTITUTION, cases)
     store.append(records)
     store.close()
-    store.write_parquet()
+    store.sync()
     return root
 
 

@@ -14,7 +14,7 @@ import pytest
 from harness.analysis.agreement import human_agreement_by_tag
 from harness.analysis.judges import judge_profile, preference_agreement
 from harness.engine.runner import RunOptions, run
-from harness.engine.store import RunStore, read_run
+from harness.rundir import RunWriter, read_run
 from harness.schema import (
     Case,
     HumanPreference,
@@ -106,11 +106,11 @@ def _manifest() -> RunManifest:
 
 @pytest.fixture
 def hand_run(tmp_path: Path) -> Path:
-    store = RunStore(tmp_path / "r")
+    store = RunWriter(tmp_path / "r").open()
     store.initialise(_manifest(), CONSTITUTION, CASES)
     store.append(_verdicts())
     store.close()
-    store.write_parquet()
+    store.sync()
     return store.root
 
 
@@ -177,7 +177,7 @@ def test_student_and_rules_side_by_side_in_a_real_run(tmp_path: Path) -> None:
     assert profile.loc["student", "parameters"] > 100_000_000  # SmolLM2-135M underneath
     assert profile.loc["rules", "parameters"] == 0
     assert profile.loc["student", "judged"] > 0 and profile.loc["student", "judgments_per_s"] > 0
-    html = (result.run_dir / "report.html").read_text(encoding="utf-8")
+    html = render_report(data).read_text(encoding="utf-8")
     assert "Judges side by side" in html and "judgments per second" in html
     assert not preference_agreement(data).empty
 

@@ -14,7 +14,7 @@ from harness.config import load_constitution, load_suite
 from harness.engine.executor import execute
 from harness.engine.plan import PairPlan, case_pairs, plan_pairs
 from harness.engine.progress import Progress
-from harness.engine.store import RunStore, read_run
+from harness.rundir import RunWriter, read_run
 from harness.schema import Candidate, Case, HumanPreference, RunManifest
 from tests.helpers import ScriptedBackend, bound
 
@@ -50,7 +50,7 @@ def judged_run(tmp_path: Path, answer, how: PairPlan = BOTH_ORDERS):  # type: ig
     constitution, _ = load_constitution("default")
     judge = bound(ScriptedBackend(answer), judge_id="j")
     items = plan_pairs(CASES, constitution, [judge], how)
-    store = RunStore(tmp_path / "run")
+    store = RunWriter(tmp_path / "run").open()
     rec = {"path": "x", "sha256": "0"}
     manifest = RunManifest.model_validate(
         {

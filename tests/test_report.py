@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from harness.analysis.scores import overall, summary
-from harness.engine.store import REPORT, RunStore, read_run
+from harness.rundir import REPORT, RunWriter, read_run
 from harness.report.render import render_html, render_report
 from harness.schema import (
     Candidate,
@@ -147,7 +147,7 @@ def build_run(root: Path) -> Path:
         n_items=24,
         status="complete",
     )
-    store = RunStore(root)
+    store = RunWriter(root).open()
     store.initialise(manifest, CONSTITUTION, CASES)
     verdicts = [
         _verdict(case, cand.generator, p.id, judge, i)
@@ -158,7 +158,7 @@ def build_run(root: Path) -> Path:
     ]
     store.append(verdicts)
     store.close()
-    store.write_parquet()
+    store.sync()
     return root
 
 

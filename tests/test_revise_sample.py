@@ -11,7 +11,7 @@ import pytest
 from harness.engine.revise import ReviseOptions, revise
 from harness.engine.runner import RunOptions, run
 from harness.engine.sample import SampleOptions, sample
-from harness.engine.store import read_run
+from harness.rundir import read_run
 from harness.testing.fault_server import RunningServer, start_fault_server
 from tests.helpers import jsonl, write_tiny_suite
 
@@ -41,7 +41,6 @@ def test_revise_failing_candidates(tmp_path: Path, server: RunningServer) -> Non
             out=tmp_path / "out",
             use_cache=False,
             quiet=True,
-            report=False,
         )
     )
     failing = read_run(result.run_dir).verdicts.query("passed == False")

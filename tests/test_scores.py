@@ -18,7 +18,7 @@ from harness.analysis.scores import (
     summary,
     wilson_interval,
 )
-from harness.engine.store import verdict_frame
+from harness.rundir import verdict_frame
 from harness.schema import Constitution, Principle, Verdict
 
 

@@ -27,7 +27,7 @@ from harness.analysis.pairwise import combine_orders
 from harness.analysis.scores import bootstrap_mean_ci, wilson_interval
 from harness.analysis.stats import label_agreement
 from harness.engine.plan import single_order
-from harness.engine.store import RunData
+from harness.rundir import RunData
 from harness.schema import Case
 
 COLUMNS = ["judge", "principle", "protocol", "n", "accuracy", "ci_low", "ci_high", "kappa", "ties"]

@@ -36,7 +36,7 @@ import pandas as pd
 
 from harness.analysis.scores import scored
 from harness.analysis.stats import mcnemar, paired_bootstrap_ci, paired_permutation_test
-from harness.engine.store import RunData
+from harness.rundir import RunData
 from harness.errors import RunError
 from harness.schema import Constitution
 

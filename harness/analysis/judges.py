@@ -24,7 +24,7 @@ from harness.analysis.agreement import mean_scores, pointwise_agreement, prefere
 from harness.analysis.scores import wilson_interval
 from harness.analysis.stats import cohen_kappa
 from harness.engine.plan import single_order
-from harness.engine.store import RunData
+from harness.rundir import RunData
 
 PROFILE_COLUMNS = [
     "judge",

@@ -1,7 +1,7 @@
 """Score summaries of a run: means with bootstrap confidence intervals, pass rates, weighted overall scores.
 
 Pure functions from the verdict table (columns of :class:`harness.schema.Verdict`, as written by
-:func:`harness.engine.store.verdict_frame`) to tidy tables. Only ``status == "scored"`` rows carry scores;
+:func:`harness.rundir.verdict_frame`) to tidy tables. Only ``status == "scored"`` rows carry scores;
 unscored and error verdicts are counted, never averaged in.
 
 Bootstrap intervals resample *cases* (the unit that was sampled), with a seeded generator, so every

@@ -320,6 +320,48 @@ def make_verdict(
     )
 
 
+class LocalExecutor:
+    """The in-process asyncio executor: one worker per judge, kept for the whole session.
+
+    Called once per planned chunk; each judge's limits, retries and budget carry over between chunks.
+    """
+
+    def __init__(
+        self,
+        judges: list[BoundJudge],
+        constitution: Constitution,
+        cache: JudgeCache | None,
+        sink: Sink,
+        progress: Progress,
+        *,
+        refresh: bool = False,
+        budget: Budget | None = None,
+    ):
+        self.cache = cache
+        self.workers = {
+            j.config.id: JudgeWorker(
+                j, constitution, cache, progress, sink, refresh=refresh, budget=budget
+            )
+            for j in judges
+        }
+
+    async def run(self, items: list[WorkItem]) -> int:
+        """Judge ``items``; returns how many the budget left unstarted."""
+        by_judge: dict[str, list[WorkItem]] = {}
+        for item in items:
+            by_judge.setdefault(item.judge, []).append(item)
+        before = sum(w.left for w in self.workers.values())
+        try:
+            await asyncio.gather(*(self.workers[j].run(todo) for j, todo in by_judge.items()))
+        finally:
+            if self.cache is not None:
+                self.cache.flush()
+        return sum(w.left for w in self.workers.values()) - before
+
+    async def aclose(self) -> None:
+        """Nothing to release: the session owns the backends and the cache."""
+
+
 async def execute(
     items: list[WorkItem],
     judges: list[BoundJudge],
@@ -331,22 +373,12 @@ async def execute(
     refresh: bool = False,
     budget: Budget | None = None,
 ) -> int:
-    """Run every item; judges run side by side, each within its own limits, all within one budget.
-
-    Returns how many items were left unstarted because the budget ran out (0 when all ran).
-    """
-    by_judge: dict[str, list[WorkItem]] = {}
-    for item in items:
-        by_judge.setdefault(item.judge, []).append(item)
-    workers = [
-        JudgeWorker(j, constitution, cache, progress, sink, refresh=refresh, budget=budget)
-        for j in judges
-    ]
+    """Run every item once through a fresh :class:`LocalExecutor`; returns items left unstarted."""
+    executor = LocalExecutor(
+        judges, constitution, cache, sink, progress, refresh=refresh, budget=budget
+    )
     started = time.monotonic()
     try:
-        await asyncio.gather(*(w.run(by_judge.get(w.judge.config.id, [])) for w in workers))
+        return await executor.run(items)
     finally:
-        if cache is not None:
-            cache.flush()
         progress.finish(time.monotonic() - started)
-    return sum(w.left for w in workers)

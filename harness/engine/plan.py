@@ -12,7 +12,7 @@ import hashlib
 import itertools
 import json
 import random
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -112,30 +112,40 @@ class BoundJudge:
         return wanted and self.backend.covers(principle)
 
 
-def plan(
-    cases: Iterable[Case], constitution: Constitution, judges: list[BoundJudge], seed: int = 0
-) -> list[WorkItem]:
-    """Every pointwise work item of a run, in a stable order."""
-    cases = list(cases)
-    items = []
+# Whether to plan (judge id, case id, generator, principle id); False skips it before any rendering.
+Want = Callable[[str, str, str, str], bool]
+
+
+def _everything(judge: str, case: str, generator: str, principle: str) -> bool:
+    return True
+
+
+def iter_plan(
+    cases: Iterable[Case],
+    constitution: Constitution,
+    judges: list[BoundJudge],
+    seed: int = 0,
+    want: Want = _everything,
+) -> Iterator[WorkItem]:
+    """Pointwise work items, streamed in a stable order (judge, case, candidate, principle)."""
+    cases = list(cases)  # one chunk of cases: the caller streams the suite
     for judge in judges:
         identity, style = judge.backend.identity(), judge.style()
+        jid = judge.config.id
         for case in cases:
             for cand in case.candidates:
                 for principle in constitution.principles:
-                    if judge.judges(principle.id):
+                    pid = principle.id
+                    if judge.judges(pid) and want(jid, case.id, cand.generator, pid):
                         req = build_request(principle, case, cand, style, seed)
-                        items.append(
-                            make_item(
-                                judge.config.id,
-                                identity,
-                                case.id,
-                                cand.generator,
-                                principle.id,
-                                req,
-                            )
-                        )
-    return items
+                        yield make_item(jid, identity, case.id, cand.generator, pid, req)
+
+
+def plan(
+    cases: Iterable[Case], constitution: Constitution, judges: list[BoundJudge], seed: int = 0
+) -> list[WorkItem]:
+    """Every pointwise work item of a (small) set of cases, as a list."""
+    return list(iter_plan(cases, constitution, judges, seed))
 
 
 @dataclass(frozen=True)
@@ -170,12 +180,25 @@ def plan_pairs(
     judges: list[BoundJudge],
     how: PairPlan,
     seed: int = 0,
+    want: Want = _everything,
 ) -> list[WorkItem]:
     """Every pairwise work item: each chosen pair, per principle and judge, in one or both orders."""
-    items = []
+    return list(iter_pairs(cases, constitution, judges, how, seed, want))
+
+
+def iter_pairs(
+    cases: Iterable[Case],
+    constitution: Constitution,
+    judges: list[BoundJudge],
+    how: PairPlan,
+    seed: int = 0,
+    want: Want = _everything,
+) -> Iterator[WorkItem]:
+    """Pairwise work items, streamed; ``want`` sees the generator shown first."""
     cases = list(cases)
     for judge in (j for j in judges if j.backend.pairwise()):
         identity, style = judge.backend.identity(), judge.style()
+        jid = judge.config.id
         for case in cases:
             by_gen = {c.generator: c for c in case.candidates}
             for a, b in case_pairs(list(by_gen), how, seed, case.id):
@@ -183,25 +206,16 @@ def plan_pairs(
                     [(a, b), (b, a)] if how.both_orders else [single_order(a, b, seed, case.id)]
                 )
                 for principle in constitution.principles:
-                    if not judge.judges(principle.id):
+                    pid = principle.id
+                    if not judge.judges(pid) or not want(jid, case.id, a, pid):
                         continue
                     for x, y in orders:
                         req = pairwise.build_request(
                             principle, case, by_gen[x], by_gen[y], style, seed
                         )
-                        items.append(
-                            make_item(
-                                judge.config.id,
-                                identity,
-                                case.id,
-                                x,
-                                principle.id,
-                                req,
-                                pairwise.TEMPLATE_VERSION,
-                                other=y,
-                            )
+                        yield make_item(
+                            jid, identity, case.id, x, pid, req, pairwise.TEMPLATE_VERSION, other=y
                         )
-    return items
 
 
 def single_order(a: str, b: str, seed: int, case_id: str) -> tuple[str, str]:

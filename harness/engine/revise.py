@@ -17,12 +17,19 @@ from pathlib import Path
 from harness.analysis.pairwise import combine_orders
 from harness.backends.base import BackendRequest
 from harness.config import load_judge
-from harness.engine.cache import JudgeCache
-from harness.engine.executor import execute
 from harness.engine.plan import BoundJudge, PairPlan, WorkItem, make_item, plan_pairs
-from harness.engine.progress import Progress
 from harness.engine.runner import bind_judges
-from harness.engine.store import RunData, RunStore, read_jsonl_tolerant, read_run, write_atomic
+from harness.engine.session import SessionOptions, judge_once
+from harness.rundir import (
+    GENERATIONS,
+    RunData,
+    RunWriter,
+    latest_status,
+    read_jsonl_tolerant,
+    read_records,
+    read_run,
+    write_atomic,
+)
 from harness.errors import ConfigError
 from harness.judging import revision as prompts
 from harness.schema import Candidate, Case, Constitution, Generation
@@ -94,25 +101,23 @@ def _run_phase(
     items: list[WorkItem],
     judge: BoundJudge,
     constitution: Constitution,
-    store: RunStore,
+    store: RunWriter,
     options: ReviseOptions,
 ) -> None:
-    done = store.done_items()
-    todo = [i for i in items if i.item_id not in done or done[i.item_id].status == "error"]
-    if not todo:
-        return
-    cache = JudgeCache() if options.use_cache else None
-    progress = Progress({judge.config.id: len(todo)}, quiet=options.quiet)
-    try:
-        asyncio.run(execute(todo, [judge], constitution, cache, store.append, progress))
-    finally:
-        store.close()
-        if cache is not None:
-            cache.close()
+    status = latest_status(store.root)
+    todo = [i for i in items if status.get(i.item_id, "error") == "error"]
+    if todo:
+        opts = SessionOptions(use_cache=options.use_cache, quiet=options.quiet)
+        totals = {judge.config.id: len(todo)}
+        asyncio.run(judge_once(todo, [judge], constitution, store.append, totals, opts))
 
 
-def _texts(store: RunStore, step: str) -> dict[tuple[str, str, str], Generation]:
-    gens = [g for g in store.done_items().values() if isinstance(g, Generation) and g.step == step]
+def _texts(store: RunWriter, step: str) -> dict[tuple[str, str, str], Generation]:
+    gens = [
+        g
+        for g in read_records(store.root, GENERATIONS).values()
+        if isinstance(g, Generation) and g.step == step
+    ]
     return {(g.case_id, g.generator, g.principle): g for g in gens}
 
 
@@ -122,8 +127,18 @@ def revise(options: ReviseOptions) -> Path:
     critic = bind_judges([load_judge(options.critic)])[0]
     reviser = bind_judges([load_judge(options.reviser)])[0] if options.reviser else critic
     chosen = targets(run, options.principles, options.only_failing)
-    store = RunStore(Path(options.run_dir) / "revision")
-    store.root.mkdir(exist_ok=True)
+    with RunWriter(Path(options.run_dir) / "revision") as store:
+        return _revise(options, run, critic, reviser, chosen, store)
+
+
+def _revise(
+    options: ReviseOptions,
+    run: RunData,
+    critic: BoundJudge,
+    reviser: BoundJudge,
+    chosen: list[Target],
+    store: RunWriter,
+) -> Path:
     principle = run.constitution.principle
     critique_reqs = [
         (t, prompts.critique_request(principle(t.principle), t.case, t.candidate)) for t in chosen
@@ -167,7 +182,7 @@ def _confirm(
     revisions: dict[tuple[str, str, str], Generation],
     judge: BoundJudge,
     constitution: Constitution,
-    store: RunStore,
+    store: RunWriter,
     options: ReviseOptions,
 ) -> None:
     """Judge revised against original on the revised principle, in both orders."""
@@ -190,7 +205,7 @@ def _confirm(
     _run_phase(items, judge, constitution, store, options)
 
 
-def _confirmations(store: RunStore) -> dict[tuple[str, str, str], float]:
+def _confirmations(store: RunWriter) -> dict[tuple[str, str, str], float]:
     """P(revised better) per (case, original generator, principle), from the confirmation judgments."""
     rows = read_jsonl_tolerant(store.root / "pairwise.jsonl")[0]
     if not rows:
@@ -211,7 +226,7 @@ def _write_revisions(
     chosen: list[Target],
     critiques: dict,
     revisions: dict,
-    store: RunStore,
+    store: RunWriter,
     critic: BoundJudge,
     reviser: BoundJudge,
 ) -> Path:

@@ -14,29 +14,37 @@ import importlib.metadata
 import platform
 import random
 import sys
-import time
 from collections.abc import Callable
+from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
 from harness.backends.base import backend_class, parse_options
 from harness.config import LoadedSuite, load_constitution, load_judge, load_suite, sha256_file
-from harness.engine.adaptive import pending, run_adaptive
-from harness.engine.cache import JudgeCache
-from harness.engine.executor import execute
-from harness.engine.limits import Budget
-from harness.engine.plan import BoundJudge, PairPlan, WorkItem, content_hash, plan, plan_pairs
-from harness.engine.progress import Progress
-from harness.engine.store import PAIRS, VERDICTS, Record, RunStore, read_jsonl_tolerant, read_run
+from harness.engine.adaptive import ROUND_CASES, AdaptiveStop
+from harness.engine.plan import BoundJudge, PairPlan, WorkItem, content_hash
+from harness.engine.session import JudgingSession, SessionOptions
+from harness.engine.stream import Planner, chunks
 from harness.errors import RunError
-from harness.schema import Constitution, InputRecord, JudgeConfig, RunManifest, Session, Spend
+from harness.rundir import (
+    GENERATIONS,
+    PAIRS,
+    PART_ROWS,
+    VERDICTS,
+    Record,
+    RunWriter,
+    paid_tokens,
+    read_run,
+    read_table,
+)
+from harness.schema import Case, Constitution, InputRecord, JudgeConfig, RunManifest, Session, Spend
 
 DEFAULT_CONSTITUTION = "default"
 DEFAULT_JUDGES = ["student", "rules", "smollm2"]
-GENERATIONS_LOG = (
-    "generations.jsonl"  # written by the generation stages (samples, critiques, revisions)
-)
+CHUNK_CASES = 1000  # cases planned and judged at a time: memory stays flat in the suite size
 VERSIONED = [
     "constitutional-harness",
     "pydantic",
@@ -63,7 +71,6 @@ class RunOptions:
     refresh: bool = False
     cache_path: Path | None = None
     quiet: bool = False
-    report: bool = True
     pointwise: bool = True
     pairwise: bool = False
     pairs: PairPlan = field(default_factory=PairPlan)
@@ -78,6 +85,8 @@ class RunOptions:
     )  # judge only these principles (default: all)
     labelled_only: bool = False  # judge a labelled case only on its human label's principle
     max_cases: int | None = None  # a seeded sample of this many cases
+    executor: str = "local"  # "local" (asyncio in this process) or "ray"
+    ray: dict[str, Any] = field(default_factory=dict)  # Ray settings: address, actors, resources
 
 
 @dataclass
@@ -186,161 +195,36 @@ def fingerprint(inputs: Inputs, options: RunOptions) -> str:
     )[:10]
 
 
-def _check_same_run(store: RunStore, manifest: RunManifest) -> None:
-    old = read_run(store.root).manifest
+def _check_same_run(root: Path, manifest: RunManifest) -> RunManifest:
+    """The manifest of the run already in ``root``, if it is a run of the same inputs."""
+    old = read_run(root).manifest
 
     def key(m: RunManifest) -> tuple[object, ...]:
-        return (
-            m.suite.sha256,
-            m.constitution.sha256,
-            [j.sha256 for j in m.judges],
-            m.seed,
-            m.protocol,
-        )
+        return (m.suite.sha256, m.constitution.sha256, [j.sha256 for j in m.judges], m.seed,
+                m.protocol)  # fmt: skip
 
     if key(old) != key(manifest):
-        raise RunError(
-            f"{store.root} holds a run of different inputs; choose another --run-id or --out"
-        )
-
-
-async def _judge(
-    items: list[WorkItem],
-    bound: list[BoundJudge],
-    inputs: Inputs,
-    store: RunStore,
-    options: RunOptions,
-    done: dict[str, Record],
-    planned: list[WorkItem],
-) -> tuple[Session, int, int]:
-    """Judge ``items``; returns the invocation's record, items the budget left unstarted, and items
-    adaptive stopping skipped."""
-    cache = JudgeCache(options.cache_path) if options.use_cache else None
-    totals = {b.config.id: sum(i.judge == b.config.id for i in items) for b in bound}
-    progress = Progress(
-        totals, quiet=options.quiet, priced={b.config.id: b.config.priced for b in bound}
-    )
-    budget = Budget(options.max_cost)
-    started = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
-    clock = time.monotonic()
-    skipped = 0
-
-    async def run_items(batch: list[WorkItem], sink: Callable[[list[Record]], None]) -> int:
-        return await execute(
-            batch,
-            bound,
-            inputs.constitution,
-            cache,
-            sink,
-            progress,
-            refresh=options.refresh,
-            budget=budget,
-        )
-
-    try:
-        if options.target_ci is None:
-            left = await run_items(items, store.append)
-        else:
-            order = {c.id: i for i, c in enumerate(inputs.suite.cases)}
-            pointwise = [
-                i for i in planned if i.kind == "pointwise"
-            ]  # all of them: done ones count too
-            left, skipped = await run_adaptive(
-                pointwise, order, done, options.target_ci, run_items, store.append
-            )
-            if not left:
-                left = await run_items([i for i in items if i.kind != "pointwise"], store.append)
-    finally:
-        store.close()
-        sizes = {b.config.id: b.backend.size() for b in bound}
-        for b in bound:
-            await b.backend.aclose()
-        if cache is not None:
-            cache.close()
-    session = session_record(
-        progress, started, time.monotonic() - clock, options.max_cost, left, sizes
-    )
-    return session, left, skipped
-
-
-def session_record(
-    progress: Progress,
-    started: str,
-    elapsed: float,
-    max_cost: float | None,
-    left: int,
-    sizes: dict[str, dict[str, int]] | None = None,
-) -> Session:
-    """The manifest's record of one invocation, from its progress counts and the judges' parameter counts."""
-    stopped = f"--max-cost {max_cost:g} reached; {left} items not started" if left else ""
-    sizes = sizes or {}
-    return Session(
-        started=started,
-        elapsed_s=round(elapsed, 3),
-        judges={
-            j: t.usage().model_copy(update=sizes.get(j, {})) for j, t in progress.tally.items()
-        },
-        generation_spend_usd=round(progress.generation_spend, 6),
-        spend_usd=round(progress.spend, 6),
-        max_cost_usd=max_cost,
-        stopped=stopped,
-    )
-
-
-def _warn_unpriced(bound: list[BoundJudge], max_cost: float | None) -> None:
-    """A budget cannot count what has no price: say so rather than stop too late in silence."""
-    free = [b.config.id for b in bound if not b.config.priced and b.backend.name == "openai"]
-    if max_cost is not None and free:
-        print(
-            f"warning: --max-cost counts no spend for judge(s) {', '.join(free)}: they set no "
-            "price_per_million_input / price_per_million_output",
-            file=sys.stderr,
-        )
+        raise RunError(f"{root} holds a run of different inputs; choose another --run-id or --out")
+    return old
 
 
 def run_spend(root: Path, configs: list[JudgeConfig]) -> Spend:
-    """Spend of a whole run from its logs: tokens of every paid row (cache hits are free) × the config's prices.
+    """Spend of a whole run from its logs: tokens of every paid row × the config's prices.
 
-    Every row counts, superseded ones too (an error later redone was still paid for). Generated texts
-    (``generations.jsonl``) count as generation spend, apart from judging.
+    Cache hits are free; superseded rows count (an error later redone was still paid for).
+    Generated texts (``generations.jsonl``) count as generation spend, apart from judging.
     """
+    judged = paid_tokens(root, (VERDICTS, PAIRS))
+    generated = paid_tokens(root, (GENERATIONS,))
+    judges = {
+        c.id: round(c.cost(*judged.get(c.id, (0, 0))), 6) if c.priced else None for c in configs
+    }
     by_id = {c.id: c for c in configs}
-    judged = _paid_tokens(root, (VERDICTS, PAIRS), by_id)
-    generated = _paid_tokens(root, (GENERATIONS_LOG,), by_id)
-    judges = {c.id: round(c.cost(*judged[c.id]), 6) if c.priced else None for c in configs}
-    generation = round(sum(by_id[j].cost(*tokens) for j, tokens in generated.items()), 6)
+    generation = round(
+        sum(by_id[j].cost(*tokens) for j, tokens in generated.items() if j in by_id), 6
+    )
     total = sum(v for v in judges.values() if v is not None) + generation
     return Spend(judges=judges, generation=generation, total=round(total, 6))
-
-
-def _paid_tokens(
-    root: Path, logs: tuple[str, ...], configs: dict[str, JudgeConfig]
-) -> dict[str, tuple[int, int]]:
-    """(tokens in, tokens out) per config id over the rows of ``logs`` that were not cache hits."""
-    tokens = {cid: [0, 0] for cid in configs}
-    for name in logs:
-        for row in read_jsonl_tolerant(root / name)[0]:
-            if not row.get("cached") and row.get("judge") in tokens:
-                pair = tokens[row["judge"]]
-                pair[0] += int(row.get("tokens_in") or 0)
-                pair[1] += int(row.get("tokens_out") or 0)
-    return {cid: (t[0], t[1]) for cid, t in tokens.items()}
-
-
-def plan_all(inputs: Inputs, bound: list[BoundJudge], options: RunOptions) -> list[WorkItem]:
-    """Pointwise and/or pairwise items, as the options ask, restricted to the chosen principles."""
-    cases = inputs.suite.cases
-    items = plan(cases, inputs.constitution, bound, options.seed) if options.pointwise else []
-    if options.pairwise:
-        items += plan_pairs(cases, inputs.constitution, bound, options.pairs, options.seed)
-    wanted = set(options.principles)
-    labels = {c.id: c.human_preference.principle for c in cases if c.human_preference}
-    return [
-        i
-        for i in items
-        if (not wanted or i.principle in wanted)
-        and not (options.labelled_only and labels.get(i.case_id) not in (None, i.principle))
-    ]
 
 
 def select_cases(inputs: Inputs, options: RunOptions) -> None:
@@ -361,69 +245,160 @@ def select_cases(inputs: Inputs, options: RunOptions) -> None:
     inputs.suite.cases = cases
 
 
+def make_planner(inputs: Inputs, bound: list[BoundJudge], options: RunOptions) -> Planner:
+    """The run's planner: kinds, principles and labelled-only restrictions from the options."""
+    labels = {}
+    if options.labelled_only:
+        labels = {c.id: c.human_preference.principle for c in inputs.suite.cases
+                  if c.human_preference}  # fmt: skip
+    return Planner(
+        inputs.constitution,
+        bound,
+        options.seed,
+        pointwise=options.pointwise,
+        pairwise=options.pairwise,
+        pairs=options.pairs,
+        principles=options.principles,
+        labels=labels,
+    )
+
+
 def run(options: RunOptions) -> RunResult:
-    """Judge a suite; resumes the run folder if it already holds part of this run."""
+    """Judge a suite; resumes the run folder if it already holds part of this run.
+
+    The folder is locked for the whole call, so a second process on the same run stops at once.
+    """
     inputs = load_inputs(options)
     select_cases(inputs, options)
     bound = bind_judges(inputs.judges)
-    items = plan_all(inputs, bound, options)
+    planner = make_planner(inputs, bound, options)
+    planned = planner.count(inputs.suite.cases)
     run_id = options.run_id or f"{inputs.suite.suite.id}-{fingerprint(inputs, options)}"
-    store = RunStore(Path(options.out) / run_id)
-    manifest = new_manifest(inputs, options, len(items), run_id)
-    if store.exists():
-        _check_same_run(store, manifest)
-        manifest = read_run(store.root).manifest
-    else:
-        store.initialise(manifest, inputs.constitution, inputs.suite.cases)
-    done = store.done_items()
-    todo = [i for i in items if i.item_id not in done or done[i.item_id].status == "error"]
-    skipped = 0
-    if options.target_ci is not None:  # judge only what the groups still open need
-        order = {c.id: i for i, c in enumerate(inputs.suite.cases)}
-        point = [i for i in items if i.kind == "pointwise"]
-        open_items = pending(point, order, done, options.target_ci)
-        skipped = sum(1 for i in point if i.item_id not in done) - len(open_items)
-        todo = open_items + [i for i in todo if i.kind != "pointwise"]
-    session, left = None, 0
-    if todo:
-        _warn_unpriced(bound, options.max_cost)
-        session, left, skipped = asyncio.run(
-            _judge(todo, bound, inputs, store, options, done, items)
-        )
-    result = finish(store, manifest, len(items) - skipped, options.report, session=session)
-    result.left, result.skipped = left, skipped
+    with RunWriter(Path(options.out) / run_id) as writer:
+        manifest = new_manifest(inputs, options, sum(planned.values()), run_id)
+        if writer.exists():
+            manifest = _check_same_run(writer.root, manifest)
+        else:
+            writer.initialise(manifest, inputs.constitution, inputs.suite.cases)
+        session, skipped = asyncio.run(_judge(writer, inputs, bound, planner, planned, options))
+        result = finish(writer, manifest, sum(planned.values()) - skipped, session=session)
+    result.left = session.stopped_items if session else 0
+    result.skipped = skipped
     return result
 
 
-def finish(
-    store: RunStore,
-    manifest: RunManifest,
-    n_items: int,
-    report: bool = True,
-    session: Session | None = None,
-) -> RunResult:
-    """Write the table, the manifest's final status, its record of this invocation and spend, and the report."""
-    store.write_parquet()
-    done = store.done_items().values()
-    counts = {k: sum(r.status == k for r in done) for k in ("scored", "unscored", "error")}
-    complete = len(done) == n_items and counts["error"] == 0
-    configs = [JudgeConfig.model_validate(c) for c in manifest.judge_configs]
-    sessions = [*manifest.sessions, session] if session is not None else manifest.sessions
-    manifest = manifest.model_copy(
-        update={
-            "status": "complete" if complete else "incomplete",
-            "counts": counts,
-            "n_items": n_items,
-            "sessions": sessions,
-            "spend": run_spend(store.root, configs),
-        }
-    )
-    store.write_manifest(manifest)
-    if report:
-        from harness.report.render import render_report
+@dataclass
+class _Judged:
+    """What one invocation did: its manifest record and how many items the budget left."""
 
-        render_report(store.root)
-    return RunResult(store.root, counts, complete, session=session)
+    record: Session
+    stopped_items: int
+
+
+async def _judge(
+    writer: RunWriter,
+    inputs: Inputs,
+    bound: list[BoundJudge],
+    planner: Planner,
+    planned: dict[str, int],
+    options: RunOptions,
+) -> tuple[_Judged | None, int]:
+    """Plan and judge chunk by chunk what the folder does not hold yet; (what it did, skipped)."""
+    done = read_table(writer.root, VERDICTS, ["item_id", "judge", "principle", "generator",
+                                                "case_id", "normalized", "status"])  # fmt: skip
+    pairs = read_table(writer.root, PAIRS, ["item_id", "judge", "status"])
+    finished = {i for f in (done, pairs) for i, s in zip(f["item_id"], f["status"], strict=True)
+                if s != "error"}  # fmt: skip
+    left = _left_per_judge(planned, done, pairs)
+    if not any(left.values()):
+        return None, 0
+    stop = _adaptive(planner, inputs, done, options)
+    sink = _sink(writer, stop)
+    size = ROUND_CASES if stop else CHUNK_CASES
+    session: JudgingSession | None = None
+    async with AsyncExitStack() as stack:
+        for chunk in chunks(inputs.suite.cases, size):
+            todo = [i for i in planner.items(chunk) if i.item_id not in finished]
+            if todo and session is None:  # opened only once there is something to judge
+                opened = JudgingSession(
+                    bound, inputs.constitution, sink, left, _session_options(options)
+                )
+                session = await stack.enter_async_context(opened)
+            if todo and session is not None:
+                await session.judge(todo)
+            if writer.unsynced >= PART_ROWS:
+                writer.sync()  # keep the Parquet parts close behind the logs
+    judged = _Judged(session.record(), session.left) if session else None
+    return judged, stop.skipped if stop else 0
+
+
+def _left_per_judge(
+    planned: dict[str, int], done: pd.DataFrame, pairs: pd.DataFrame
+) -> dict[str, int]:
+    """Items each judge still has to do (planned minus rows already finished), for progress."""
+    ok = pd.concat([f[f["status"] != "error"][["judge"]] for f in (done, pairs)])
+    have = ok["judge"].value_counts().to_dict()
+    return {j: max(0, n - int(have.get(j, 0))) for j, n in planned.items()}
+
+
+def _adaptive(
+    planner: Planner, inputs: Inputs, done: pd.DataFrame, options: RunOptions
+) -> AdaptiveStop | None:
+    """For --target-ci: the stopping rule, seeded with the verdicts already written."""
+    if options.target_ci is None:
+        return None
+    order = {c.id: i for i, c in enumerate(inputs.suite.cases)}
+    stop = AdaptiveStop(options.target_ci, order)
+    stop.seed(done)
+    planner.gate = stop.want
+    return stop
+
+
+def _sink(writer: RunWriter, stop: AdaptiveStop | None) -> Callable[[list[Record]], None]:
+    """Every record goes to the log at once; adaptive stopping also sees the verdicts."""
+    if stop is None:
+        return writer.append
+
+    def sink(records: list[Record]) -> None:
+        writer.append(records)
+        stop.update(records)
+
+    return sink
+
+
+def _session_options(options: RunOptions) -> SessionOptions:
+    return SessionOptions(
+        use_cache=options.use_cache,
+        cache_path=options.cache_path,
+        refresh=options.refresh,
+        max_cost=options.max_cost,
+        quiet=options.quiet,
+        executor=options.executor,
+        ray=dict(options.ray),
+    )
+
+
+def finish(
+    writer: RunWriter, manifest: RunManifest, n_items: int, session: _Judged | None = None
+) -> RunResult:
+    """Bring the tables up to date; write the manifest's status, counts, sessions and spend."""
+    writer.sync()
+    statuses = pd.concat(
+        [read_table(writer.root, log, ["item_id", "status"])["status"] for log in (VERDICTS, PAIRS)]
+    )
+    counts = {k: int((statuses == k).sum()) for k in ("scored", "unscored", "error")}
+    complete = len(statuses) >= n_items and counts["error"] == 0
+    configs = [JudgeConfig.model_validate(c) for c in manifest.judge_configs]
+    sessions = [*manifest.sessions, session.record] if session else manifest.sessions
+    update = {
+        "status": "complete" if complete else "incomplete",
+        "counts": counts,
+        "n_items": n_items,
+        "sessions": sessions,
+        "spend": run_spend(writer.root, configs),
+    }
+    writer.write_manifest(manifest.model_copy(update=update))
+    return RunResult(writer.root, counts, complete, session=session.record if session else None)
 
 
 def resume(run_dir: Path, **overrides: Any) -> RunResult:

@@ -13,12 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness.config import load_constitution, load_judge, load_suite
-from harness.engine.cache import JudgeCache
-from harness.engine.executor import execute
 from harness.engine.plan import BoundJudge, WorkItem, make_item
-from harness.engine.progress import Progress
 from harness.engine.runner import bind_judges
-from harness.engine.store import RunStore, write_atomic
+from harness.engine.session import SessionOptions, judge_once
+from harness.rundir import GENERATIONS, RunWriter, latest_status, read_records, write_atomic
 from harness.judging.revision import TEMPLATE_VERSION, sample_request
 from harness.schema import Case, Generation
 
@@ -61,58 +59,25 @@ def sample(options: SampleOptions) -> Path:
     loaded = load_suite(options.suite)
     gen = bind_judges([load_judge(options.generator)])[0]
     items = sample_items(loaded.cases, gen, options)
-    store = RunStore(options.output.with_name(options.output.name + ".work"))
-    store.root.mkdir(parents=True, exist_ok=True)
-    done = store.done_items()
-    todo = [i for i in items if i.item_id not in done or done[i.item_id].status == "error"]
-    if todo:
-        constitution, _ = load_constitution(
-            "default"
-        )  # unused by generation; the executor's signature needs one
-        asyncio.run(_generate(todo, gen, constitution, store, options))
+    options.output.parent.mkdir(parents=True, exist_ok=True)
+    with RunWriter(options.output.with_name(options.output.name + ".work")) as store:
+        status = latest_status(store.root)
+        todo = [i for i in items if status.get(i.item_id, "error") == "error"]
+        if todo:
+            # Generation reads no principle; the session's signature still takes a constitution.
+            constitution, _ = load_constitution("default")
+            opts = SessionOptions(use_cache=options.use_cache, quiet=options.quiet)
+            asyncio.run(judge_once(todo, [gen], constitution, store.append, options=opts))
     return _write_candidates(store, items, options.output)
 
 
-async def _generate(
-    items: list[WorkItem],
-    gen: BoundJudge,
-    constitution: object,
-    store: RunStore,
-    options: SampleOptions,
-) -> None:
-    cache = JudgeCache() if options.use_cache else None
-    try:
-        await execute(
-            items,
-            [gen],
-            constitution,
-            cache,
-            store.append,  # type: ignore[arg-type]
-            Progress({gen.config.id: len(items)}, quiet=options.quiet),
-        )
-    finally:
-        store.close()
-        await gen.backend.aclose()
-        if cache is not None:
-            cache.close()
-
-
-def _write_candidates(store: RunStore, items: list[WorkItem], output: Path) -> Path:
-    done = store.done_items()
+def _write_candidates(store: RunWriter, items: list[WorkItem], output: Path) -> Path:
+    done = read_records(store.root, GENERATIONS)
     rows = []
     for item in items:
         gen = done.get(item.item_id)
         if isinstance(gen, Generation) and gen.status == "scored" and gen.text.strip():
-            rows.append(
-                json.dumps(
-                    {
-                        "case_id": item.case_id,
-                        "generator": item.generator,
-                        "response": gen.text.strip(),
-                    },
-                    ensure_ascii=False,
-                )
-            )
-    output.parent.mkdir(parents=True, exist_ok=True)
+            row = {"case_id": item.case_id, "generator": item.generator, "response": gen.text.strip()}
+            rows.append(json.dumps(row, ensure_ascii=False))
     write_atomic(output, "".join(r + "\n" for r in rows))
     return output

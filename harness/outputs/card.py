@@ -16,7 +16,7 @@ from typing import Any
 import pyarrow as pa
 import yaml
 
-from harness.engine.store import RunData
+from harness.rundir import RunData
 
 LICENCES = [  # SPDX-style ids the Hub knows, and how suite `sources` lines name them
     ("mit", r"\bMIT\b"),

@@ -30,7 +30,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from harness.analysis.pairwise import rankings
-from harness.engine.store import RunData, read_run
+from harness.rundir import RunData, read_run
 from harness.errors import ConfigError
 from harness.outputs import card
 from harness.outputs.preferences import (

@@ -34,7 +34,7 @@ import pandas as pd
 
 from harness.analysis.pairwise import combine_orders, prob_better
 from harness.analysis.scores import scored
-from harness.engine.store import RunData, read_jsonl_tolerant
+from harness.rundir import RunData, read_jsonl_tolerant
 from harness.errors import ConfigError, RunError
 
 OVERALL = "overall"

@@ -1,6 +1,6 @@
 """The self-contained HTML report of a run.
 
-`render_report` reads a run folder (through :func:`harness.engine.store.read_run` only) and writes
+`render_report` reads a run folder (through :func:`harness.rundir.read_run` only) and writes
 ``report.html`` beside it. The page opens offline: stylesheet and script are inlined, charts are inline
 SVG drawn here, and nothing refers to any URL. All model and judge text goes through Jinja's
 autoescaping; a Content-Security-Policy that allows only the page's own script (by hash) is a second
@@ -24,8 +24,9 @@ from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescap
 from markupsafe import Markup, escape
 
 from harness.analysis.scores import overall, summary
-from harness.engine.store import REPORT, RunData, read_run, write_atomic
+from harness.analysis.triage import MAX_CASES, cases_to_read
 from harness.report.sections import sections
+from harness.rundir import REPORT, RunData, read_run, write_atomic
 from harness.schema import Case, Constitution, HumanPreference
 
 # Okabe-Ito: distinguishable with the common colour-vision deficiencies, readable on white.
@@ -34,9 +35,9 @@ STATUSES = ("scored", "unscored", "error")
 RAW_PREVIEW = 400  # characters of a judge's raw answer shown beside an unscored verdict
 
 
-def render_report(run_dir: Path | str) -> Path:
-    """Rebuild ``<run_dir>/report.html`` from the run folder alone; returns its path."""
-    run = read_run(run_dir)
+def render_report(run: RunData | Path | str) -> Path:
+    """Rebuild ``<run folder>/report.html`` from the run folder alone; returns its path."""
+    run = run if isinstance(run, RunData) else read_run(run)
     path = run.root / REPORT
     write_atomic(path, render_html(run))
     return path
@@ -109,6 +110,7 @@ def _context(run: RunData) -> dict[str, Any]:
         "summary": _summary_views(table, totals, judges, generators),
         "charts": [_chart_svg(table, run.constitution, j, generators, colours) for j in judges],
         "cases": _case_views(run, judges),
+        "max_cases": MAX_CASES,
         "tags": sorted({t for c in run.cases for t in c.tags}),
         "sections": sections(run),
     }
@@ -299,11 +301,13 @@ def _dot(r: dict[str, Any], x: Any, y: float, colour: str) -> str:
 
 
 def _case_views(run: RunData, judges: list[str]) -> list[dict[str, Any]]:
-    """Every case with its candidates and their verdicts, in suite order."""
+    """The cases worth reading first (all of them in a small run), with every verdict's text."""
+    chosen = cases_to_read(run.verdicts, [c.id for c in run.cases])
+    wanted = set(chosen)
     prank = {p.id: i for i, p in enumerate(run.constitution.principles)}
     jrank = {j: i for i, j in enumerate(judges)}
     by_candidate: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
-    for row in run.verdicts.to_dict("records"):
+    for row in run.verdict_rows(wanted):
         by_candidate[(row["case_id"], row["generator"])].append(row)
     for rows in by_candidate.values():
         rows.sort(
@@ -313,7 +317,8 @@ def _case_views(run: RunData, judges: list[str]) -> list[dict[str, Any]]:
                 r["principle"],
             )
         )
-    return [_case_view(case, by_candidate) for case in run.cases]
+    cases = {c.id: c for c in run.cases if c.id in wanted}
+    return [_case_view(cases[i], by_candidate) for i in chosen if i in cases]
 
 
 def _case_view(

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 from markupsafe import Markup
 
-from harness.engine.store import RunData
+from harness.rundir import RunData
 from harness.report.charts import bar_chart, line_chart, si
 
 

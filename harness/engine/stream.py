@@ -1,0 +1,76 @@
+"""Streamed planning: the run's work items, chunk by chunk of cases, never all at once.
+
+A :class:`Planner` applies the run's filters (chosen principles, labelled-only, adaptive stopping)
+before any prompt is rendered, counts the planned items without rendering them, and yields each chunk's
+items for the session to judge.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+
+from harness.engine.plan import BoundJudge, PairPlan, WorkItem, case_pairs, iter_pairs, iter_plan
+from harness.schema import Case, Constitution
+
+Want = Callable[[str, str, str, str], bool]
+
+
+@dataclass
+class Planner:
+    """What a run plans: which kinds, which principles, which cases' labels restrict them."""
+
+    constitution: Constitution
+    judges: list[BoundJudge]
+    seed: int = 0
+    pointwise: bool = True
+    pairwise: bool = False
+    pairs: PairPlan = field(default_factory=PairPlan)
+    principles: Sequence[str] = ()  # only these principles (empty: all)
+    labels: dict[str, str] = field(default_factory=dict)  # case id -> its human label's principle
+    gate: Want | None = None  # an extra pointwise filter (adaptive stopping)
+
+    def keep(self, judge: str, case_id: str, generator: str, principle: str) -> bool:
+        """The run's filters, before any rendering: chosen principles, labelled-only."""
+        if self.principles and principle not in self.principles:
+            return False
+        label = self.labels.get(case_id)
+        return label is None or label == principle
+
+    def _point(self, judge: str, case_id: str, generator: str, principle: str) -> bool:
+        if not self.keep(judge, case_id, generator, principle):
+            return False
+        return self.gate is None or self.gate(judge, case_id, generator, principle)
+
+    def items(self, cases: Sequence[Case]) -> Iterator[WorkItem]:
+        """The work items of a chunk of cases: pointwise, then pairwise."""
+        if self.pointwise:
+            yield from iter_plan(cases, self.constitution, self.judges, self.seed, self._point)
+        if self.pairwise:
+            yield from iter_pairs(
+                cases, self.constitution, self.judges, self.pairs, self.seed, self.keep
+            )
+
+    def count(self, cases: Sequence[Case]) -> Counter[str]:
+        """Items the run plans per judge, counted without rendering a prompt (adaptive gate aside)."""
+        counts: Counter[str] = Counter()
+        for judge in self.judges:
+            jid = judge.config.id
+            pids = [p.id for p in self.constitution.principles if judge.judges(p.id)]
+            for case in cases:
+                wanted = [p for p in pids if self.keep(jid, case.id, "", p)]
+                if self.pointwise:
+                    counts[jid] += len(case.candidates) * len(wanted)
+                if self.pairwise and judge.backend.pairwise():
+                    gens = [c.generator for c in case.candidates]
+                    n_pairs = len(case_pairs(gens, self.pairs, self.seed, case.id))
+                    orders = 2 if self.pairs.both_orders else 1
+                    counts[jid] += n_pairs * orders * len(wanted)
+        return counts
+
+
+def chunks(cases: Sequence[Case], size: int) -> Iterator[Sequence[Case]]:
+    """Consecutive slices of ``size`` cases."""
+    for start in range(0, len(cases), size):
+        yield cases[start : start + size]
