@@ -514,6 +514,14 @@ class RunData:
         """Ordered pairwise judgments, latest per item."""
         return self._table(PAIRS, ["case_id", "principle", "judge", "first", "second"])
 
+    def with_rationale(self, log: str) -> pd.DataFrame:
+        """A log's latest rows with the judges' rationales (raw output left out), for exports."""
+        key = f"{log}+rationale"
+        if key not in self._tables:
+            cols = [c for c in SCHEMAS[log].names if c not in ("raw_output", "reason")]
+            self._tables[key] = read_table(self.root, log, cols)
+        return self._tables[key]
+
     def _table(self, log: str, keys: list[str]) -> pd.DataFrame:
         if log not in self._tables:
             frame = read_table(self.root, log)

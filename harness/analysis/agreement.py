@@ -196,7 +196,7 @@ def human_agreement_by_tag(run: RunData, seed: int = 0) -> pd.DataFrame:
     tags = sorted({t for c in run.cases if c.human_preference for t in c.tags})
     blocks = []
     for tag in tags:
-        subset = dataclasses.replace(run, cases=[c for c in run.cases if tag in c.tags])
+        subset = dataclasses.replace(run, _cases=[c for c in run.cases if tag in c.tags])
         blocks.append(human_agreement(subset, seed).assign(tag=tag))
     if not blocks:
         return pd.DataFrame(columns=["tag", *COLUMNS])

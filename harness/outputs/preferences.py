@@ -34,7 +34,7 @@ import pandas as pd
 
 from harness.analysis.pairwise import combine_orders, prob_better
 from harness.analysis.scores import scored
-from harness.rundir import RunData, read_jsonl_tolerant
+from harness.rundir import PAIRS, VERDICTS, RunData, read_jsonl_tolerant
 from harness.errors import ConfigError, RunError
 
 OVERALL = "overall"
@@ -127,7 +127,7 @@ def judges_with_data(run: RunData) -> dict[str, list[str]]:
             else []
         )
 
-    return {"pairwise": ids(run.pairs), "pointwise": ids(run.verdicts)}
+    return {"pairwise": ids(run.with_rationale(PAIRS)), "pointwise": ids(run.with_rationale(VERDICTS))}
 
 
 def select(run: RunData, options: ExportOptions) -> tuple[str | None, Source | None]:
@@ -200,14 +200,14 @@ Cells = dict[tuple[str, ...], dict[str, Any]]
 
 def judge_pairs(run: RunData, judge: str | None) -> pd.DataFrame:
     """The judge's ordered pairwise judgments combined over orders (``combine_orders``)."""
-    return combine_orders(run.pairs[run.pairs["judge"] == judge])
+    return combine_orders(run.with_rationale(PAIRS)[run.with_rationale(PAIRS)["judge"] == judge])
 
 
 def pairwise_pairs(
     run: RunData, judge: str, combined_orders: pd.DataFrame | None = None
 ) -> list[Pair]:
     """One pair per (case, a, b) the judge compared, whatever the status of its judgments."""
-    rows = run.pairs[run.pairs["judge"] == judge]
+    rows = run.with_rationale(PAIRS)[run.with_rationale(PAIRS)["judge"] == judge]
     expected = _ordered(set(rows["principle"]), run)
     frame = judge_pairs(run, judge) if combined_orders is None else combined_orders
     combined: Cells = frame.set_index(["case_id", "a", "b", "principle"]).to_dict("index")
@@ -253,9 +253,9 @@ def pointwise_cells(run: RunData, judge: str | None) -> Cells:
 
     Repeated verdicts on one cell (not expected) are averaged; the first distribution is kept."""
     v = (
-        run.verdicts[run.verdicts["judge"] == judge]
+        run.with_rationale(VERDICTS)[run.with_rationale(VERDICTS)["judge"] == judge]
         if judge is not None
-        else run.verdicts.iloc[0:0]
+        else run.with_rationale(VERDICTS).iloc[0:0]
     )
     if v.empty:
         return {}
@@ -279,7 +279,7 @@ def pointwise_cells(run: RunData, judge: str | None) -> Cells:
 def pointwise_pairs(run: RunData, judge: str) -> list[Pair]:
     """Every pair of candidates of every case, labelled from the judge's pointwise verdicts."""
     cells = pointwise_cells(run, judge)
-    v = run.verdicts
+    v = run.with_rationale(VERDICTS)
     expected = _ordered(set(v.loc[v["judge"] == judge, "principle"]), run)
     pairs = []
     for case in run.cases:
