@@ -108,8 +108,8 @@ def _into_report(cand: Path, data: dict[str, object]) -> None:
     """Keep the comparison in the candidate's run folder and rebuild its report with a comparison section."""
     import json
 
-    from harness.rundir import write_atomic
     from harness.report.render import render_report
+    from harness.rundir import write_atomic
 
     write_atomic(cand / "comparison.json", json.dumps(data, indent=2, allow_nan=False, default=str))
     print(f"comparison section: {render_report(cand)}")

@@ -58,7 +58,9 @@ def judge_items(
     from harness.engine.session import SessionOptions, judge_once
     from harness.schema import Verdict
 
-    out: list[Any] = []  # the sink also takes pairwise records; only pointwise items are planned here
+    out: list[
+        Any
+    ] = []  # the sink also takes pairwise records; only pointwise items are planned here
     path = None if isinstance(cache, bool) else cache
     options = SessionOptions(use_cache=bool(cache), cache_path=path, quiet=True)
 

@@ -22,6 +22,7 @@ correctly too. Later rows for the same ``item_id`` supersede earlier ones (an er
 from __future__ import annotations
 
 import fcntl
+import io
 import json
 import os
 import sys
@@ -34,6 +35,7 @@ from typing import IO, Any
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.json as pa_json
 import pyarrow.parquet as pq
 
 from harness.errors import RunError
@@ -56,6 +58,7 @@ PAIR_COLUMNS = list(PairVerdict.model_fields)
 # Free text is left out of analysis tables unless asked for: it is most of the bytes.
 TEXT_COLUMNS = ("rationale", "raw_output", "reason", "text")
 PART_ROWS = 100_000  # log lines per Parquet part: bounds the memory of a conversion
+PART_BYTES = 64 << 20  # log bytes per part on the fast (Arrow) path
 
 
 # --------------------------------------------------------------------------- files
@@ -226,7 +229,9 @@ class RunWriter:
         self, manifest: RunManifest, constitution: Constitution, cases: Iterable[Case]
     ) -> None:
         """Write the fixed inputs of a new run (cases are streamed, not held)."""
-        write_atomic(self.root / CONSTITUTION, constitution.model_dump_json(indent=2, by_alias=True))
+        write_atomic(
+            self.root / CONSTITUTION, constitution.model_dump_json(indent=2, by_alias=True)
+        )
         _write_lines_atomic(self.root / CASES, (c.model_dump_json() for c in cases))
         self.write_manifest(manifest)
 
@@ -351,6 +356,8 @@ def sync_table(root: Path, log: str) -> int:
     if not path.exists() or path.stat().st_size <= start:
         return 0
     (root / TABLES).mkdir(exist_ok=True)
+    if _sync_fast(root, log, start):
+        return 0
     scan = LogScan()
     rows: list[dict[str, Any]] = []
     part_start = start
@@ -364,12 +371,37 @@ def sync_table(root: Path, log: str) -> int:
     return scan.corrupt
 
 
+def _sync_fast(root: Path, log: str, start: int) -> bool:
+    """Convert whole lines with Arrow's JSON reader (C++), part by part; False on any corrupt line
+    (the Python path then converts the rest, skipping and counting them)."""
+    path = root / log
+    options = pa_json.ParseOptions(explicit_schema=SCHEMAS[log], unexpected_field_behavior="ignore")
+    with path.open("rb") as fh:
+        fh.seek(start)
+        while True:
+            block = fh.read(PART_BYTES)
+            cut = block.rfind(b"\n") + 1
+            if cut == 0:
+                return True  # nothing whole left (a torn tail, or the end)
+            try:
+                table = pa_json.read_json(io.BytesIO(block[:cut]), parse_options=options)
+            except pa.ArrowInvalid:
+                return False
+            _write_table(root, log, table, start, start + cut)
+            start += cut
+            fh.seek(start)
+
+
 def _write_part(root: Path, log: str, rows: list[dict[str, Any]], start: int, end: int) -> None:
     schema = SCHEMAS[log]
     table = pa.Table.from_pylist([{k: r.get(k) for k in schema.names} for r in rows], schema)
+    _write_table(root, log, table, start, end)
+
+
+def _write_table(root: Path, log: str, table: pa.Table, start: int, end: int) -> None:
     # The checksum of the covered bytes lets a later writer notice a log edited under its parts.
     meta = {b"crc32": str(_crc(root / log, start, end)).encode()}
-    table = table.replace_schema_metadata(meta)
+    table = table.select(SCHEMAS[log].names).replace_schema_metadata(meta)
     final = root / TABLES / f"{log.removesuffix('.jsonl')}-{start:012d}-{end:012d}.parquet"
     tmp = final.with_name(f".{final.name}.tmp")
     pq.write_table(table, tmp)
@@ -436,7 +468,9 @@ def _pandas_dtype(f: pa.Field) -> str:
     return "float64" if pa.types.is_floating(f.type) else "object"
 
 
-def latest_status(root: Path, logs: Iterable[str] = (VERDICTS, PAIRS, GENERATIONS)) -> dict[str, str]:
+def latest_status(
+    root: Path, logs: Iterable[str] = (VERDICTS, PAIRS, GENERATIONS)
+) -> dict[str, str]:
     """The latest status per item id over the logs: what a resume needs to skip."""
     status: dict[str, str] = {}
     for log in logs:

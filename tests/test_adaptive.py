@@ -9,9 +9,9 @@ import numpy as np
 
 from harness.config import load_constitution
 from harness.engine.adaptive import ROUND_CASES, AdaptiveStop
+from harness.engine.runner import RunOptions, run
 from harness.engine.session import JudgingSession, SessionOptions
 from harness.engine.stream import Planner, chunks
-from harness.engine.runner import RunOptions, run
 from harness.schema import Candidate, Case, Verdict
 from tests.helpers import ScriptedBackend, bound, jsonl
 

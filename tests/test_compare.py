@@ -20,8 +20,8 @@ from harness.analysis.compare import (
 )
 from harness.analysis.stats import sign_flip_pvalues
 from harness.cli_compare import add_parser
-from harness.rundir import VERDICT_COLUMNS, RunWriter, read_run
 from harness.errors import HarnessError
+from harness.rundir import VERDICT_COLUMNS, RunWriter, read_run
 from harness.schema import (
     Candidate,
     Case,

@@ -20,10 +20,10 @@ import pytest
 import yaml
 
 from harness.cli_export import add_parser
-from harness.rundir import RunWriter
 from harness.errors import ConfigError, RunError
 from harness.outputs.export import export_preferences, parse_formats
 from harness.outputs.preferences import ExportOptions
+from harness.rundir import RunWriter
 from harness.schema import (
     Case,
     Constitution,

@@ -26,7 +26,7 @@ import pandas as pd
 from harness.analysis.pairwise import combine_orders
 from harness.analysis.scores import bootstrap_mean_ci, wilson_interval
 from harness.analysis.stats import label_agreement
-from harness.engine.plan import single_order
+from harness.protocol import single_order
 from harness.rundir import RunData
 from harness.schema import Case
 

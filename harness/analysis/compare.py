@@ -36,8 +36,8 @@ import pandas as pd
 
 from harness.analysis.scores import scored
 from harness.analysis.stats import mcnemar, paired_bootstrap_ci, paired_permutation_test
-from harness.rundir import RunData
 from harness.errors import RunError
+from harness.rundir import RunData
 from harness.schema import Constitution
 
 ROW_COLUMNS = [
@@ -204,8 +204,8 @@ def _group_stats(
         "c": c,
         "mcnemar_p": mcnemar(b, c, alternative="less"),
         # H0: the drop is at most max_drop (for max_drop 0 and pass rates: McNemar's exact test)
-        "gate_p": paired_permutation_test(gate_base - options.max_drop, gate_cand, **p_kw),
-    }  # type: ignore[arg-type]
+        "gate_p": paired_permutation_test(gate_base - options.max_drop, gate_cand, **p_kw),  # type: ignore[arg-type]
+    }
 
 
 def holm(p: np.ndarray) -> np.ndarray:

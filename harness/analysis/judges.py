@@ -23,7 +23,7 @@ import pandas as pd
 from harness.analysis.agreement import mean_scores, pointwise_agreement, preference
 from harness.analysis.scores import wilson_interval
 from harness.analysis.stats import cohen_kappa
-from harness.engine.plan import single_order
+from harness.protocol import single_order
 from harness.rundir import RunData
 
 PROFILE_COLUMNS = [

@@ -27,13 +27,19 @@ import pandas as pd
 from scipy import stats as sps
 from scipy.special import expit
 
-from harness.analysis.scores import bootstrap_mean_ci, resample_counts, wilson_interval
+from harness.analysis.scores import (
+    BLOCK_CELLS,
+    bootstrap_mean_ci,
+    resample_counts,
+    wilson_interval,
+)
 
 Alternative = Literal["two-sided", "less", "greater"]
 PAIR_COLUMNS = ["case_id", "a", "b", "outcome"]
 POSITION_COLUMNS = ["case_id", "principle", "judge", "first", "second", "p_first"]
 EXACT_MCNEMAR_MAX = 25  # discordant pairs up to which McNemar uses the exact binomial test
 EXACT_FLIPS_MAX = 16  # non-zero differences up to which the sign-flip test enumerates all 2^n flips
+NORMAL_FLIPS_MIN = 20_000  # beyond this many, the sign-flip test uses its normal limit
 
 
 def _quantiles(values: np.ndarray, level: float, axis: int = 0) -> tuple[Any, Any]:
@@ -72,9 +78,14 @@ def sign_flip_pvalues(
     (1 + #{flipped sums at least as extreme}) / (1 + n_perm), which is valid at every n_perm.
     """
     d = np.atleast_2d(np.asarray(diffs, float))
-    signs = np.random.default_rng(seed).choice([-1.0, 1.0], size=(n_perm, d.shape[1]))
-    null = d @ signs.T
-    return (1 + _tail(d.sum(axis=1, keepdims=True), null, alternative)) / (1 + n_perm)
+    rng = np.random.default_rng(seed)
+    stat = d.sum(axis=1, keepdims=True)
+    hits = np.zeros(d.shape[0])
+    block = max(1, BLOCK_CELLS // max(d.shape[1], 1))  # sign draws held at once stay bounded
+    for start in range(0, n_perm, block):
+        signs = rng.choice([-1.0, 1.0], size=(min(block, n_perm - start), d.shape[1]))
+        hits += _tail(stat, d @ signs.T, alternative)
+    return (1 + hits) / (1 + n_perm)
 
 
 def paired_permutation_test(
@@ -94,10 +105,23 @@ def paired_permutation_test(
     d = d[d != 0]  # zero differences are the same under every flip
     if len(d) == 0:
         return 1.0
+    if len(d) > NORMAL_FLIPS_MIN:
+        return _normal_flip_pvalue(d, alternative)
     if len(d) > EXACT_FLIPS_MAX:
         return float(sign_flip_pvalues(d, alternative=alternative, n_perm=n_perm, seed=seed)[0])
     signs = np.array(list(itertools.product([-1.0, 1.0], repeat=len(d))))
     return float(_tail(np.array([[d.sum()]]), (signs @ d)[None, :], alternative)[0] / len(signs))
+
+
+def _normal_flip_pvalue(d: np.ndarray, alternative: Alternative) -> float:
+    """The sign-flip test's large-n form: under H0 the sum of differences has mean 0 and variance
+    sum(d^2), and is normal by the CLT (Lindeberg), so no flips need drawing."""
+    z = float(d.sum()) / math.sqrt(float(np.square(d).sum()))
+    if alternative == "less":
+        return float(sps.norm.cdf(z))
+    if alternative == "greater":
+        return float(sps.norm.sf(z))
+    return float(2 * sps.norm.sf(abs(z)))
 
 
 def mcnemar(

@@ -83,6 +83,9 @@ class Backend(ABC):
     batch_size: int = 1
     #: Same request, same answer (so retrying a malformed answer is pointless).
     deterministic: bool = False
+    #: Whether the backend reads the rendered judge chat. Model-free backends (rules) judge the
+    #: request's subject alone, so the chat is not rendered for them nor part of their cache keys.
+    reads_prompt: bool = True
 
     def __init__(self, options: BaseModel, *, judge: str | None = None):
         """``judge`` names the judge config in error messages."""

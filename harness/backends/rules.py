@@ -102,6 +102,8 @@ class RulesBackend(Backend):
 
     name = "rules"
     deterministic = True
+    reads_prompt = False  # the subject (principle, response) is all a rule looks at
+    batch_size = 64  # cheap checks: hand them over in batches, so per-call overhead is shared
 
     class Options(BaseModel):
         """Options of the rules backend."""

@@ -69,7 +69,7 @@ class JudgeWorker:
         pending = self._serve_from_cache(items)
         size = max(1, self.judge.backend.batch_size)
         if size > 1:  # similar prompts together, so a local model's batches pad little
-            pending.sort(key=lambda i: (i.principle, len(i.request.messages[-1].content)))
+            pending.sort(key=lambda i: (i.principle, _length(i)))
         queue = deque(pending[i : i + size] for i in range(0, len(pending), size))
         self._show_limit()
         await asyncio.gather(
@@ -207,6 +207,14 @@ class JudgeWorker:
         if item.kind == "pairwise":
             return make_pair_verdict(item, outcome, self.structured)
         return make_verdict(item, outcome, self.constitution, self.structured)
+
+
+def _length(item: WorkItem) -> int:
+    """Characters of the item's last message (or its subject's response, for model-free judges)."""
+    req = item.request
+    if req.messages:
+        return len(req.messages[-1].content)
+    return len(req.subject.response) if req.subject else 0
 
 
 def _add_usage(verdict: Record, earlier: Record) -> Record:

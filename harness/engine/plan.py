@@ -21,7 +21,10 @@ from pydantic import BaseModel, ConfigDict
 from harness.backends.base import Backend, BackendRequest
 from harness.judging import pairwise
 from harness.judging.pointwise import TEMPLATE_VERSION, Style, build_request
+from harness.protocol import single_order
 from harness.schema import Case, Constitution, JudgeConfig
+
+__all__ = ["single_order"]  # re-exported: planning decides the order, analysis reads it
 
 
 class WorkItem(BaseModel):
@@ -50,6 +53,18 @@ def content_hash(payload: Any) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
+_last_head: list[Any] = [None, None, b""]  # (identity, template, bytes) of the previous call
+
+
+def _head(identity: dict[str, Any], template: str) -> bytes:
+    """The identity part of a cache key; planning passes one identity object per judge, so it is
+    serialised once, not per item (a rules judge's identity holds every rule)."""
+    if _last_head[0] is not identity or _last_head[1] != template:
+        text = json.dumps({"backend": identity, "template": template}, sort_keys=True, default=str)
+        _last_head[:] = [identity, template, text.encode("utf-8")]
+    return bytes(_last_head[2])
+
+
 def make_item(
     judge: str,
     identity: dict[str, Any],
@@ -62,23 +77,18 @@ def make_item(
     step: str = "",
 ) -> WorkItem:
     """A work item with its hashes computed."""
-    cache_key = content_hash(
-        {"backend": identity, "template": template, "request": request.model_dump(mode="json")}
-    )
-    item_id = content_hash(
-        {
-            "judge": judge,
-            "cache_key": cache_key,
-            "case": case_id,
-            "generator": generator,
-            "other": other,
-            "step": step,
-        }
-    )[:32]
+    # Pydantic's own JSON of the request (fixed field order) is as stable as a sorted dump and
+    # several times cheaper; only the small identity dict needs sorting.
+    digest = hashlib.sha256(_head(identity, template))
+    digest.update(request.model_dump_json().encode("utf-8"))
+    cache_key = digest.hexdigest()
+    parts = "\x00".join((judge, cache_key, case_id, generator, other, step))
+    item_id = hashlib.sha256(parts.encode("utf-8")).hexdigest()[:32]
     kind: Literal["pointwise", "pairwise", "generate"] = (
         "generate" if step else "pairwise" if other else "pointwise"
     )
-    return WorkItem(
+    # Built from values this module computed: validating them again would only cost time.
+    return WorkItem.model_construct(
         item_id=item_id,
         cache_key=cache_key,
         judge=judge,
@@ -105,6 +115,7 @@ class BoundJudge:
             logprobs=self.backend.reads_logprobs(),
             structured=self.backend.structured(),
             rationale=self.config.rationale,
+            prompt=self.backend.reads_prompt,
         )
 
     def judges(self, principle: str) -> bool:
@@ -216,8 +227,3 @@ def iter_pairs(
                         yield make_item(
                             jid, identity, case.id, x, pid, req, pairwise.TEMPLATE_VERSION, other=y
                         )
-
-
-def single_order(a: str, b: str, seed: int, case_id: str) -> tuple[str, str]:
-    """A seeded coin decides which is shown first, so a one-order run has no systematic position."""
-    return (a, b) if random.Random(f"{seed}:{case_id}:{a}:{b}").random() < 0.5 else (b, a)

@@ -20,6 +20,8 @@ from harness.config import load_judge
 from harness.engine.plan import BoundJudge, PairPlan, WorkItem, make_item, plan_pairs
 from harness.engine.runner import bind_judges
 from harness.engine.session import SessionOptions, judge_once
+from harness.errors import ConfigError
+from harness.judging import revision as prompts
 from harness.rundir import (
     GENERATIONS,
     RunData,
@@ -30,8 +32,6 @@ from harness.rundir import (
     read_run,
     write_atomic,
 )
-from harness.errors import ConfigError
-from harness.judging import revision as prompts
 from harness.schema import Candidate, Case, Constitution, Generation
 
 REVISIONS = "revisions.jsonl"

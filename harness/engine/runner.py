@@ -13,7 +13,6 @@ import datetime as dt
 import importlib.metadata
 import platform
 import random
-import sys
 from collections.abc import Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
@@ -25,7 +24,7 @@ import pandas as pd
 from harness.backends.base import backend_class, parse_options
 from harness.config import LoadedSuite, load_constitution, load_judge, load_suite, sha256_file
 from harness.engine.adaptive import ROUND_CASES, AdaptiveStop
-from harness.engine.plan import BoundJudge, PairPlan, WorkItem, content_hash
+from harness.engine.plan import BoundJudge, PairPlan, content_hash
 from harness.engine.session import JudgingSession, SessionOptions
 from harness.engine.stream import Planner, chunks
 from harness.errors import RunError
@@ -40,7 +39,7 @@ from harness.rundir import (
     read_run,
     read_table,
 )
-from harness.schema import Case, Constitution, InputRecord, JudgeConfig, RunManifest, Session, Spend
+from harness.schema import Constitution, InputRecord, JudgeConfig, RunManifest, Session, Spend
 
 DEFAULT_CONSTITUTION = "default"
 DEFAULT_JUDGES = ["student", "rules", "smollm2"]
@@ -247,10 +246,13 @@ def select_cases(inputs: Inputs, options: RunOptions) -> None:
 
 def make_planner(inputs: Inputs, bound: list[BoundJudge], options: RunOptions) -> Planner:
     """The run's planner: kinds, principles and labelled-only restrictions from the options."""
-    labels = {}
+    labels: dict[str, str] = {}
     if options.labelled_only:
-        labels = {c.id: c.human_preference.principle for c in inputs.suite.cases
-                  if c.human_preference}  # fmt: skip
+        labels = {
+            c.id: c.human_preference.principle
+            for c in inputs.suite.cases
+            if c.human_preference and c.human_preference.principle
+        }
     return Planner(
         inputs.constitution,
         bound,

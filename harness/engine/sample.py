@@ -16,8 +16,8 @@ from harness.config import load_constitution, load_judge, load_suite
 from harness.engine.plan import BoundJudge, WorkItem, make_item
 from harness.engine.runner import bind_judges
 from harness.engine.session import SessionOptions, judge_once
-from harness.rundir import GENERATIONS, RunWriter, latest_status, read_records, write_atomic
 from harness.judging.revision import TEMPLATE_VERSION, sample_request
+from harness.rundir import GENERATIONS, RunWriter, latest_status, read_records, write_atomic
 from harness.schema import Case, Generation
 
 
@@ -77,7 +77,11 @@ def _write_candidates(store: RunWriter, items: list[WorkItem], output: Path) -> 
     for item in items:
         gen = done.get(item.item_id)
         if isinstance(gen, Generation) and gen.status == "scored" and gen.text.strip():
-            row = {"case_id": item.case_id, "generator": item.generator, "response": gen.text.strip()}
+            row = {
+                "case_id": item.case_id,
+                "generator": item.generator,
+                "response": gen.text.strip(),
+            }
             rows.append(json.dumps(row, ensure_ascii=False))
     write_atomic(output, "".join(r + "\n" for r in rows))
     return output

@@ -141,9 +141,7 @@ class JudgingSession:
     def _warn_unpriced(self) -> None:
         """A budget cannot count what has no price: say so rather than stop too late in silence."""
         free = [
-            b.config.id
-            for b in self.judges
-            if not b.config.priced and b.backend.name == "openai"
+            b.config.id for b in self.judges if not b.config.priced and b.backend.name == "openai"
         ]
         if self.options.max_cost is not None and free:
             print(

@@ -7,6 +7,7 @@ three answers. Both orders are planned by default; :mod:`harness.analysis.pairwi
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import re
@@ -31,6 +32,11 @@ def output_schema() -> dict[str, Any]:
         "required": ["winner", "rationale"],
         "additionalProperties": False,
     }
+
+@functools.cache
+def _validator() -> jsonschema.Draft202012Validator:
+    # Built once: jsonschema.validate() re-checks the schema itself on every call (~15 ms).
+    return jsonschema.Draft202012Validator(output_schema())
 
 
 def _instruction(style: Style) -> str:
@@ -90,7 +96,7 @@ def _from_text(text: str, structured: bool) -> Reading:
         data: dict[str, Any] = {}
         try:
             data = json.loads(match.group(0), strict=False) if match else {}
-            jsonschema.validate(data, output_schema())
+            _validator().validate(data)
         except (json.JSONDecodeError, jsonschema.ValidationError) as exc:
             return Reading(reason=f"judge JSON invalid: {getattr(exc, 'message', exc)}")
         letter = {"A": "A", "B": "B", "tie": "C"}[data["winner"]]

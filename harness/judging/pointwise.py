@@ -7,6 +7,7 @@ yields none of these is *unscored* with the reason; nothing is guessed.
 
 from __future__ import annotations
 
+import functools
 import html
 import json
 import math
@@ -43,6 +44,11 @@ def output_schema(scale_max: int) -> dict[str, Any]:
         "required": ["score", "rationale"],
         "additionalProperties": False,
     }
+
+@functools.cache
+def _validator(scale_max: int) -> jsonschema.Draft202012Validator:
+    # Built once: jsonschema.validate() re-checks the schema itself on every call (~15 ms).
+    return jsonschema.Draft202012Validator(output_schema(scale_max))
 
 
 def fence(tag: str, text: str) -> str:
@@ -100,6 +106,7 @@ class Style:
     structured: bool
     rationale: bool
     max_tokens: int = 96
+    prompt: bool = True  # render the judge chat (False for model-free backends: subject only)
 
 
 def build_request(
@@ -111,7 +118,9 @@ def build_request(
     return BackendRequest(
         messages=render(
             principle, case, candidate, rationale=style.rationale, structured=style.structured
-        ),
+        )
+        if style.prompt
+        else [],
         choices=scale if style.logprobs else None,
         max_tokens=style.max_tokens if wants_text else 0,
         json_schema=output_schema(principle.scale_max) if style.structured else None,
@@ -148,13 +157,28 @@ def distribution_from_logprobs(
     return [p / mass for p in probs], mass
 
 
+def _plainly_valid(data: object, scale_max: int) -> bool:
+    """The common well-formed answer, checked without the general validator (same schema).
+
+    Anything else goes through the validator, which also words the error.
+    """
+    return (
+        type(data) is dict
+        and data.keys() == {"score", "rationale"}
+        and type(data["score"]) is int
+        and 1 <= data["score"] <= scale_max
+        and type(data["rationale"]) is str
+    )
+
+
 def _from_json(text: str, scale_max: int) -> Reading | None:
     match = re.search(r"\{.*\}", text, re.S)
     if not match:
         return None
     try:
         data = json.loads(match.group(0), strict=False)  # tolerate raw newlines inside strings
-        jsonschema.validate(data, output_schema(scale_max))
+        if not _plainly_valid(data, scale_max):
+            _validator(scale_max).validate(data)
     except (json.JSONDecodeError, jsonschema.ValidationError) as exc:
         msg = exc.message if isinstance(exc, jsonschema.ValidationError) else str(exc)
         return Reading(reason=f"judge JSON invalid: {msg}")

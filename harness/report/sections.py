@@ -16,8 +16,8 @@ import numpy as np
 import pandas as pd
 from markupsafe import Markup
 
-from harness.rundir import RunData
 from harness.report.charts import bar_chart, line_chart, si
+from harness.rundir import RunData
 
 
 @dataclass
