@@ -269,13 +269,14 @@ class RunWriter:
         self.unsynced = 0
 
     def close(self) -> None:
-        """Flush and close the logs and give up the folder's lock."""
-        for fh in self._files.values():
-            fh.flush()
-            os.fsync(fh.fileno())
-            fh.close()
-        self._files.clear()
-        self._lock.release()
+        """Flush the logs, bring the Parquet parts up to date, close, and give up the lock."""
+        try:
+            self.sync()
+        finally:
+            for fh in self._files.values():
+                fh.close()
+            self._files.clear()
+            self._lock.release()
 
 
 def _write_lines_atomic(path: Path, lines: Iterable[str]) -> None:

@@ -35,7 +35,7 @@ SUMMARY_COLUMNS = [
     "mean_normalized",
 ]
 OVERALL_COLUMNS = ["judge", "generator", "n_cases", "overall", "ci_low", "ci_high"]
-BOOTSTRAP_MAX_N = 20_000  # cases; more and a mean's interval is the normal one (CLT)
+BOOTSTRAP_MAX_N = 5_000  # cases; more and a mean's interval is the normal one (CLT)
 BLOCK_CELLS = 4_000_000  # resample counts held at once (resamples × cases): bounds memory
 
 
