@@ -22,6 +22,7 @@ correctly too. Later rows for the same ``item_id`` supersede earlier ones (an er
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import io
 import json
 import os
@@ -232,7 +233,9 @@ class RunWriter:
         write_atomic(
             self.root / CONSTITUTION, constitution.model_dump_json(indent=2, by_alias=True)
         )
-        _write_lines_atomic(self.root / CASES, (c.model_dump_json() for c in cases))
+        index: list[dict[str, Any]] = []
+        _write_lines_atomic(self.root / CASES, _indexed(cases, index))
+        write_case_index(self.root, index)
         self.write_manifest(manifest)
 
     def write_manifest(self, manifest: RunManifest) -> None:
@@ -277,6 +280,66 @@ class RunWriter:
                 fh.close()
             self._files.clear()
             self._lock.release()
+
+
+def _indexed(cases: Iterable[Case], index: list[dict[str, Any]]) -> Iterator[str]:
+    """Each case's JSON line, noting its place in the file and what analyses ask of it."""
+    offset = 0
+    for case in cases:
+        line = case.model_dump_json()
+        index.append(case_entry(case, offset, len(line.encode("utf-8")) + 1))
+        offset += index[-1]["length"]
+        yield line
+
+
+def case_entry(case: Case, offset: int, length: int) -> dict[str, Any]:
+    """One row of the case index: where the case's line is, and its small facts."""
+    prompt = json.dumps([m.model_dump() for m in case.messages()], ensure_ascii=False)
+    return {
+        "case_id": case.id,
+        "offset": offset,
+        "length": length,
+        "tags": list(case.tags),
+        "generators": [c.generator for c in case.candidates],
+        "labelled": case.human_preference is not None,
+        "prompt_sha": hashlib.sha256(prompt.encode("utf-8")).hexdigest()[:16],
+    }
+
+
+CASE_INDEX_SCHEMA = pa.schema(
+    [
+        ("case_id", pa.string()),
+        ("offset", pa.int64()),
+        ("length", pa.int64()),
+        ("tags", pa.list_(pa.string())),
+        ("generators", pa.list_(pa.string())),
+        ("labelled", pa.bool_()),
+        ("prompt_sha", pa.string()),
+    ]
+)
+
+
+def write_case_index(root: Path, index: list[dict[str, Any]]) -> None:
+    """Write ``tables/cases.parquet``: one small row per case, in suite order."""
+    (root / TABLES).mkdir(exist_ok=True)
+    final = root / TABLES / "cases.parquet"
+    tmp = final.with_name(".cases.parquet.tmp")
+    pq.write_table(pa.Table.from_pylist(index, CASE_INDEX_SCHEMA), tmp)
+    os.replace(tmp, final)
+
+
+def read_case_index(root: Path) -> pd.DataFrame:
+    """The case index (built from cases.jsonl for folders written before it existed)."""
+    path = root / TABLES / "cases.parquet"
+    if path.exists():
+        return pq.read_table(path).to_pandas()
+    rows, offset = [], 0
+    with (root / CASES).open("rb") as fh:
+        for line in fh:
+            if line.endswith(b"\n"):
+                rows.append(case_entry(Case.model_validate_json(line), offset, len(line)))
+            offset += len(line)
+    return pa.Table.from_pylist(rows, CASE_INDEX_SCHEMA).to_pandas()
 
 
 def _write_lines_atomic(path: Path, lines: Iterable[str]) -> None:
@@ -534,10 +597,39 @@ class RunData:
 
     @property
     def cases(self) -> list[Case]:
-        """The cases as judged (read on first use)."""
+        """Every case as judged (read on first use; large runs should use ``case_index``)."""
         if self._cases is None:
             self._cases = [Case.model_validate(r) for r in scan_log(self.root / CASES)]
         return self._cases
+
+    @property
+    def case_index(self) -> pd.DataFrame:
+        """One row per case, in suite order: case_id, tags, generators, labelled, prompt_sha."""
+        if self._cases is not None:  # cases held in memory (a subset, e.g. per tag)
+            rows = [case_entry(c, 0, 0) for c in self._cases]
+            return pa.Table.from_pylist(rows, CASE_INDEX_SCHEMA).to_pandas()
+        if "cases" not in self._tables:
+            self._tables["cases"] = read_case_index(self.root)
+        return self._tables["cases"]
+
+    def cases_by_id(self, ids: Iterable[str]) -> list[Case]:
+        """These cases, in suite order, read by seeking to their lines (not the whole file)."""
+        wanted = set(ids)
+        if self._cases is not None:
+            return [c for c in self._cases if c.id in wanted]
+        index = self.case_index
+        rows = index[index["case_id"].isin(wanted)]
+        found = []
+        with (self.root / CASES).open("rb") as fh:
+            for offset, length in zip(rows["offset"], rows["length"], strict=True):
+                fh.seek(int(offset))
+                found.append(Case.model_validate_json(fh.read(int(length))))
+        return found
+
+    def labelled_cases(self) -> list[Case]:
+        """The cases that carry a human label."""
+        index = self.case_index
+        return self.cases_by_id(index.loc[index["labelled"], "case_id"])
 
     @property
     def verdicts(self) -> pd.DataFrame:

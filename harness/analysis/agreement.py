@@ -112,7 +112,9 @@ def pairwise_agreement(run: RunData, seed: int = 0) -> list[dict[str, object]]:
                 "both_t": [],
                 "soft": [],
             }
-            for case, _ in ((c, p) for c, p in _labelled(run.cases, principles) if p == pid):
+            for case, _ in (
+                (c, p) for c, p in _labelled(run.labelled_cases(), principles) if p == pid
+            ):
                 _collect(acc, case, judge, pid, combined, ordered, seed)
             if acc["both"]:
                 rows.append(_hard_row(judge, pid, "both-orders", acc["both"], acc["both_t"]))
@@ -173,7 +175,9 @@ def pointwise_agreement(run: RunData, seed: int = 0) -> list[dict[str, object]]:
     for judge in sorted(means.index.get_level_values("judge").unique()):
         for pid in principles:
             pred, truth = [], []
-            for case, _ in ((c, p) for c, p in _labelled(run.cases, principles) if p == pid):
+            for case, _ in (
+                (c, p) for c, p in _labelled(run.labelled_cases(), principles) if p == pid
+            ):
                 frame = _frame(case, seed)
                 s = [score.get((judge, pid, case.id, g)) for g in frame]
                 if s[0] is not None and s[1] is not None:
@@ -193,10 +197,11 @@ def human_agreement(run: RunData, seed: int = 0) -> pd.DataFrame:
 def human_agreement_by_tag(run: RunData, seed: int = 0) -> pd.DataFrame:
     """``human_agreement`` for the labelled cases of each tag separately (a suite mixing sources, e.g. LLMBar and
     MT-Bench, gets one block per source), with a leading ``tag`` column."""
-    tags = sorted({t for c in run.cases if c.human_preference for t in c.tags})
+    labelled = run.labelled_cases()
+    tags = sorted({t for c in labelled for t in c.tags})
     blocks = []
     for tag in tags:
-        subset = dataclasses.replace(run, _cases=[c for c in run.cases if tag in c.tags])
+        subset = dataclasses.replace(run, _cases=[c for c in labelled if tag in c.tags])
         blocks.append(human_agreement(subset, seed).assign(tag=tag))
     if not blocks:
         return pd.DataFrame(columns=["tag", *COLUMNS])

@@ -325,8 +325,8 @@ def _judge_hashes(run: RunData) -> dict[str, str]:
 
 
 def _case_warnings(base: RunData, cand: RunData) -> list[str]:
-    bp = {c.id: json.dumps([m.model_dump() for m in c.messages()]) for c in base.cases}
-    cp = {c.id: json.dumps([m.model_dump() for m in c.messages()]) for c in cand.cases}
+    bp = dict(zip(base.case_index["case_id"], base.case_index["prompt_sha"], strict=True))
+    cp = dict(zip(cand.case_index["case_id"], cand.case_index["prompt_sha"], strict=True))
     out = [
         f"{len(s)} case(s) only in {w}: {', '.join(sorted(s)[:5])}{' ...' if len(s) > 5 else ''}"
         for w, s in (("base", set(bp) - set(cp)), ("cand", set(cp) - set(bp)))

@@ -111,7 +111,7 @@ def _context(run: RunData) -> dict[str, Any]:
         "charts": [_chart_svg(table, run.constitution, j, generators, colours) for j in judges],
         "cases": _case_views(run, judges),
         "max_cases": MAX_CASES,
-        "tags": sorted({t for c in run.cases for t in c.tags}),
+        "tags": sorted({t for tags in run.case_index["tags"] for t in tags}),
         "sections": sections(run),
     }
 
@@ -125,7 +125,7 @@ def _judge_order(run: RunData) -> list[str]:
 
 def _generator_order(run: RunData) -> list[str]:
     """Generators in order of first appearance among the cases' candidates."""
-    order = dict.fromkeys(c.generator for case in run.cases for c in case.candidates)
+    order = dict.fromkeys(g for gens in run.case_index["generators"] for g in gens)
     seen = set(run.verdicts["generator"]) if not run.verdicts.empty else set()
     return list(order) + sorted(seen - set(order))
 
@@ -140,8 +140,8 @@ def _header(run: RunData) -> dict[str, Any]:
         "constitution": f"{run.constitution.id} ({run.manifest.constitution.path})",
         "created": run.manifest.created,
         "status": run.manifest.status,
-        "n_cases": len(run.cases),
-        "n_candidates": sum(len(c.candidates) for c in run.cases),
+        "n_cases": len(run.case_index),
+        "n_candidates": int(run.case_index["generators"].map(len).sum()),
         "counts": {s: int(counts.get(s, 0)) for s in STATUSES},
     }
 
@@ -302,7 +302,7 @@ def _dot(r: dict[str, Any], x: Any, y: float, colour: str) -> str:
 
 def _case_views(run: RunData, judges: list[str]) -> list[dict[str, Any]]:
     """The cases worth reading first (all of them in a small run), with every verdict's text."""
-    chosen = cases_to_read(run.verdicts, [c.id for c in run.cases])
+    chosen = cases_to_read(run.verdicts, list(run.case_index["case_id"]))
     wanted = set(chosen)
     prank = {p.id: i for i, p in enumerate(run.constitution.principles)}
     jrank = {j: i for i, j in enumerate(judges)}
@@ -317,7 +317,7 @@ def _case_views(run: RunData, judges: list[str]) -> list[dict[str, Any]]:
                 r["principle"],
             )
         )
-    cases = {c.id: c for c in run.cases if c.id in wanted}
+    cases = {c.id: c for c in run.cases_by_id(wanted)}
     return [_case_view(cases[i], by_candidate) for i in chosen if i in cases]
 
 

@@ -54,7 +54,7 @@ def table_section(
 
 
 def _agreement(run: RunData) -> Section | None:
-    if not any(c.human_preference for c in run.cases):
+    if not run.case_index["labelled"].any():
         return None
     from harness.analysis.agreement import human_agreement
 
@@ -192,9 +192,8 @@ def _scaling(run: RunData) -> Section | None:
 def _convergence(run: RunData) -> Section | None:
     from harness.analysis.sequential import convergence_curve
 
-    order = {
-        c.id: i for i, c in enumerate(run.cases)
-    }  # cases.jsonl holds the planned (judging) order
+    # cases.jsonl holds the planned (judging) order
+    order = {c: i for i, c in enumerate(run.case_index["case_id"])}
     scored = run.verdicts[run.verdicts["status"] == "scored"].copy()
     if scored.empty or len(order) < 5:
         return None
