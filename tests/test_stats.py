@@ -374,20 +374,10 @@ def test_scaling_fit_needs_three_sizes() -> None:
     assert fit == {"n_generators": 2.0} and curve.empty
 
 
-def test_generator_parameters_reads_the_suite_named_by_the_manifest(tmp_path: Path) -> None:
+def test_generator_parameters_come_from_the_manifest_snapshot_only(tmp_path: Path) -> None:
     suite = tmp_path / "s.yaml"
-    suite.write_text(
-        "id: s\ngenerators:\n  small: {parameters: 1.35e8}\n  big: {description: x}\ncases:\n"
-        "  - {id: c, prompt: hi, candidates: [{generator: small, response: a}, {generator: big, "
-        "response: b}]}\n",
-        encoding="utf-8",
-    )
+    suite.write_text("id: s\ngenerators:\n  small: {parameters: 1.35e8}\n", encoding="utf-8")
     run = SimpleNamespace(manifest=SimpleNamespace(suite=SimpleNamespace(path=str(suite))))
-    assert S.generator_parameters(run) == {"small": 1.35e8}
-    suite.unlink()
-    assert S.generator_parameters(run) == {}
-    run.manifest.generators = {
-        "a": {"parameters": 7e9},
-        "b": {"description": "no size"},
-    }  # a future snapshot
+    assert S.generator_parameters(run) == {}  # the suite file is never read after judging
+    run.manifest.generators = {"a": {"parameters": 7e9}, "b": {"description": "no size"}}
     assert S.generator_parameters(run) == {"a": 7e9}

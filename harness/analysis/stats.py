@@ -19,7 +19,6 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -644,23 +643,8 @@ def scaling_fit(
 
 
 def generator_parameters(run: Any) -> dict[str, float]:
-    """Parameter counts of the run's generators: from a ``generators`` snapshot in the manifest when it has
-    one, else from the suite file the manifest names ({} when that file is gone or unreadable).
-
-    Reading the suite file reflects it as it is now, not as judged; the one function here that touches disk.
-    """
-    from harness.config import load_suite
-    from harness.errors import HarnessError
-
-    snapshot = getattr(run.manifest, "generators", None)
-    if isinstance(snapshot, dict) and snapshot:
-        gens = {name: g if isinstance(g, dict) else g.model_dump() for name, g in snapshot.items()}
-        return {name: float(g["parameters"]) for name, g in gens.items() if g.get("parameters")}
-    path = Path(run.manifest.suite.path)
-    if not path.is_file():
-        return {}
-    try:
-        suite = load_suite(path).suite
-    except HarnessError:
-        return {}
-    return {name: float(g.parameters) for name, g in suite.generators.items() if g.parameters}
+    """Parameter counts of the run's generators, from the manifest's snapshot of the suite's
+    ``generators`` (the run folder alone: never the suite file, which may have changed since)."""
+    snapshot = getattr(run.manifest, "generators", None) or {}
+    gens = {name: g if isinstance(g, dict) else g.model_dump() for name, g in snapshot.items()}
+    return {name: float(g["parameters"]) for name, g in gens.items() if g.get("parameters")}
