@@ -108,8 +108,9 @@ class JudgeWorker:
             if verdict.status == "unscored" and not self.judge.backend.deterministic:
                 verdict, outcomes[k] = await self._retry_invalid(item, verdict, outcome)
             verdicts.append(verdict)
-        self._remember(batch, outcomes, verdicts)
+        # The run folder first: the cache is an optimisation and must never cost a paid verdict.
         self.sink(verdicts)
+        self._remember(batch, outcomes, verdicts)
         self.progress.record(self.config.id, verdicts)
 
     async def _retry_invalid(
