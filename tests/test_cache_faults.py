@@ -1,4 +1,4 @@
-"""Cache faults never cost a paid verdict: a locked, corrupt or unreadable cache is one warning, no cache.
+"""Cache faults never cost a paid verdict: a locked, corrupt or unreadable cache is one warning.
 
 Real SQLite files throughout: a second connection holds the write lock, garbage bytes stand in for a
 corrupt file, a row that no longer parses stands in for a damaged entry.
@@ -37,7 +37,7 @@ def _judge_all(tmp_path: Path, cache: JudgeCache) -> tuple[list[Any], ScriptedBa
 def test_a_locked_cache_loses_no_paid_verdict(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """Another process holds the write lock: every verdict still reaches the sink, with one warning."""
+    """Another process holds the write lock: every verdict still reaches the sink; one warning."""
     path = tmp_path / "cache.sqlite3"
     cache = JudgeCache(path, flush_every=1, timeout_s=0.05)
     other = sqlite3.connect(path, isolation_level=None)
@@ -83,7 +83,7 @@ def test_a_damaged_row_is_a_miss_and_is_judged_again(tmp_path: Path) -> None:
 
 
 def test_the_verdict_is_saved_before_the_cache_is_written(tmp_path: Path) -> None:
-    """A cache write that dies outright (not an sqlite fault) still finds the verdict already saved."""
+    """A cache write that dies outright (not an sqlite fault) finds the verdict already saved."""
 
     class Exploding(JudgeCache):
         def put_many(self, entries: dict[str, Any]) -> None:

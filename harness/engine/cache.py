@@ -8,13 +8,14 @@ and on :meth:`flush` / :meth:`close`): one transaction per answer would cost mor
 itself at a thousand calls a second. A crash can lose the last unflushed answers from the cache only; the
 run's own verdict log already holds them, so resuming never pays for them twice.
 
-The cache is an optimisation, never a reason to lose paid work: any SQLite fault (database locked, disk
-full, a corrupt or unreadable file) becomes one warning on stderr, and the cache then switches itself
-off for the rest of the process: reads miss, writes are dropped, the run goes on.
+The cache is an optimisation, never a reason to lose paid work: any SQLite fault (database locked,
+disk full, a corrupt or unreadable file) becomes one warning on stderr, and the cache then switches
+itself off for the rest of the process: reads miss, writes are dropped, the run goes on.
 """
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import sys
 import time
@@ -77,15 +78,13 @@ class JudgeCache:
         return self._db is not None
 
     def _disable(self, exc: BaseException) -> None:
-        """Warn once, drop the connection and whatever was buffered, and carry on without a cache."""
+        """Warn once, drop the connection and what was buffered, and carry on without a cache."""
         self.fault = f"{type(exc).__name__}: {exc}"
         self._buffer.clear()
         db, self._db = self._db, None
         if db is not None:
-            try:
+            with contextlib.suppress(sqlite3.Error):
                 db.close()
-            except sqlite3.Error:
-                pass
         print(
             f"warning: judge cache {self.path}: {self.fault}; continuing without the cache "
             "(verdicts are still saved in the run folder)",
@@ -144,10 +143,8 @@ class JudgeCache:
 
     def _rollback(self) -> None:
         if self._db is not None and self._db.in_transaction:
-            try:
+            with contextlib.suppress(sqlite3.Error):
                 self._db.execute("ROLLBACK")
-            except sqlite3.Error:
-                pass
 
     def __len__(self) -> int:
         self.flush()
@@ -163,10 +160,8 @@ class JudgeCache:
         """Commit what is buffered and close the database."""
         self.flush()
         if self._db is not None:
-            try:
+            with contextlib.suppress(sqlite3.Error):
                 self._db.close()
-            except sqlite3.Error:
-                pass
             self._db = None
 
 
