@@ -70,6 +70,9 @@ class BackendResponse(BaseModel):
     tokens_in: int = 0
     tokens_out: int = 0
     latency_s: float = 0.0
+    truncated: bool = Field(
+        default=False, description="The prompt was too long and untrusted text in it was cut."
+    )
 
 
 class Backend(ABC):

@@ -249,6 +249,7 @@ def make_pair_verdict(item: WorkItem, outcome: Outcome, structured: bool) -> Pai
         tokens_in=resp.tokens_in,
         tokens_out=resp.tokens_out,
         latency_s=resp.latency_s,
+        truncated=resp.truncated,
     )
     reading = read_preference(resp, structured)
     if reading.score is None:
@@ -287,6 +288,7 @@ def make_generation(item: WorkItem, outcome: Outcome) -> Generation:
         tokens_in=resp.tokens_in,
         tokens_out=resp.tokens_out,
         latency_s=resp.latency_s,
+        truncated=resp.truncated,
         **base,
     )
 
@@ -312,6 +314,7 @@ def make_verdict(
         tokens_in=resp.tokens_in,
         tokens_out=resp.tokens_out,
         latency_s=resp.latency_s,
+        truncated=resp.truncated,
     )
     principle = constitution.principle(item.principle)
     reading = read_score(resp, principle.scale_max, structured)
