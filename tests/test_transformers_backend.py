@@ -325,7 +325,7 @@ def test_generation_continues_from_the_first_answer_position(backend):
 
 
 @pytest.mark.slow
-def test_long_prompts_keep_their_end():
+def test_a_prompt_whose_instructions_alone_overflow_keeps_its_end():
     local = load_local_model(TransformersOptions(device="cpu", max_length=48))
     req = judge_requests()[0]
     resp = local.complete([req])[0]
