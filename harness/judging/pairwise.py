@@ -34,6 +34,7 @@ def output_schema() -> dict[str, Any]:
         "additionalProperties": False,
     }
 
+
 @functools.cache
 def _validator() -> jsonschema.Draft202012Validator:
     # Built once: jsonschema.validate() re-checks the schema itself on every call (~15 ms).
