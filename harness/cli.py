@@ -42,6 +42,12 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
         "--run-id", help="run folder name (default: suite id + input hash, so reruns resume)"
     )
     p.add_argument("--resume", type=Path, metavar="RUN", help="complete an interrupted run folder")
+    p.add_argument(
+        "--trust-suite-judges",
+        action="store_true",
+        help="let the judges the suite lists itself (its judges:) read secrets such as API keys "
+        "from the environment; without it only judges named with --judge may",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-cache", action="store_true", help="neither read nor write the judge cache")
     p.add_argument(
@@ -109,7 +115,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     from harness.engine.runner import RunOptions, resume, run
 
     common: dict[str, Any] = dict(
-        use_cache=not args.no_cache, refresh=args.refresh, quiet=args.quiet, max_cost=args.max_cost
+        use_cache=not args.no_cache,
+        refresh=args.refresh,
+        quiet=args.quiet,
+        max_cost=args.max_cost,
+        trust_suite_judges=args.trust_suite_judges,
     )
     if args.resume:
         result = resume(args.resume, **common)

@@ -198,7 +198,7 @@ class SuiteFile(pytest.File):
         judges = self.config.getoption("harness_judge") or self.config.getini("harness_judge")
         try:
             self.inputs = load_inputs(RunOptions(suite=self.path, judges=list(judges)))
-            self.bound = bind_judges(self.inputs.judges)
+            self.bound = bind_judges(self.inputs.judges, trusted=self.inputs.judges_named)
         except HarnessError as exc:
             raise self.CollectError(str(exc)) from None
         self.verdicts: dict[str, Verdict] = {}
@@ -227,7 +227,7 @@ class SuiteFile(pytest.File):
         from harness.engine.runner import bind_judges
 
         bound, self.bound = self.bound, []  # judge_items closes them; a later batch binds afresh
-        return bound or bind_judges(self.inputs.judges)
+        return bound or bind_judges(self.inputs.judges, trusted=self.inputs.judges_named)
 
 
 class SuiteItem(pytest.Item):

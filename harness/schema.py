@@ -295,6 +295,11 @@ class Verdict(BaseModel):
     latency_s: float = Field(default=0.0, description="Seconds spent on the judge call(s).")
     cached: bool = Field(default=False, description="Served from the persistent cache.")
     attempts: int = Field(default=1, description="Calls made, retries included.")
+    truncated: bool = Field(
+        default=False,
+        description="The judge saw a cut version: the prompt was too long for it, so untrusted "
+        "text (conversation or response) was shortened.",
+    )
 
 
 class PairVerdict(BaseModel):
@@ -328,6 +333,11 @@ class PairVerdict(BaseModel):
     latency_s: float = Field(default=0.0, description="Seconds spent on the judge call(s).")
     cached: bool = Field(default=False, description="Served from the persistent cache.")
     attempts: int = Field(default=1, description="Calls made, retries included.")
+    truncated: bool = Field(
+        default=False,
+        description="The judge saw a cut version: the prompt was too long for it, so untrusted "
+        "text (conversation or response) was shortened.",
+    )
 
 
 class Generation(BaseModel):
@@ -355,6 +365,11 @@ class Generation(BaseModel):
     latency_s: float = Field(default=0.0, description="Seconds spent on the call(s).")
     cached: bool = Field(default=False, description="Served from the persistent cache.")
     attempts: int = Field(default=1, description="Calls made, retries included.")
+    truncated: bool = Field(
+        default=False,
+        description="The judge saw a cut version: the prompt was too long for it, so untrusted "
+        "text (conversation or response) was shortened.",
+    )
 
 
 class InputRecord(BaseModel):

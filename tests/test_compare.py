@@ -90,6 +90,7 @@ def verdicts(scores: np.ndarray, generator: str = "model") -> pd.DataFrame:
             "latency_s": 0.0,
             "cached": False,
             "attempts": 1,
+            "truncated": False,
         },
         columns=VERDICT_COLUMNS,
     )

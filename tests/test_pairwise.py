@@ -16,6 +16,7 @@ from harness.engine.plan import PairPlan, case_pairs, plan_pairs
 from harness.engine.progress import Progress
 from harness.rundir import RunWriter, read_run
 from harness.schema import Candidate, Case, HumanPreference, RunManifest
+from harness.untrusted import fenced_texts
 from tests.helpers import ScriptedBackend, bound
 
 CASES = [
@@ -37,8 +38,8 @@ RANK = {"good": 3, "so-so": 2, "bad": 1}
 def oracle(req: BackendRequest, n: int) -> str:
     """Prefers the response whose text ranks higher; a tie when equal."""
     text = req.messages[-1].content
-    a = text.split("<response_a>")[1].split("</response_a>")[0]
-    b = text.split("<response_b>")[1].split("</response_b>")[0]
+    shown = dict(fenced_texts(text))
+    a, b = shown["response_a"], shown["response_b"]
     ra, rb = (max(v for k, v in RANK.items() if k in s) for s in (a, b))
     return "A" if ra > rb else "B" if rb > ra else "C"
 

@@ -325,11 +325,11 @@ def test_generation_continues_from_the_first_answer_position(backend):
 
 
 @pytest.mark.slow
-def test_long_prompts_keep_their_end():
+def test_a_prompt_whose_instructions_alone_overflow_keeps_its_end():
     local = load_local_model(TransformersOptions(device="cpu", max_length=48))
     req = judge_requests()[0]
     resp = local.complete([req])[0]
-    assert resp.tokens_in == 48
+    assert resp.tokens_in == 48 and resp.truncated
     ids = local.prompt_ids(req)
     with torch.inference_mode():
         ref = local.model(torch.tensor([ids])).logits[0, -1].float().log_softmax(-1)

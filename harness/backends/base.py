@@ -15,6 +15,7 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from harness.credentials import SecretUse
 from harness.errors import ConfigError
 from harness.schema import Message
 
@@ -69,6 +70,9 @@ class BackendResponse(BaseModel):
     tokens_in: int = 0
     tokens_out: int = 0
     latency_s: float = 0.0
+    truncated: bool = Field(
+        default=False, description="The prompt was too long and untrusted text in it was cut."
+    )
 
 
 class Backend(ABC):
@@ -101,6 +105,12 @@ class Backend(ABC):
         """Options that never change an answer (timeouts, key variable names, devices)."""
         return set()
 
+    @classmethod
+    def secret_uses(cls, options: BaseModel, judge: str) -> list[SecretUse]:
+        """The secrets a judge with these options would send, and where; asked before it is built,
+        so that the harness can refuse (or announce) them before any is read."""
+        return []
+
     def covers(self, principle: str) -> bool:
         """Whether this backend judges the principle at all (the rules backend judges only some)."""
         return True
@@ -125,6 +135,11 @@ class Backend(ABC):
     @abstractmethod
     async def complete(self, requests: list[BackendRequest]) -> list[BackendResponse]:
         """Answer a batch; raise :class:`~harness.errors.JudgeError` on failure."""
+
+    async def probe(self) -> str | None:
+        """Ask the server for the model's fingerprint before planning (it joins :meth:`identity`);
+        None where there is none. Backends without a server have nothing to ask."""
+        return None
 
     async def aclose(self) -> None:  # noqa: B027 - optional hook: most backends hold nothing to release
         """Release connections or memory."""

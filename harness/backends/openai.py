@@ -24,32 +24,61 @@ proxy or a connection cut mid-body, and a second try usually succeeds. The judge
 shape (bad JSON inside ``content``) is a different thing, found later by the judging strategy.
 
 The API key is read from the environment variable named by ``api_key_env`` when the backend is built. It
-is sent only in the Authorization header, and scrubbed from every message this module produces (servers
-sometimes echo the key they were given in their error text).
+is sent only in the Authorization header, and scrubbed from every message this module produces and
+from every answer it returns (servers sometimes echo the key they were given). Credentials in
+``base_url`` (``user:password@``, secret query values) are sent as written but shown redacted
+everywhere else; a query string in ``base_url`` (Azure's ``?api-version=``) stays a query after the
+endpoint path.
+
+Where the server lists the model with identifying details (``GET /models``: vLLM's ``root``,
+llama.cpp's ``meta``, a ``fingerprint`` or ``revision`` field), :meth:`OpenAIBackend.probe` reads
+them before planning and they join the cache key, as does a user-set ``revision``: a model swapped
+behind the same name does not reuse the old model's verdicts.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import email.utils
+import hashlib
 import json
 import math
 import os
 import time
 from datetime import UTC, datetime
 from typing import Any, Literal
+from urllib.parse import unquote, urlsplit
 
 import aiohttp
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from harness.backends.base import Backend, BackendRequest, BackendResponse
-from harness.errors import JudgeError, MissingSecret, TransientJudgeError
+from harness.credentials import (
+    SecretUse,
+    endpoint,
+    redact_url,
+    scrub,
+    url_secrets,
+    without_userinfo,
+)
+from harness.errors import ConfigError, JudgeError, MissingSecret, TransientJudgeError
 
 #: Name sent with a structured-output request (OpenAI requires one; its value does not matter).
 SCHEMA_NAME = "judgment"
 #: How much of a server's error text is kept in an exception message.
 MAX_ERROR_TEXT = 500
-REDACTED = "***"
+#: Fields of a ``GET /models`` entry that identify the weights behind a name (never timestamps or
+#: ids that change per request, such as vLLM's ``created`` or ``permission``).
+FINGERPRINT_FIELDS = (
+    "root",
+    "parent",
+    "meta",
+    "fingerprint",
+    "revision",
+    "digest",
+    "max_model_len",
+)
 
 
 class OpenAIBackend(Backend):
@@ -106,6 +135,16 @@ class OpenAIBackend(Backend):
             default_factory=dict,
             description="Merged into every request body last (shallow), e.g. {'top_k': 1} or vendor-specific keys.",
         )
+        revision: str | None = Field(
+            default=None,
+            description="Your name for the exact weights behind 'model' (a commit, a date); it "
+            "joins the cache key, so changing it re-judges instead of reusing old verdicts.",
+        )
+        fingerprint: bool = Field(
+            default=True,
+            description="Read the model's details from GET /models before judging and let them "
+            "join the cache key, where the server gives any (vLLM, llama.cpp).",
+        )
 
         @field_validator("base_url")
         @classmethod
@@ -127,13 +166,50 @@ class OpenAIBackend(Backend):
             options = OpenAIBackend.Options.model_validate(options.model_dump())
         super().__init__(options)
         self._judge = judge
-        self._url = self.options.base_url.rstrip("/") + "/chat/completions"
+        base = self.options.base_url
+        self._url = endpoint(without_userinfo(base), "chat/completions")
+        basic = _basic_credentials(base)
         self._key = _read_key(self.options.api_key_env, judge)
+        if self._key and basic:
+            raise ConfigError(
+                f"judge {judge or '?'}: base_url carries user:password and api_key_env is set; "
+                "a server takes one Authorization header: keep one of them"
+            )
+        self._authorization = f"Bearer {self._key}" if self._key else basic and f"Basic {basic}"
+        #: Every secret this backend holds, scrubbed from every message and answer it produces
+        #: (Basic credentials also as the base64 a server would echo).
+        self.secrets = [s for s in (self._key, basic, *url_secrets(base)) if s]
+        #: The server's identifying details of the model (see :meth:`probe`); None until probed.
+        self.server_fingerprint: str | None = None
         self._session: aiohttp.ClientSession | None = None
         self._session_loop: asyncio.AbstractEventLoop | None = None
 
     def __repr__(self) -> str:
-        return f"OpenAIBackend(base_url={self.options.base_url!r}, model={self.options.model!r})"
+        url = redact_url(self.options.base_url)
+        return f"OpenAIBackend(base_url={url!r}, model={self.options.model!r})"
+
+    def identity(self) -> dict[str, Any]:
+        """Options that change answers, with the URL redacted (rotating a password keeps the cache),
+        plus the user's ``revision`` and the server's model fingerprint when there are any."""
+        found = super().identity()
+        found["base_url"] = redact_url(self.options.base_url)
+        for unset in ("revision", "fingerprint"):
+            found.pop(unset, None)
+        if self.options.revision is not None:
+            found["revision"] = self.options.revision
+        if self.server_fingerprint is not None:
+            found["server_fingerprint"] = self.server_fingerprint
+        return found
+
+    @classmethod
+    def secret_uses(cls, options: BaseModel, judge: str) -> list[SecretUse]:
+        """The API key variable, and credentials written into ``base_url``, with where they go."""
+        assert isinstance(options, OpenAIBackend.Options)
+        url = redact_url(options.base_url)
+        uses = [SecretUse(judge, url, options.api_key_env)] if options.api_key_env else []
+        if url_secrets(options.base_url):
+            uses.append(SecretUse(judge, url))
+        return uses
 
     def reads_logprobs(self) -> bool:
         """Read the score distribution from top log-probs (soft labels) when ``logprobs`` is on."""
@@ -156,8 +232,8 @@ class OpenAIBackend(Backend):
         if self._session is None or self._session.closed or self._session_loop is not loop:
             # A session is bound to its loop; a new loop (a second asyncio.run) needs a new one.
             headers = {"Content-Type": "application/json"}
-            if self._key:
-                headers["Authorization"] = f"Bearer {self._key}"
+            if self._authorization:
+                headers["Authorization"] = self._authorization
             # limit=0: no pool cap here; the engine bounds concurrency per judge.
             connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300)
             self._session = aiohttp.ClientSession(
@@ -263,7 +339,8 @@ class OpenAIBackend(Backend):
             content = message.get("content")
             usage = data.get("usage") or {}
             return BackendResponse(
-                text=content if isinstance(content, str) else "",
+                # A server may echo the key it was sent: never let it reach cache or verdicts.
+                text=scrub(content, self.secrets) if isinstance(content, str) else "",
                 choice_logprobs=(
                     read_choice_logprobs(choice.get("logprobs"), request.choices)
                     if request.choices and self.options.logprobs
@@ -318,13 +395,58 @@ class OpenAIBackend(Backend):
     def _msg(self, text: str) -> str:
         """An error message naming the endpoint, with the key scrubbed out."""
         who = f"judge {self._judge!r} " if self._judge else ""
-        message = f"{who}openai backend at {self.options.base_url}: {text}"
-        if self._key:
-            message = message.replace(self._key, REDACTED)
-        return message
+        message = f"{who}openai backend at {redact_url(self.options.base_url)}: {text}"
+        return scrub(message, self.secrets)
+
+    # -- the model's fingerprint
+
+    async def probe(self) -> str | None:
+        """Read the model's details from ``GET /models`` into :attr:`server_fingerprint`.
+
+        None (and no fingerprint) when the server gives none, does not list the model, or cannot be
+        reached: the run then goes on keyed by name and ``revision`` only. Uses its own short-lived
+        connection, so it can run before (and outside) the judging loop.
+        """
+        if not self.options.fingerprint:
+            return None
+        headers = {"Authorization": self._authorization} if self._authorization else {}
+        timeout = aiohttp.ClientTimeout(total=min(10.0, self.options.timeout_s))
+        url = endpoint(without_userinfo(self.options.base_url), "models")
+        try:
+            async with (
+                aiohttp.ClientSession(headers=headers, timeout=timeout) as s,
+                s.get(url) as resp,
+            ):
+                data = await resp.json(content_type=None) if resp.status == 200 else None
+        except (aiohttp.ClientError, TimeoutError, ValueError):
+            return None
+        self.server_fingerprint = model_fingerprint(data, self.options.model)
+        return self.server_fingerprint
 
 
 # --------------------------------------------------------------------------- helpers
+
+
+def model_fingerprint(listing: Any, model: str) -> str | None:
+    """A hash of the identifying fields of ``model``'s entry in a ``GET /models`` answer, if any."""
+    entries = listing.get("data") if isinstance(listing, dict) else None
+    for entry in entries if isinstance(entries, list) else []:
+        if isinstance(entry, dict) and entry.get("id") == model:
+            found = {k: entry[k] for k in FINGERPRINT_FIELDS if entry.get(k) not in (None, "", {})}
+            if not found:
+                return None
+            text = json.dumps(found, sort_keys=True, default=str)
+            return hashlib.sha256(text.encode()).hexdigest()[:16]
+    return None
+
+
+def _basic_credentials(url: str) -> str | None:
+    """The base64 of Basic credentials written into the URL (``user:password@host``), if any."""
+    parts = urlsplit(url)
+    if not (parts.username or parts.password):
+        return None
+    pair = f"{unquote(parts.username or '')}:{unquote(parts.password or '')}"
+    return base64.b64encode(pair.encode("utf-8")).decode("ascii")
 
 
 def _read_key(variable: str | None, judge: str | None) -> str | None:

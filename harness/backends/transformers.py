@@ -2,8 +2,11 @@
 
 How a batch of requests is answered:
 
-1. Each chat is rendered with the model's chat template (generation prompt added), tokenised, and
-   truncated to ``max_length`` keeping the end.
+1. Each chat is rendered with the model's chat template (generation prompt added) and tokenised with
+   special tokens only where the template puts them (message contents are plain text, so
+   ``<|im_end|>`` inside a response is not the end-of-turn token); a prompt over ``max_length`` is
+   cut inside its untrusted text, never in the instructions, and its answer marked truncated (see
+   :mod:`harness.backends.chat_tokens`).
 2. :func:`plan_batches` orders the requests two ways, by token ids (requests that share leading text:
    system prompt, principle, rubric, conversation, sit together) and by length (little padding), cuts
    each order into forward batches trading padding, shared-prefix length and the fixed cost of each
@@ -39,6 +42,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from harness.backends.base import Backend, BackendRequest, BackendResponse
 from harness.backends.batching import KV, PrefixStore, ThreadTuner, overhead_tokens, plan_batches
+from harness.backends.chat_tokens import chat_pieces, fit
 from harness.backends.model_cache import LoadReport, load_model, resolve_source
 from harness.errors import ConfigError, JudgeError
 
@@ -73,7 +77,8 @@ class TransformersOptions(BaseModel):
     max_length: int | None = Field(
         default=None,
         ge=8,
-        description="Longest prompt in tokens; longer prompts keep their end. Default: the model's context "
+        description="Longest prompt in tokens; a longer prompt is cut inside its untrusted text "
+        "(the instructions stay) and its verdict marked truncated. Default: the model's context "
         "length minus the tokens to generate.",
     )
     cache_dir: str | None = Field(
@@ -88,6 +93,7 @@ class Work:
     ids: list[int]
     choices: list[tuple[str, int]]
     max_tokens: int
+    truncated: bool = False
 
 
 def first_token(tokenizer: Any, choice: str) -> int | None:
@@ -147,12 +153,14 @@ class LocalModel:
     # -- tokenising
 
     def prompt_ids(self, request: BackendRequest) -> list[int]:
-        """Token ids of the rendered chat with the generation prompt, truncated keeping the end."""
+        """Token ids of the rendered chat with the generation prompt, fitted to the length limit."""
+        return self.fitted_prompt(request)[0]
+
+    def fitted_prompt(self, request: BackendRequest) -> tuple[list[int], bool]:
+        """``prompt_ids``, and whether untrusted text had to be cut to fit."""
         chat = [m.model_dump() for m in request.messages]
-        text = self.tokenizer.apply_chat_template(chat, add_generation_prompt=True, tokenize=False)
-        ids = list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
         limit = self.options.max_length or max(8, self.context - request.max_tokens)
-        return ids[-limit:]
+        return fit(self.tokenizer, chat_pieces(self.tokenizer, chat), limit)
 
     def encode(self, request: BackendRequest) -> Work:
         """Tokenise a request and its choices."""
@@ -163,7 +171,8 @@ class LocalModel:
             tid = self._choice_ids[c]
             if tid is not None:
                 choices.append((c, tid))
-        return Work(self.prompt_ids(request), choices, request.max_tokens)
+        ids, truncated = self.fitted_prompt(request)
+        return Work(ids, choices, request.max_tokens, truncated)
 
     # -- running
 
@@ -220,6 +229,7 @@ class LocalModel:
                 tokens_in=len(w.ids),
                 tokens_out=len(toks),
                 latency_s=each,
+                truncated=w.truncated,
             )
             for r, (w, (toks, text)) in enumerate(zip(works, texts, strict=True))
         ]

@@ -108,8 +108,9 @@ class JudgeWorker:
             if verdict.status == "unscored" and not self.judge.backend.deterministic:
                 verdict, outcomes[k] = await self._retry_invalid(item, verdict, outcome)
             verdicts.append(verdict)
-        self._remember(batch, outcomes, verdicts)
+        # The run folder first: the cache is an optimisation and must never cost a paid verdict.
         self.sink(verdicts)
+        self._remember(batch, outcomes, verdicts)
         self.progress.record(self.config.id, verdicts)
 
     async def _retry_invalid(
@@ -248,6 +249,7 @@ def make_pair_verdict(item: WorkItem, outcome: Outcome, structured: bool) -> Pai
         tokens_in=resp.tokens_in,
         tokens_out=resp.tokens_out,
         latency_s=resp.latency_s,
+        truncated=resp.truncated,
     )
     reading = read_preference(resp, structured)
     if reading.score is None:
@@ -286,6 +288,7 @@ def make_generation(item: WorkItem, outcome: Outcome) -> Generation:
         tokens_in=resp.tokens_in,
         tokens_out=resp.tokens_out,
         latency_s=resp.latency_s,
+        truncated=resp.truncated,
         **base,
     )
 
@@ -311,6 +314,7 @@ def make_verdict(
         tokens_in=resp.tokens_in,
         tokens_out=resp.tokens_out,
         latency_s=resp.latency_s,
+        truncated=resp.truncated,
     )
     principle = constitution.principle(item.principle)
     reading = read_score(resp, principle.scale_max, structured)

@@ -23,6 +23,7 @@ import pandas as pd
 
 from harness.backends.base import backend_class, parse_options
 from harness.config import LoadedSuite, load_constitution, load_judge, load_suite, sha256_file
+from harness.credentials import announce, redact_config, vet
 from harness.engine.adaptive import ROUND_CASES, AdaptiveStop
 from harness.engine.plan import BoundJudge, PairPlan, content_hash
 from harness.engine.session import JudgingSession, SessionOptions
@@ -83,6 +84,7 @@ class RunOptions:
         default_factory=list
     )  # judge only these principles (default: all)
     labelled_only: bool = False  # judge a labelled case only on its human label's principle
+    trust_suite_judges: bool = False  # let the suite's own judges: read secrets (API keys)
     max_cases: int | None = None  # a seeded sample of this many cases
     executor: str = "local"  # "local" (asyncio in this process) or "ray"
     ray: dict[str, Any] = field(default_factory=dict)  # Ray settings: address, actors, resources
@@ -110,6 +112,8 @@ class Inputs:
     constitution: Constitution
     constitution_path: Path
     judges: list[tuple[JudgeConfig, Path]]
+    #: Whether the user chose the judges (``--judge`` or the built-in default), not the suite.
+    judges_named: bool = True
 
 
 def load_inputs(options: RunOptions) -> Inputs:
@@ -124,18 +128,42 @@ def load_inputs(options: RunOptions) -> Inputs:
     ids = [j.id for j, _ in judges]
     if len(set(ids)) != len(ids):
         raise RunError(f"two judges share an id: {ids}")
-    return Inputs(suite, constitution, c_path, judges)
+    return Inputs(
+        suite, constitution, c_path, judges, bool(options.judges) or not suite.suite.judges
+    )
 
 
-def bind_judges(judges: list[tuple[JudgeConfig, Path]]) -> list[BoundJudge]:
-    """Instantiate each judge's backend (this is where a missing API key is reported)."""
+def bind_judges(
+    judges: list[tuple[JudgeConfig, Path]], *, trusted: bool = True
+) -> list[BoundJudge]:
+    """Instantiate each judge's backend (this is where a missing API key is reported).
+
+    Before a backend reads any secret, the secrets it would send and their hosts are printed; with
+    ``trusted`` False (judges a suite named itself) a judge that would read one is refused. Servers
+    are then asked for their model's fingerprint, which joins the cache key.
+    """
     bound = []
     for config, path in judges:
         cls = backend_class(config.backend)
-        bound.append(
-            BoundJudge(config, cls(parse_options(cls, config.options, str(path)), judge=config.id))
-        )
+        options = parse_options(cls, config.options, str(path))
+        announce(vet(cls.secret_uses(options, config.id), str(path), trusted))
+        bound.append(BoundJudge(config, cls(options, judge=config.id)))
+    _probe(bound)
     return bound
+
+
+def _probe(bound: list[BoundJudge]) -> None:
+    """Ask every judge's server for its model fingerprint (skipped inside a running event loop)."""
+    try:
+        asyncio.get_running_loop()
+        return
+    except RuntimeError:
+        pass
+
+    async def ask() -> None:
+        await asyncio.gather(*(b.backend.probe() for b in bound))
+
+    asyncio.run(ask())
 
 
 def _record(path: Path) -> InputRecord:
@@ -173,7 +201,7 @@ def new_manifest(inputs: Inputs, options: RunOptions, n_items: int, run_id: str)
         suite=_record(inputs.suite.path),
         constitution=_record(inputs.constitution_path),
         judges=[_record(p) for _, p in inputs.judges],
-        judge_configs=[c.model_dump(exclude={"schema_"}) for c, _ in inputs.judges],
+        judge_configs=[redact_config(c.model_dump(exclude={"schema_"})) for c, _ in inputs.judges],
         versions=_versions(),
         seed=options.seed,
         n_items=n_items,
@@ -272,7 +300,7 @@ def run(options: RunOptions) -> RunResult:
     """
     inputs = load_inputs(options)
     select_cases(inputs, options)
-    bound = bind_judges(inputs.judges)
+    bound = bind_judges(inputs.judges, trusted=inputs.judges_named or options.trust_suite_judges)
     planner = make_planner(inputs, bound, options)
     planned = planner.count(inputs.suite.cases)
     run_id = options.run_id or f"{inputs.suite.suite.id}-{fingerprint(inputs, options)}"

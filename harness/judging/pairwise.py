@@ -16,10 +16,11 @@ from typing import Any
 import jsonschema
 
 from harness.backends.base import BackendRequest, BackendResponse, Subject
-from harness.judging.pointwise import MIN_SCALE_MASS, SYSTEM, Reading, Style, _conversation, fence
+from harness.judging.pointwise import MIN_SCALE_MASS, SYSTEM, Reading, Style
 from harness.schema import Candidate, Case, Message, Principle
+from harness.untrusted import conversation, fence
 
-TEMPLATE_VERSION = "pairwise-v1"
+TEMPLATE_VERSION = "pairwise-v2"
 CHOICES = ["A", "B", "C"]
 WINNERS = {"A": "first", "B": "second", "C": "tie"}
 
@@ -32,6 +33,7 @@ def output_schema() -> dict[str, Any]:
         "required": ["winner", "rationale"],
         "additionalProperties": False,
     }
+
 
 @functools.cache
 def _validator() -> jsonschema.Draft202012Validator:
@@ -55,7 +57,7 @@ def render(
     """The judge chat for one ordered pair. Shared text (principle, conversation) comes first."""
     user = (
         f"Principle ({principle.id}): {principle.statement}\n\n"
-        f"Conversation so far:\n{fence('conversation', _conversation(case.messages()))}\n\n"
+        f"Conversation so far:\n{conversation(case.messages())}\n\n"
         f"Response A:\n{fence('response_a', first.response)}\n\n"
         f"Response B:\n{fence('response_b', second.response)}\n\n"
         f"Which response better follows the principle? {_instruction(style)}"

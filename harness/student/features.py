@@ -6,6 +6,8 @@ What one feature array is (recipe ``pool-v1``):
    last ``prompt_tokens`` tokens kept (the end of a conversation matters most for the reply).
 2. The response is tokenised on its own, cut to its first ``response_tokens - 1`` tokens, and the model's
    end-of-turn token appended, so even an empty response has one token to read.
+   Message contents and the response are tokenised as plain text: a special token's string written
+   in them (``<|im_end|>``) stays text and never becomes the control token.
 3. One forward pass over ``[prompt | response]``. For each hidden layer in ``layers`` (index 0 is the
    embeddings, the last is the final normed output) two pools are kept: the mean over the response tokens
    (``mean``) and the state at the end-of-turn token (``end``).
@@ -36,6 +38,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from harness.backends.chat_tokens import chat_pieces, text_ids
 from harness.paths import cache_dir
 from harness.schema import Message
 
@@ -269,20 +272,16 @@ class FeatureExtractor:
     def encode(self, prompt: Sequence[Message], response: str) -> Encoded:
         """Token ids of the conversation (end kept) and of the response (start kept, end token appended)."""
         tok = self.local.tokenizer
+        # Contents are plain text: "<|im_end|>" written in a message or response is not the token.
         chat = [{"role": m.role, "content": m.content} for m in prompt]
-        text = tok.apply_chat_template(chat, add_generation_prompt=True, tokenize=False)
-        ids = list(tok(text, add_special_tokens=False)["input_ids"])[-self.spec.prompt_tokens :]
-        body = list(tok(response, add_special_tokens=False)["input_ids"])[
-            : self.spec.response_tokens - 1
-        ]
+        ids = [t for p in chat_pieces(tok, chat) for t in p.ids][-self.spec.prompt_tokens :]
+        body = text_ids(tok, response)[: self.spec.response_tokens - 1]
         return Encoded(tuple(ids), (*body, self.end_id))
 
     def unseen(self, items: Sequence[Item]) -> np.ndarray:
         """How many tokens of each response fall beyond the window (cut off, never seen by a head)."""
         tok, keep = self.local.tokenizer, self.spec.response_tokens - 1
-        return np.array(
-            [max(0, len(tok(r, add_special_tokens=False)["input_ids"]) - keep) for _, r in items]
-        )
+        return np.array([max(0, len(text_ids(tok, r)) - keep) for _, r in items])
 
     def extract(self, items: Sequence[Item], progress: Progress | None = None) -> np.ndarray:
         """Feature arrays ``[n, 2, layers, hidden]`` for the items, computing only what is not cached."""

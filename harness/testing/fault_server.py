@@ -15,9 +15,12 @@ Endpoints:
   ``logprobs`` it returns ``top_logprobs`` for the first token; always ``usage``. Each request first draws
   one outcome: ok, or a fault (429 with Retry-After, 500, hang, dropped connection, malformed JSON,
   truncated JSON).
-- ``GET /v1/models``: the one model it serves.
+- ``GET /v1/models``: the one model it serves (with ``root`` set to ``fingerprint`` when one is
+  set: a new fingerprint stands for new weights behind the same name).
 - ``GET /stats``: counts per outcome (JSON), so a test can check that its client-side counts add up.
 - ``GET /requests``: the last few request bodies received (never headers, so never a key).
+- ``GET /targets``: the path and query, and the Authorization scheme (never its value), of the last
+  few chat-completions requests.
 - ``POST /stats/reset``: zero the counts and forget the kept requests.
 - ``POST /config``: change rates, latency, Retry-After or hang time while running (e.g. a test that turns
   429s on, then off, to watch a client back off and recover).
@@ -59,7 +62,15 @@ RATIONALE = "Deterministic answer from the fault-injecting test server."
 SCALE = tuple(str(k) for k in range(1, 6))
 #: Fields ``POST /config`` may change while the server runs (the rest fix its identity: port, seed, key).
 RUNTIME_FIELDS = frozenset(
-    {"latency_ms", "retry_after_s", "retry_after_format", "hang_s", *(f"rate_{f}" for f in FAULTS)}
+    {
+        "latency_ms",
+        "retry_after_s",
+        "retry_after_format",
+        "hang_s",
+        "fingerprint",
+        "echo_auth",
+        *(f"rate_{f}" for f in FAULTS),
+    }
 )
 #: A leading-space variant of the top digit is offered this much less likely, as real tokenizers do.
 VARIANT_PENALTY = 3.0
@@ -87,6 +98,10 @@ class FaultConfig:
     model: str = "fault-judge"
     api_key: str | None = None
     keep_requests: int = 16
+    #: Identifies the weights behind ``model`` in GET /v1/models ("" for none).
+    fingerprint: str = ""
+    #: A careless server: successful answers repeat the Authorization header they were sent.
+    echo_auth: bool = False
 
     def __post_init__(self) -> None:
         rates = self.rates()
@@ -122,13 +137,17 @@ class FaultConfig:
         defaults = cls()
         for f in dataclasses.fields(cls):
             default = getattr(defaults, f.name)
-            kind = str if default is None else type(default)
+            kind = str if default is None else _yes if isinstance(default, bool) else type(default)
             parser.add_argument(_flag(f.name), dest=f.name, type=kind, default=default)
         try:
             return cls(**vars(parser.parse_args(argv)))
         except ValueError as exc:
             parser.error(str(exc))
             raise  # unreachable: parser.error exits
+
+
+def _yes(text: str) -> bool:
+    return text.strip().lower() in ("1", "true", "yes", "on")
 
 
 def _flag(name: str) -> str:
@@ -260,10 +279,12 @@ class FaultServer:
     config: FaultConfig = field(default_factory=FaultConfig)
     counts: dict[str, int] = field(init=False)
     kept: deque[Any] = field(init=False)
+    targets: deque[Any] = field(init=False)
 
     def __post_init__(self) -> None:
         self._rng = random.Random(self.config.seed)
         self.kept = deque(maxlen=max(0, self.config.keep_requests))
+        self.targets = deque(maxlen=max(0, self.config.keep_requests))
         self.configure()
         self.reset()
 
@@ -294,6 +315,7 @@ class FaultServer:
             ("requests", *OUTCOMES, "bad_request", "unauthorized", "structured", "logprobs"), 0
         )
         self.kept.clear()
+        self.targets.clear()
 
     def draw(self) -> str:
         """The outcome for the next request: "ok" or a fault name, from the seeded stream."""
@@ -313,6 +335,7 @@ class FaultServer:
         app.router.add_get("/stats", self.stats)
         app.router.add_post("/stats/reset", self.reset_stats)
         app.router.add_get("/requests", self.recent_requests)
+        app.router.add_get("/targets", self.recent_targets)
         app.router.add_post("/config", self.set_config)
         return app
 
@@ -321,6 +344,8 @@ class FaultServer:
     async def chat_completions(self, request: web.Request) -> web.StreamResponse:
         """Answer one chat-completions call, or inject the fault drawn for it."""
         self.counts["requests"] += 1
+        scheme = request.headers.get("Authorization", "").split(" ", 1)[0]
+        self.targets.append({"path_qs": request.path_qs, "auth": scheme})
         refused = self._check_key(request)
         if refused is not None:
             return refused
@@ -369,7 +394,13 @@ class FaultServer:
             return _error(500, "injected server error", "server_error")
         if outcome == "drop":
             return self._drop(request)
-        text = json.dumps(completion(body, self.config.model))
+        answer = completion(body, self.config.model)
+        if self.config.fingerprint:
+            answer["system_fingerprint"] = self.config.fingerprint
+        if self.config.echo_auth:
+            message = answer["choices"][0]["message"]
+            message["content"] += f" (you sent {request.headers.get('Authorization', 'nothing')})"
+        text = json.dumps(answer)
         if outcome == "malformed":
             text = "{'choices': [oops" + text[:40]
         elif outcome == "truncated":
@@ -395,12 +426,10 @@ class FaultServer:
 
     async def models(self, request: web.Request) -> web.Response:
         """The one model this server pretends to serve."""
-        return web.json_response(
-            {
-                "object": "list",
-                "data": [{"id": self.config.model, "object": "model", "owned_by": "harness"}],
-            }
-        )
+        entry = {"id": self.config.model, "object": "model", "owned_by": "harness"}
+        if self.config.fingerprint:
+            entry["root"] = self.config.fingerprint
+        return web.json_response({"object": "list", "data": [entry]})
 
     async def stats(self, request: web.Request) -> web.Response:
         """Counts per outcome since start or the last reset."""
@@ -425,6 +454,10 @@ class FaultServer:
     async def recent_requests(self, request: web.Request) -> web.Response:
         """The last request bodies received, oldest first."""
         return web.json_response(list(self.kept))
+
+    async def recent_targets(self, request: web.Request) -> web.Response:
+        """Path, query and Authorization scheme of the last chat-completions calls, oldest first."""
+        return web.json_response(list(self.targets))
 
     # -- serving
 
@@ -502,6 +535,10 @@ class RunningServer:
     def requests(self) -> list[dict[str, Any]]:
         """The last request bodies the server received."""
         return list(self._call("/requests"))
+
+    def targets(self) -> list[dict[str, str]]:
+        """Path, query and Authorization scheme of the last chat-completions requests."""
+        return list(self._call("/targets"))
 
     def reset(self) -> None:
         """Zero the server's counts."""
