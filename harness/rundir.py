@@ -516,7 +516,7 @@ def read_table(
     if latest and "item_id" not in cols:
         cols = ["item_id", *cols]
     parts, reach = _usable(root, log)
-    tables = [pq.read_table(p, columns=cols) for p in parts]
+    tables = [_read_part(p, schema, cols) for p in parts]
     tail = [{k: r.get(k) for k in cols} for r in scan_log(root / log, reach)]
     if tail:
         tables.append(pa.Table.from_pylist(tail, pa.schema([schema.field(c) for c in cols])))
@@ -526,6 +526,16 @@ def read_table(
     if not latest:
         return frame
     return frame.drop_duplicates("item_id", keep="last").reset_index(drop=True)
+
+
+def _read_part(path: Path, schema: pa.Schema, cols: list[str]) -> pa.Table:
+    """A part's columns; a column added to the records since the part was written reads as null."""
+    have = set(pq.read_schema(path).names)
+    table = pq.read_table(path, columns=[c for c in cols if c in have])
+    for c in cols:
+        if c not in have:
+            table = table.append_column(schema.field(c), pa.nulls(len(table), schema.field(c).type))
+    return table.select(cols)
 
 
 def _pandas_dtype(f: pa.Field) -> str:
