@@ -137,7 +137,7 @@ class RunIndex:
     def _prepare(self) -> None:
         for stmt in _ddl():
             self.con.execute(stmt)
-        row = self.con.execute("SELECT value FROM meta WHERE key = 'version'").fetchone()
+        row = self.one("SELECT value FROM meta WHERE key = 'version'")
         if row is None or row[0] != str(SCHEMA_VERSION):
             self._reset_all()
 
@@ -162,9 +162,7 @@ class RunIndex:
 
     def state(self, log: str) -> LogState:
         """How far ``log`` has been read."""
-        row = self.con.execute(
-            "SELECT ino, offset_, tail, corrupt FROM logs WHERE log = ?", [log]
-        ).fetchone()
+        row = self.one("SELECT ino, offset_, tail, corrupt FROM logs WHERE log = ?", [log])
         return LogState(*row) if row else LogState()
 
     def refresh(self) -> int:
@@ -247,11 +245,11 @@ class RunIndex:
         return good, lines
 
     def _next_seq(self) -> int:
-        row = self.con.execute("SELECT value FROM meta WHERE key = 'seq'").fetchone()
+        row = self.one("SELECT value FROM meta WHERE key = 'seq'")
         return int(row[0]) if row else 0
 
     def _merge(self, log: str) -> int:
-        good = self.con.execute("SELECT count(*), coalesce(max(seq), 0) FROM stage").fetchone()
+        good = self.one("SELECT count(*), coalesce(max(seq), 0) FROM stage")
         assert good is not None
         self.con.execute("INSERT OR REPLACE INTO meta VALUES ('seq', ?)",
                          [str(max(good[1], self._next_seq()))])  # fmt: skip
@@ -290,6 +288,12 @@ class RunIndex:
         )
 
     # ------------------------------------------------------------------ reads
+
+    def one(self, sql: str, params: list[Any] | None = None) -> tuple[Any, ...] | None:
+        """The first row of a query (the result is read to its end, as DuckDB requires)."""
+        with self.lock:
+            rows = self.con.execute(sql, params or []).fetchall()
+        return rows[0] if rows else None
 
     def fetch(self, sql: str, params: list[Any] | None = None) -> list[dict[str, Any]]:
         """Rows of a query as dicts (for small results: a page, a case)."""

@@ -143,7 +143,7 @@ def page(ix: RunIndex, f: Filters) -> dict[str, Any]:
     with ix.lock:
         if f.q:
             _search(ix, f.q)
-        total_row = ix.con.execute(f"SELECT count(*) FROM verdicts v{clause}", params).fetchone()
+        total_row = ix.one(f"SELECT count(*) FROM verdicts v{clause}", params)
         total = int(total_row[0]) if total_row else 0
         rows = ix.fetch(
             "SELECT v.seq, v.item_id, v.case_id, v.generator, v.principle, v.judge, v.status, "
@@ -217,8 +217,8 @@ def summary(ix: RunIndex) -> dict[str, Any]:
         by_status = dict(
             ix.con.execute("SELECT status, count(*) FROM verdicts GROUP BY 1").fetchall()
         )
-        cases_row = ix.con.execute("SELECT count(*) FROM cases").fetchone()
-        pairs_row = ix.con.execute("SELECT count(*) FROM pairs").fetchone()
+        cases_row = ix.one("SELECT count(*) FROM cases")
+        pairs_row = ix.one("SELECT count(*) FROM pairs")
         logs = ix.fetch("SELECT log, offset_ AS bytes_read, corrupt FROM logs ORDER BY log")
     return {
         "verdicts": sum(by_status.values()),

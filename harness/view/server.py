@@ -65,6 +65,10 @@ class Runs:
             self._last[n] = time.monotonic()
 
 
+RUNS: web.AppKey[Runs] = web.AppKey("runs", Runs)
+HOSTS: web.AppKey[set[str]] = web.AppKey("hosts", set)
+
+
 def _json(data: Any, status: int = 200) -> web.Response:
     return web.Response(
         text=json.dumps(data, default=str, allow_nan=False),
@@ -95,13 +99,13 @@ def _run_info(runs: Runs, n: int) -> dict[str, Any]:
 
 
 async def list_runs(request: web.Request) -> web.Response:
-    runs: Runs = request.app["runs"]
+    runs: Runs = request.app[RUNS]
     infos = [await asyncio.to_thread(_run_info, runs, n) for n in range(len(runs.indexes))]
     return _json(infos)
 
 
 async def run_facets(request: web.Request) -> web.Response:
-    runs: Runs = request.app["runs"]
+    runs: Runs = request.app[RUNS]
     ix = runs.get(request)
 
     def work() -> dict[str, list[str]]:
@@ -112,7 +116,7 @@ async def run_facets(request: web.Request) -> web.Response:
 
 
 async def run_verdicts(request: web.Request) -> web.Response:
-    runs: Runs = request.app["runs"]
+    runs: Runs = request.app[RUNS]
     ix = runs.get(request)
     try:
         filters = queries.parse_filters(dict(request.query))
@@ -127,7 +131,7 @@ async def run_verdicts(request: web.Request) -> web.Response:
 
 
 async def run_case(request: web.Request) -> web.Response:
-    runs: Runs = request.app["runs"]
+    runs: Runs = request.app[RUNS]
     ix = runs.get(request)
     case_id = request.query.get("id", "")
 
@@ -155,7 +159,7 @@ async def asset(request: web.Request) -> web.FileResponse:
 @web.middleware
 async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Refuse requests for another host name (DNS rebinding) and set the page's security headers."""
-    allowed: set[str] = request.app["hosts"]
+    allowed: set[str] = request.app[HOSTS]
     host = (request.host or "").rsplit(":", 1)[0] if request.host else ""
     if allowed and host not in allowed:
         return web.Response(status=403, text=f"host {host!r} is not served here")
@@ -170,9 +174,9 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
 def make_app(indexes: list[RunIndex], host: str = "127.0.0.1", interval: float = 1.0) -> web.Application:
     """The web application serving ``indexes``; ``host`` is the address it is bound to."""
     app = web.Application(middlewares=[guard])
-    app["runs"] = Runs(indexes, interval)
+    app[RUNS] = Runs(indexes, interval)
     # Bound to a loopback address, only loopback names are expected; bound elsewhere, any name.
-    app["hosts"] = LOCAL_HOSTS | {host} if host in LOCAL_HOSTS or host == "::1" else set()
+    app[HOSTS] = LOCAL_HOSTS | {host} if host in LOCAL_HOSTS or host == "::1" else set()
     app.router.add_get("/", page)
     app.router.add_get("/assets/{name}", asset)
     app.router.add_get("/api/runs", list_runs)
