@@ -1,7 +1,7 @@
 """``harness view RUN [RUN ...]``: browse run folders in a local web app.
 
-Indexes each run folder's logs into a DuckDB file in the user cache (incrementally, so a second start
-or a run still being written costs only what is new), then serves the viewer on 127.0.0.1 until
+Indexes each run folder's logs into a DuckDB file in the user cache (incrementally, so a second
+start or a run still being written costs only what is new), then serves the viewer on 127.0.0.1 until
 interrupted. ``--port 0`` picks a free port; the URL is printed either way.
 """
 
@@ -26,9 +26,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("runs", nargs="+", type=Path, metavar="RUN", help="run folder(s)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    p.add_argument(
-        "--port", type=int, default=8765, help="port (default 8765; 0 picks a free one)"
-    )
+    p.add_argument("--port", type=int, default=8765, help="port (default 8765; 0 picks a free one)")
     p.set_defaults(func=cmd_view)
 
 
@@ -37,9 +35,7 @@ def check_run_folder(root: Path) -> None:
     if not root.is_dir():
         raise RunError(f"{root}: not a folder (expected a run folder written by `harness run`)")
     if not any((root / name).exists() for name in ("manifest.json", "cases.jsonl")):
-        raise RunError(
-            f"{root}: not a run folder (expected manifest.json or cases.jsonl in it)"
-        )
+        raise RunError(f"{root}: not a run folder (expected manifest.json or cases.jsonl in it)")
 
 
 def cmd_view(args: argparse.Namespace) -> int:

@@ -1,7 +1,7 @@
-"""harness view without a browser: the index over a run folder's logs, the queries, the JSON API, the CLI.
+"""harness view without a browser: the index over a run's logs, the queries, the JSON API, the CLI.
 
-The run folders are synthetic (harness/testing/synthetic_run.py) and real files; the index lives in a
-cache folder of the test's own; the API runs on aiohttp's test server.
+The run folders are synthetic (harness/testing/synthetic_run.py) and real files; the index lives in
+a cache folder of the test's own; the API runs on aiohttp's test server.
 """
 
 from __future__ import annotations
@@ -41,7 +41,9 @@ def _all(ix: RunIndex, **params: str) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     page = 1
     while True:
-        got = queries.page(ix, queries.parse_filters({**params, "page": str(page), "per_page": "7"}))
+        got = queries.page(
+            ix, queries.parse_filters({**params, "page": str(page), "per_page": "7"})
+        )
         rows += got["rows"]
         if len(got["rows"]) < 7:
             assert len(rows) == got["total"]

@@ -1,9 +1,9 @@
 """A synthetic run folder of any size, with real-looking text, for tests and benchmarks.
 
-``write_run(root, n)`` writes ``n`` cases x 2 candidates x 2 principles x 1 judge (``4 n`` verdicts) in
-the run-folder layout that ``harness run`` writes (manifest, constitution, cases.jsonl,
-verdicts.jsonl). ``verdict_lines`` yields the verdict log line by line, so a test can append it slowly
-and play a run still in progress. Everything is deterministic in ``seed``.
+``write_run(root, n)`` writes ``n`` cases x 2 candidates x 2 principles x 1 judge (``4 n``
+verdicts) in the run-folder layout that ``harness run`` writes (manifest, constitution, cases.jsonl,
+verdicts.jsonl). ``verdict_lines`` yields the verdict log line by line, so a test can append it
+slowly and play a run still in progress. Everything is deterministic in ``seed``.
 
 Run as a script to make a folder: ``python -m harness.testing.synthetic_run OUT --cases N``.
 """
@@ -155,7 +155,7 @@ def write_fixed(root: Path, n_cases: int, seed: int = 0, run_id: str | None = No
     }
     (root / "manifest.json").write_text(json.dumps(manifest, indent=2), encoding="utf-8")
     principles = [
-        {"id": p, "statement": f"Be {p[:-4]}.", "rubric": {str(k): f"level {k}" for k in range(1, 6)},
+        {"id": p, "statement": f"Be {p}.", "rubric": {str(k): f"level {k}" for k in range(1, 6)},
          "critique_request": "Critique.", "revision_request": "Revise.", "weight": 1.0,
          "pass_threshold": 3}
         for p in PRINCIPLES

@@ -1,9 +1,9 @@
 """A DuckDB index of one run folder's JSONL logs, kept in the user cache and grown incrementally.
 
-The run folder is never written. The index lives in ``<cache>/view/<hash of the folder>.duckdb`` and
-remembers, per log, the byte offset it has read up to, the file's inode and a hash of the bytes just
-before that offset. A refresh reads only what was appended since (whole lines; a torn last line waits
-for its newline), in bounded chunks parsed by DuckDB's JSON reader. A log that was replaced or cut
+The run folder is never written. The index lives in ``<cache>/view/<name>-<hash>.duckdb`` and
+remembers, per log, the byte offset it has read up to, the file's inode and a hash of the bytes
+just before that offset. A refresh reads only what was appended since (whole lines; a torn last
+line waits for its newline), in bounded chunks parsed by DuckDB's JSON reader. A log that was replaced or cut
 short (another inode, a shorter file, other bytes before the offset) is read again from the start.
 
 Later verdict rows for the same ``item_id`` supersede earlier ones; corrupt lines are skipped and
@@ -67,8 +67,8 @@ def _ddl() -> list[str]:
         f"CREATE TABLE IF NOT EXISTS pairs (seq BIGINT, {cols(_PAIR_COLS)})",
         "CREATE TABLE IF NOT EXISTS cases (seq BIGINT, case_id VARCHAR, prompt VARCHAR, "
         "prompt_text VARCHAR, tags VARCHAR[], reference VARCHAR, human_preference VARCHAR)",
-        "CREATE TABLE IF NOT EXISTS responses (case_id VARCHAR, generator VARCHAR, response VARCHAR, "
-        "haystack VARCHAR)",
+        "CREATE TABLE IF NOT EXISTS responses (case_id VARCHAR, generator VARCHAR, "
+        "response VARCHAR, haystack VARCHAR)",
     ]
 
 
@@ -261,12 +261,14 @@ class RunIndex:
                 "CREATE OR REPLACE TEMP TABLE stage AS SELECT * FROM stage "
                 "QUALIFY row_number() OVER (PARTITION BY item_id ORDER BY seq DESC) = 1"
             )
-            self.con.execute(
-                f"DELETE FROM {table} WHERE item_id IN (SELECT item_id FROM stage)"
-            )
+            self.con.execute(f"DELETE FROM {table} WHERE item_id IN (SELECT item_id FROM stage)")
             # Lower-cased copies of the searchable text: a plain substring scan is twice as fast
             # as ILIKE, and searching is what has to answer within a second at a million rows.
-            note = ", lower(concat_ws(chr(10), case_id, rationale, reason))" if table == "verdicts" else ""
+            note = (
+                ", lower(concat_ws(chr(10), case_id, rationale, reason))"
+                if table == "verdicts"
+                else ""
+            )
             self.con.execute(f"INSERT INTO {table} SELECT *{note} FROM stage")
         return int(good[0])
 
@@ -276,8 +278,9 @@ class RunIndex:
         self.con.execute(
             "INSERT INTO cases SELECT seq, id, CAST(prompt AS VARCHAR), "
             "CASE WHEN json_type(prompt) = 'VARCHAR' THEN prompt ->> '$' ELSE "
-            "array_to_string(list_transform(CAST(prompt AS STRUCT(role VARCHAR, content VARCHAR)[]),"
-            " lambda m: m.content), chr(10)) END, "
+            "array_to_string(list_transform("
+            "CAST(prompt AS STRUCT(role VARCHAR, content VARCHAR)[]), lambda m: m.content), "
+            "chr(10)) END, "
             "coalesce(tags, []), reference, CAST(human_preference AS VARCHAR) FROM stage"
         )
         self.con.execute(

@@ -10,10 +10,10 @@ Routes::
                                            &sort=&desc=&page=&per_page=     one page of verdicts
     GET /api/runs/{n}/case?id=CASE_ID      one case with every verdict
 
-Each API request first brings its index up to date with the run folder (at most once a second), so a
-run still being written shows its new verdicts. Queries run in a worker thread, one at a time per
-index. The page may fetch only from this server (Content-Security-Policy), and requests naming another
-host are refused, so a web page elsewhere cannot read the runs through the browser.
+Each API request first brings its index up to date with the run folder (at most once a second), so
+a run still being written shows its new verdicts. Queries run in a worker thread, one at a time per
+index. The page may fetch only from this server (Content-Security-Policy), and requests naming
+another host are refused, so a web page elsewhere cannot read the runs through the browser.
 """
 
 from __future__ import annotations
@@ -156,6 +156,10 @@ async def asset(request: web.Request) -> web.FileResponse:
     return web.FileResponse(ASSETS / name, headers={"Content-Type": ASSET_TYPES[name]})
 
 
+async def _no_content(request: web.Request) -> web.Response:
+    return web.Response(status=204)
+
+
 @web.middleware
 async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Refuse requests for another host name (DNS rebinding) and set the page's security headers."""
@@ -171,7 +175,9 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     return response
 
 
-def make_app(indexes: list[RunIndex], host: str = "127.0.0.1", interval: float = 1.0) -> web.Application:
+def make_app(
+    indexes: list[RunIndex], host: str = "127.0.0.1", interval: float = 1.0
+) -> web.Application:
     """The web application serving ``indexes``; ``host`` is the address it is bound to."""
     app = web.Application(middlewares=[guard])
     app[RUNS] = Runs(indexes, interval)
@@ -179,6 +185,7 @@ def make_app(indexes: list[RunIndex], host: str = "127.0.0.1", interval: float =
     app[HOSTS] = LOCAL_HOSTS | {host} if host in LOCAL_HOSTS or host == "::1" else set()
     app.router.add_get("/", page)
     app.router.add_get("/assets/{name}", asset)
+    app.router.add_get("/favicon.ico", _no_content)
     app.router.add_get("/api/runs", list_runs)
     app.router.add_get("/api/runs/{n}/facets", run_facets)
     app.router.add_get("/api/runs/{n}/verdicts", run_verdicts)
