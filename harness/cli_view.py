@@ -1,8 +1,8 @@
 """``harness view RUN [RUN ...]``: browse run folders in a local web app.
 
 Indexes each run folder's logs into a DuckDB file in the user cache (incrementally, so a second
-start or a run still being written costs only what is new), then serves the viewer on 127.0.0.1 until
-interrupted. ``--port 0`` picks a free port; the URL is printed either way.
+start or a run still being written costs only what is new), then serves the viewer on 127.0.0.1
+until interrupted. ``--port 0`` picks a free port; the URL is printed either way.
 """
 
 from __future__ import annotations
