@@ -28,7 +28,7 @@ import duckdb
 
 from harness.paths import cache_dir
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 CHUNK_BYTES = 32 << 20  # bytes of log parsed at a time: bounds the memory of an ingest
 TAIL_BYTES = 256  # bytes before the offset whose hash tells an append from a rewrite
 LOGS = ("cases.jsonl", "verdicts.jsonl", "pairwise.jsonl")
@@ -64,12 +64,13 @@ def _ddl() -> list[str]:
         "CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR)",
         "CREATE TABLE IF NOT EXISTS logs (log VARCHAR PRIMARY KEY, ino BIGINT, "
         "offset_ BIGINT, tail VARCHAR, corrupt BIGINT)",
-        f"CREATE TABLE IF NOT EXISTS verdicts (seq BIGINT, {cols(_VERDICT_COLS)}, note_lc VARCHAR)",
+        "CREATE TABLE IF NOT EXISTS verdicts "
+        f"(seq BIGINT, {cols(_VERDICT_COLS)}, note_lc VARCHAR, cg UBIGINT)",
         f"CREATE TABLE IF NOT EXISTS pairs (seq BIGINT, {cols(_PAIR_COLS)})",
         "CREATE TABLE IF NOT EXISTS cases (seq BIGINT, case_id VARCHAR, prompt VARCHAR, "
         "prompt_text VARCHAR, tags VARCHAR[], reference VARCHAR, human_preference VARCHAR)",
         "CREATE TABLE IF NOT EXISTS responses (case_id VARCHAR, generator VARCHAR, "
-        "response VARCHAR, haystack VARCHAR)",
+        "response VARCHAR, haystack VARCHAR, cg UBIGINT)",
     ]
 
 
@@ -265,8 +266,9 @@ class RunIndex:
             self.con.execute(f"DELETE FROM {table} WHERE item_id IN (SELECT item_id FROM stage)")
             # Lower-cased copies of the searchable text: a plain substring scan is twice as fast
             # as ILIKE, and searching is what has to answer within a second at a million rows.
+            # cg: one integer for (case, generator), so a search joins responses on a number.
             note = (
-                ", lower(concat_ws(chr(10), case_id, rationale, reason))"
+                ", lower(concat_ws(chr(10), case_id, rationale, reason)), hash(case_id, generator)"
                 if table == "verdicts"
                 else ""
             )
@@ -286,7 +288,8 @@ class RunIndex:
         )
         self.con.execute(
             "INSERT INTO responses SELECT r.id, r.c.generator, r.c.response, "
-            "lower(concat_ws(chr(10), r.id, k.prompt_text, r.c.response)) "
+            "lower(concat_ws(chr(10), r.id, k.prompt_text, r.c.response)), "
+            "hash(r.id, r.c.generator) "
             "FROM (SELECT id, unnest(candidates) AS c FROM stage) r "
             "JOIN cases k ON k.case_id = r.id"
         )

@@ -102,11 +102,9 @@ def _search(ix: RunIndex, text: str) -> None:
     if ix.searched == (text, ix.generation):
         return
     ix.con.execute(
-        "CREATE OR REPLACE TEMP TABLE hits AS "
-        "SELECT seq FROM verdicts WHERE contains(note_lc, lower($1)) UNION "
-        "SELECT v.seq FROM verdicts v SEMI JOIN (SELECT case_id, generator FROM responses "
-        "WHERE contains(haystack, lower($1))) r "
-        "ON v.case_id = r.case_id AND v.generator = r.generator",
+        "CREATE OR REPLACE TEMP TABLE hits AS SELECT seq FROM verdicts "
+        "WHERE contains(note_lc, lower($1)) "
+        "OR cg IN (SELECT cg FROM responses WHERE contains(haystack, lower($1)))",
         [text],
     )
     ix.searched = (text, ix.generation)
@@ -145,11 +143,13 @@ def page(ix: RunIndex, f: Filters) -> dict[str, Any]:
             _search(ix, f.q)
         total_row = ix.one(f"SELECT count(*) FROM verdicts v{clause}", params)
         total = int(total_row[0]) if total_row else 0
+        # Two steps: sort only the key columns to find the page, then read the page's rows.
+        sort = f"ORDER BY v.{order} {direction} NULLS LAST, v.seq"
         rows = ix.fetch(
             "SELECT v.seq, v.item_id, v.case_id, v.generator, v.principle, v.judge, v.status, "
             f"v.score, v.passed, left(v.rationale, {SNIPPET}) AS rationale, "
-            f"left(v.reason, {SNIPPET}) AS reason FROM verdicts v{clause} "
-            f"ORDER BY v.{order} {direction} NULLS LAST, v.seq LIMIT ? OFFSET ?",
+            f"left(v.reason, {SNIPPET}) AS reason FROM verdicts v WHERE v.seq IN "
+            f"(SELECT v.seq FROM verdicts v{clause} {sort} LIMIT ? OFFSET ?) {sort}",
             [*params, f.per_page, (f.page - 1) * f.per_page],
         )
     return {"total": total, "page": f.page, "per_page": f.per_page, "rows": rows}
