@@ -113,7 +113,7 @@ def _whole_lines(fh: io.BufferedReader, offset: int, size: int) -> bytes:
 class RunIndex:
     """The queryable index of one run folder; ``refresh()`` brings it up to date with the logs."""
 
-    def __init__(self, root: Path, memory_limit: str = "1GB", threads: int = 2):
+    def __init__(self, root: Path, memory_limit: str = "512MB", threads: int = 2):
         self.root = root
         self.lock = threading.RLock()
         self.generation = 0  # bumped whenever a refresh adds rows

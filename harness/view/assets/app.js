@@ -149,10 +149,10 @@ function renderCandidates(candidates) {
 }
 
 function verdictCard(v) {
-  const card = el("div", null, `verdict status-${v.status}`);
+  const card = el("div", null, "verdict");
   const head = `${v.generator} · ${v.principle} · ${v.judge} · ${v.status} · score ${scoreText(v)}`
     + (v.passed === null || v.passed === undefined ? "" : v.passed ? " · passed" : " · failed");
-  card.append(el("h4", head));
+  card.append(el("h4", head, `status-${v.status}`));
   if (v.rationale) card.append(el("pre", v.rationale, "text rationale"));
   if (v.reason) card.append(el("p", `reason: ${v.reason}`, "reason"));
   if (v.raw_output) {
