@@ -105,7 +105,7 @@ def main() -> int:
         "page_deep": q(page=str(cases * 4 // 50 // 2)),
         "sort_score_deep": q(sort="score", desc="1", page="500"),
         "filter": q(principle="helpfulness", score_min="4"),
-        "filter_tag_status": q(tag="medical", status="ok", score_max="2"),
+        "filter_tag_status": q(tag="medical", status="scored", score_max="2"),
         "search_rationale": q(q="caveat"),
         "search_rationale_page_2": q(q="caveat", page="2"),
         "search_prompt": q(q="vitamins"),

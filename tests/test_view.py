@@ -18,6 +18,7 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from harness.rundir import read_run
+from harness.schema import Case, Verdict
 from harness.testing.synthetic_run import case_row, verdict_lines, write_fixed, write_run
 from harness.view import queries
 from harness.view.index import RunIndex, index_path
@@ -51,6 +52,14 @@ def _all(ix: RunIndex, **params: str) -> list[dict[str, Any]]:
         page += 1
 
 
+def test_synthetic_rows_are_real_records() -> None:
+    for i in range(30):
+        case = Case.model_validate(case_row(i))
+        assert len(case.candidates) == 2
+    for line in verdict_lines(30):
+        Verdict.model_validate_json(line)
+
+
 def test_index_holds_what_the_run_folder_reader_reads(tmp_path: Path) -> None:
     root = write_run(tmp_path / "run", 40)
     ix = _index(root)
@@ -81,7 +90,7 @@ def test_refresh_reads_only_appended_whole_lines_and_later_rows_supersede(tmp_pa
         fh.write(lines[15][40:])
         fh.write("{not json at all\n")
         fh.write("".join(lines[16:]))
-        redo = json.loads(lines[0]) | {"score": 5.0, "status": "ok", "rationale": "redone"}
+        redo = json.loads(lines[0]) | {"score": 5.0, "status": "scored", "rationale": "redone"}
         fh.write(json.dumps(redo) + "\n")
     assert ix.refresh() == 1 + 1 + 24 + 1
     rows = ix.fetch("SELECT score, rationale FROM verdicts WHERE item_id = ?", [redo["item_id"]])

@@ -117,7 +117,7 @@ def test_search_page_filter_open_a_case_and_compare_two_runs(browser: Any, tmp_p
         # filters: principle and status, then a score range
         page.fill("#q", "")
         page.select_option("#principle", "helpfulness")
-        page.select_option("#status", "ok")
+        page.select_option("#status", "scored")
         page.fill("#score-min", "4")
         page.press("#score-min", "Enter")
         page.wait_for_function(

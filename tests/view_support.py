@@ -30,7 +30,7 @@ def add_hostile_case(root: Path) -> None:
     }
     verdict = {
         "item_id": "hostile-1", "case_id": HOSTILE_CASE, "generator": "model-a",
-        "principle": "harmlessness", "judge": "rules", "status": "ok", "score": 1.0,
+        "principle": "harmlessness", "judge": "rules", "status": "scored", "score": 1.0,
         "rationale": HOSTILE, "reason": HOSTILE, "raw_output": HOSTILE,
     }  # fmt: skip
     with (root / "cases.jsonl").open("a", encoding="utf-8") as fh:

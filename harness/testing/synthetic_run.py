@@ -103,10 +103,10 @@ def verdict_row(i: int, generator: str, principle: str, seed: int = 0) -> dict[s
     rng = random.Random(f"{seed}:verdict:{i}:{generator}:{principle}")
     case_id = f"case-{i:07d}"
     roll = rng.random()
-    status = "ok" if roll < 0.94 else ("unscored" if roll < 0.98 else "error")
-    score = float(rng.randint(1, 5)) if status == "ok" else None
-    rationale = " ".join(rng.sample(_RATIONALES, 2)) if status == "ok" else ""
-    reason = {"ok": "", "unscored": "no score digit in the answer", "error": "HTTP 503"}[status]
+    status = "scored" if roll < 0.94 else ("unscored" if roll < 0.98 else "error")
+    score = float(rng.randint(1, 5)) if status == "scored" else None
+    rationale = " ".join(rng.sample(_RATIONALES, 2)) if status == "scored" else ""
+    reason = {"scored": "", "unscored": "no score digit in the answer", "error": "HTTP 503"}[status]
     return {
         "item_id": _item_id(case_id, generator, principle, JUDGE),
         "case_id": case_id,

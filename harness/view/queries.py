@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, get_args
 
+from harness.schema import VerdictStatus
 from harness.view.index import RunIndex
 
 MAX_PER_PAGE = 200
@@ -23,7 +24,7 @@ SORTS = {
     "status": "status",
     "written": "seq",
 }
-STATUSES = ("ok", "unscored", "error")
+STATUSES = get_args(VerdictStatus)  # scored, unscored, error
 SNIPPET = 200  # characters of rationale and reason shown in a list row
 
 

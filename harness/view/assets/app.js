@@ -101,7 +101,7 @@ function row(v) {
   first.append(link);
   tr.append(first, el("td", v.generator), el("td", v.principle), el("td", v.judge),
     el("td", v.status, `status-${v.status}`), el("td", scoreText(v), "score"),
-    el("td", v.status === "ok" ? v.rationale : v.reason, "snippet"));
+    el("td", v.rationale || v.reason, "snippet"));
   return tr;
 }
 
@@ -190,7 +190,7 @@ function cell(v) {
     return td;
   }
   td.append(el("div", `${v.status} · ${scoreText(v)}`, `status-${v.status}`));
-  const note = v.status === "ok" ? v.rationale : v.reason;
+  const note = v.rationale || v.reason;
   if (note) td.append(el("div", note, "snippet"));
   return td;
 }
