@@ -57,6 +57,8 @@ def cmd_view(args: argparse.Namespace) -> int:
         indexes.append(ix)
     try:
         asyncio.run(_serve(indexes, args.host, args.port))
+    except KeyboardInterrupt:
+        print("stopped", file=sys.stderr)
     except OSError as exc:
         raise RunError(f"cannot listen on {args.host}:{args.port}: {exc.strerror}") from None
     finally:

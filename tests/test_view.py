@@ -206,6 +206,9 @@ def test_api_pages_cases_and_security_headers(tmp_path: Path) -> None:
     a = write_run(tmp_path / "a", 12)
     b = write_run(tmp_path / "b", 12, seed=3)
     add_hostile_case(a)
+    nan = json.loads(next(verdict_lines(1, seed=2))) | {"item_id": "nan-1", "score": float("nan")}
+    with (b / "verdicts.jsonl").open("a", encoding="utf-8") as fh:
+        fh.write(json.dumps(nan) + "\n")  # Python writes NaN, which JSON does not have
     calls = [
         ("/api/runs", {}),
         ("/api/runs/0/verdicts?q=vitamins&per_page=3&page=2", {}),
@@ -217,6 +220,7 @@ def test_api_pages_cases_and_security_headers(tmp_path: Path) -> None:
         ("/", {}),
         ("/assets/app.js", {}),
         ("/assets/../server.py", {}),
+        ("/api/runs/1/case?id=case-0000000", {}),
     ]
     res = asyncio.run(_api([a, b], calls))
     runs = json.loads(res[0][1])
@@ -232,6 +236,8 @@ def test_api_pages_cases_and_security_headers(tmp_path: Path) -> None:
     assert res[7][0] == 200 and "script-src 'self'" in res[7][2]["Content-Security-Policy"]
     assert res[8][0] == 200 and "textContent" in res[8][1]
     assert res[9][0] == 404
+    scores = {v["item_id"]: v["score"] for v in json.loads(res[10][1])["verdicts"]}
+    assert scores["nan-1"] is None  # served as JSON null, the page still parses
 
 
 def test_the_page_script_never_writes_markup() -> None:

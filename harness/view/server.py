@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -69,9 +70,20 @@ RUNS: web.AppKey[Runs] = web.AppKey("runs", Runs)
 HOSTS: web.AppKey[set[str]] = web.AppKey("hosts", set)
 
 
+def _finite(data: Any) -> Any:
+    """``data`` with NaN and infinities as None (JSON has no such numbers)."""
+    if isinstance(data, float):
+        return data if math.isfinite(data) else None
+    if isinstance(data, dict):
+        return {k: _finite(v) for k, v in data.items()}
+    if isinstance(data, list):
+        return [_finite(v) for v in data]
+    return data
+
+
 def _json(data: Any, status: int = 200) -> web.Response:
     return web.Response(
-        text=json.dumps(data, default=str, allow_nan=False),
+        text=json.dumps(_finite(data), default=str, allow_nan=False),
         status=status,
         content_type="application/json",
     )
