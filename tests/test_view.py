@@ -23,6 +23,7 @@ from harness.testing.synthetic_run import case_row, verdict_lines, write_fixed, 
 from harness.view import queries
 from harness.view.index import RunIndex, index_path
 from harness.view.server import make_app
+from tests.helpers import write_tiny_suite
 from tests.view_support import HOSTILE, HOSTILE_CASE, add_hostile_case
 
 
@@ -58,6 +59,30 @@ def test_synthetic_rows_are_real_records() -> None:
         assert len(case.candidates) == 2
     for line in verdict_lines(30):
         Verdict.model_validate_json(line)
+
+
+def test_a_run_written_by_harness_run_is_browsable(tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    suite = write_tiny_suite(tmp_path)
+    judge = Path(__file__).resolve().parents[1] / "judges" / "rules.yaml"
+    done = subprocess.run(
+        [sys.executable, "-m", "harness.cli", "run", str(suite), "--judge", str(judge),
+         "--out", str(tmp_path / "runs"), "--run-id", "tiny"],
+        capture_output=True, text=True, env=env, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    root = tmp_path / "runs" / "tiny"
+    ix = _index(root)
+    frame = read_run(root).verdicts
+    rows = _all(ix)
+    assert len(rows) == len(frame) > 0
+    assert {r["status"] for r in rows} == set(frame["status"])
+    assert set(queries.facets(ix)["tag"]) == {"cooking"}
+    chat = queries.case_detail(ix, "chat")
+    assert chat is not None and [m["role"] for m in chat["prompt"]] == ["user", "assistant", "user"]
+    assert {c["generator"] for c in chat["candidates"]} == {"good", "bad"}
+    assert {r["case_id"] for r in _all(ix, q="boil an EGG")} == {"egg"}
+    ix.close()
 
 
 def test_index_holds_what_the_run_folder_reader_reads(tmp_path: Path) -> None:
