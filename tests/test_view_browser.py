@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from harness.testing.synthetic_run import verdict_lines, write_fixed, write_run
+from harness.testing.synthetic_run import case_row, verdict_lines, write_fixed, write_run
 from tests.browser import chromium_path
 from tests.view_support import HOSTILE, HOSTILE_CASE, add_hostile_case, served
 
@@ -151,6 +151,7 @@ def test_follows_a_run_folder_while_it_is_written(browser: Any, tmp_path: Path) 
     log = root / "verdicts.jsonl"
     log.write_text("".join(lines[:20]), encoding="utf-8")
     stop = threading.Event()
+    with_vitamins = sum("vitamins" in json.dumps(case_row(i)["prompt"]) for i in range(100))
 
     def writer() -> None:
         # Appends in bursts, leaving a torn line between bursts, as a crash-safe writer would.
@@ -176,10 +177,20 @@ def test_follows_a_run_folder_while_it_is_written(browser: Any, tmp_path: Path) 
                 "() => { const n = parseInt(document.getElementById('total').textContent);"
                 " return n > 20 && n < 400; }"
             )
-            _wait_total(page, 400)
+            # search while the run grows: the answer follows the log to the last case
+            page.type("#q", "vitamins", delay=20)
+            _wait_total(page, 4 * with_vitamins)
         finally:
             stop.set()
             thread.join(30)
+        page.wait_for_function(
+            "() => document.getElementById('summary').textContent.startsWith('400 verdicts')"
+        )
+        page.click("#results tbody tr .case-link")
+        page.wait_for_selector("#case-view:not([hidden])")
+        assert page.locator("#case-verdicts .verdict").count() == 4
+        page.click("#back")
+        page.fill("#q", "")
         page.select_option("#sort", "written")
         page.check("#desc")
         page.wait_for_function(
