@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from harness import cli_compare, cli_data, cli_distill, cli_export
+from harness import cli_compare, cli_data, cli_distill, cli_export, cli_view
 from harness.errors import ConfigError, HarnessError
 
 if TYPE_CHECKING:
@@ -304,6 +304,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_data.add_parsers(sub)
     cli_export.add_parser(sub)
     cli_distill.add_parser(sub)
+    cli_view.add_parser(sub)
     return parser
 
 
