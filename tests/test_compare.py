@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -19,9 +18,9 @@ from harness.analysis.compare import (
     to_markdown,
 )
 from harness.analysis.stats import sign_flip_pvalues
-from harness.cli_compare import add_parser
-from harness.rundir import VERDICT_COLUMNS, RunWriter, read_run
+from harness.cli import main
 from harness.errors import HarnessError
+from harness.rundir import VERDICT_COLUMNS, RunWriter, read_run
 from harness.schema import (
     Candidate,
     Case,
@@ -278,17 +277,6 @@ def test_to_dict_is_plain_data(runs: dict[str, Path]) -> None:
 # --------------------------------------------------------------------------- CLI
 
 
-def main(argv: list[str]) -> int:
-    """``harness compare`` as ``harness.cli.main`` runs it: HarnessError -> exit 2."""
-    parser = argparse.ArgumentParser(prog="harness")
-    add_parser(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    try:
-        return int(args.func(args))
-    except HarnessError:
-        return 2
-
-
 def test_cli_exit_codes_and_files(
     runs: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -315,13 +303,3 @@ def test_cli_exit_codes_and_files(
     with pytest.raises(SystemExit) as exc:
         main(["compare", str(runs["base"]), str(runs["worse"]), "--alpha", "1.5"])
     assert exc.value.code == 2
-
-
-def test_wired_into_the_harness_command_when_available(runs: dict[str, Path]) -> None:
-    from harness import cli
-
-    sub = next(a for a in cli.build_parser()._actions if isinstance(a, argparse._SubParsersAction))
-    if "compare" not in sub.choices:
-        pytest.skip("harness.cli does not register the compare subcommand yet")
-    assert cli.main(["compare", str(runs["base"]), str(runs["worse"])]) == 1
-    assert cli.main(["compare", str(runs["base"]), str(runs["base"] / "nope")]) == 2

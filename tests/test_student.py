@@ -318,7 +318,7 @@ def test_distill_command_trains_a_student_and_reports_pgr(tmp_path: Path) -> Non
     """``harness distill`` end to end on the 16 TruthfulQA demo pairs, with a weak teacher that is half wrong."""
     import argparse
 
-    from harness.cli_distill import add_parser
+    from harness.cli.distill import add_parsers
 
     pairs = [p for p in load_pairs(ROOT / "suites" / "demo.yaml") if p.principle == "honesty"]
     weak = tmp_path / "weak.jsonl"
@@ -328,7 +328,7 @@ def test_distill_command_trains_a_student_and_reports_pgr(tmp_path: Path) -> Non
         )
     )
     parser = argparse.ArgumentParser()
-    add_parser(parser.add_subparsers())
+    add_parsers(parser.add_subparsers())
     args = parser.parse_args(
         [
             "distill",

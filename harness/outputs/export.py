@@ -488,3 +488,16 @@ def _swap(tmp: Path, out: Path) -> None:
     os.replace(out, old)
     os.replace(tmp, out)
     shutil.rmtree(old, ignore_errors=True)
+
+
+def counts_text(summary: dict[str, Any]) -> str:
+    """Considered, dropped per policy and kept pairs, as plain text."""
+    c = summary["counts"]
+    by = ", ".join(f"{n} {s}" for s, n in c["considered_by_source"].items() if n)
+    lines = [
+        f"judge: {summary['judge'] or '-'} ({summary['source'] or 'revisions only'})",
+        f"pairs considered: {c['considered']} ({by})",
+    ]
+    lines += [f"  dropped {step}: {n}" for step, n in c["dropped"].items() if n]
+    lines.append(f"pairs kept: {c['kept']}")
+    return "\n".join(lines)

@@ -43,6 +43,12 @@ def render_report(run: RunData | Path | str) -> Path:
     return path
 
 
+def save_comparison(cand: Path, data: dict[str, object]) -> Path:
+    """Keep a comparison in the candidate's run folder and rebuild its report with that section."""
+    write_atomic(cand / "comparison.json", json.dumps(data, indent=2, allow_nan=False, default=str))
+    return render_report(cand)
+
+
 def render_html(run: RunData) -> str:
     """The report page of a run, as one HTML string."""
     script = _asset("report.js")

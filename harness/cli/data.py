@@ -5,17 +5,16 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
 
 
-def add_parsers(sub: Any) -> None:
+def add_parsers(sub: argparse._SubParsersAction) -> None:
     """Register the subcommands on the main parser's subparsers."""
     _add_generate(sub)
     _add_revise(sub)
     _add_agreement(sub)
 
 
-def _add_generate(sub: Any) -> None:
+def _add_generate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "generate", help="sample n candidate responses per case from a generator model"
     )
@@ -55,7 +54,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_revise(sub: Any) -> None:
+def _add_revise(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "revise", help="critique responses against principles and revise them (constitutional)"
     )
@@ -112,7 +111,7 @@ def cmd_revise(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_agreement(sub: Any) -> None:
+def _add_agreement(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "agreement", help="judge agreement with the suite's human labels (three protocols)"
     )

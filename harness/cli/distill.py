@@ -20,7 +20,7 @@ from typing import Any
 from harness.errors import ConfigError
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
+def add_parsers(sub: argparse._SubParsersAction) -> None:
     """Add ``harness distill`` to the CLI's subcommands."""
     p = sub.add_parser(
         "distill",
