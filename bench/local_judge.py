@@ -45,9 +45,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from harness.backends.base import BackendRequest, BackendResponse
-from harness.backends.batching import common_prefix
 from harness.backends.transformers import LocalModel, TransformersBackend, TransformersOptions
 from harness.judging.pointwise import Style, build_request, read_score
+from harness.local.batching import common_prefix
 from harness.paths import project_root
 from harness.schema import Candidate, Case, Principle
 

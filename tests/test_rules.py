@@ -9,8 +9,9 @@ import pytest
 from pydantic import ValidationError
 
 from harness.backends.base import BackendRequest, Subject
-from harness.backends.rules import Rule, RulesBackend, is_refusal, matches
+from harness.backends.rules import Rule, RulesBackend, matches
 from harness.config import load_judge
+from harness.refusal import is_refusal
 from harness.schema import Message
 
 

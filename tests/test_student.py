@@ -16,13 +16,13 @@ import pytest
 
 from harness.backends.base import Subject
 from harness.backends.reward_model import RewardModelBackend, scale_distribution
-from harness.backends.rules import is_refusal
 from harness.config import load_constitution, load_model, load_suite
 from harness.engine.executor import execute
 from harness.engine.plan import BoundJudge, PairPlan, plan, plan_pairs
 from harness.engine.progress import Progress
 from harness.errors import ConfigError
 from harness.paths import project_root
+from harness.refusal import is_refusal
 from harness.schema import Case, JudgeConfig, Message, PairVerdict, Verdict
 from harness.student.artefact import StudentConfig, head_record, load_student, save_student
 from harness.student.data import HACKS, hack_pairs, load_pairs, parse_prompt, split

@@ -16,13 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from harness.backends.base import Backend, BackendRequest, BackendResponse, Subject
 from harness.errors import JudgeError
-
-REFUSAL_PATTERNS = [
-    r"\bI(?:'m| am) (?:sorry|afraid)\b.{0,40}\b(?:can(?:'|no)t|unable|won't)\b",
-    r"\bI (?:can(?:'|no)t|won't|will not|am unable to|must decline to) (?:help|assist|provide|do that|comply|share)",
-    r"\bas an AI\b.{0,60}\b(?:can(?:'|no)t|unable|not able)\b",
-    r"\bI(?:'m| am) not (?:able|allowed|comfortable)\b",
-]
+from harness.refusal import is_refusal
 
 
 class Rule(BaseModel):
@@ -68,11 +62,6 @@ class Rule(BaseModel):
         if self.kind == "length" and self.min_chars is None and self.max_chars is None:
             raise ValueError("a length rule needs 'min_chars' or 'max_chars'")
         return self
-
-
-def is_refusal(text: str) -> bool:
-    """True when the text declines the request."""
-    return any(re.search(p, text, re.I | re.S) for p in REFUSAL_PATTERNS)
 
 
 def _repeats(text: str, limit: int) -> bool:
