@@ -50,7 +50,7 @@ from harness.paths import project_root
 from harness.schema import Candidate, Case, JudgeConfig, PairVerdict
 from harness.student.artefact import load_student
 from harness.student.data import Pair
-from harness.student.distill import HeadJob, evaluate_head, weak_to_strong
+from harness.student.jobs import HeadJob, evaluate_head, weak_to_strong
 from harness.student.evaluate import accuracy, agreement, correctness
 from harness.student.features import FeatureExtractor
 from harness.student.public_data import Dataset, default_data_dir, heldout_hacks, load_all

@@ -23,7 +23,7 @@ from typing import Any
 
 from harness.paths import project_root
 from harness.student.artefact import StudentConfig, head_record, render_card, save_student, to_json
-from harness.student.distill import HeadJob, run_job
+from harness.student.jobs import HeadJob, run_job
 from harness.student.features import FeatureExtractor, FeatureSpec
 from harness.student.public_data import SALT, Dataset, describe, heldout_hacks, load_all
 from harness.student.train import LinearHead, TrainConfig

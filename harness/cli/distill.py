@@ -129,7 +129,7 @@ def build_jobs(args: argparse.Namespace) -> list[Any]:
         split,
         with_weak_labels,
     )
-    from harness.student.distill import HeadJob, relabel
+    from harness.student.jobs import HeadJob, relabel
 
     pairs = [p for path in args.inputs for p in load_pairs(path)]
     weak = read_weak_labels(args.weak_labels) if args.weak_labels else None
@@ -189,7 +189,7 @@ def _train_all(
 ) -> tuple[dict[str, Any], ...]:
     """Fit each head (and the weak-to-strong comparison with --gold); returns heads, metrics, hyperparameters."""
     from harness.student.data import read_weak_labels
-    from harness.student.distill import run_job, weak_to_strong
+    from harness.student.jobs import run_job, weak_to_strong
     from harness.student.train import TrainConfig
 
     blocks = [("mean", extractor.spec.layers[-1])] if args.method == "lora" else None
@@ -224,7 +224,7 @@ def _finetune(
     metrics: dict[str, Any],
 ) -> Any:
     """LoRA Bradley–Terry fine-tune of all heads together, then re-measure on the held-out pairs."""
-    from harness.student.distill import evaluate_head, head_data
+    from harness.student.jobs import evaluate_head, head_data
     from harness.student.features import MemoryCache
     from harness.student.lora import LoraConfig
     from harness.student.train import FinetunePair, finetune_bt
