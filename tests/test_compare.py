@@ -11,9 +11,11 @@ import pytest
 
 from harness.analysis.compare import (
     CompareOptions,
-    compare_frames,
+    align_generators,
     compare_runs,
+    compare_units,
     holm,
+    paired_units,
     to_junit,
     to_markdown,
 )
@@ -35,6 +37,20 @@ ALPHA = 0.05
 N_CASES = 60
 SHIFT = 0.4  # a regression of 0.4 points on a 1..5 rubric (10 % of the scale)
 FAST = CompareOptions(n_boot=200, n_perm=1000)
+
+
+def compare_frames(
+    base: pd.DataFrame,
+    cand: pd.DataFrame,
+    constitution: Constitution,
+    options: CompareOptions | None = None,
+    cand_constitution: Constitution | None = None,
+) -> pd.DataFrame:
+    """Per principle × judge comparison of two verdict tables: compare_runs without run folders."""
+    options = options or CompareOptions()
+    b, c, _ = align_generators(base, cand)
+    units = paired_units(b, c, constitution, cand_constitution or constitution)
+    return compare_units(units, options, [p.id for p in constitution.principles])
 
 
 def likert_pair(

@@ -316,9 +316,7 @@ def test_lora_finetune_smoke_runs_on_cpu() -> None:
 @pytest.mark.slow
 def test_distill_command_trains_a_student_and_reports_pgr(tmp_path: Path) -> None:
     """``harness distill`` end to end on the 16 TruthfulQA demo pairs, with a weak teacher that is half wrong."""
-    import argparse
-
-    from harness.cli.distill import add_parsers
+    from harness.cli import main
 
     pairs = [p for p in load_pairs(ROOT / "suites" / "demo.yaml") if p.principle == "honesty"]
     weak = tmp_path / "weak.jsonl"
@@ -327,9 +325,7 @@ def test_distill_command_trains_a_student_and_reports_pgr(tmp_path: Path) -> Non
             json.dumps({"id": p.id, "p_chosen": float(i % 2)}) + "\n" for i, p in enumerate(pairs)
         )
     )
-    parser = argparse.ArgumentParser()
-    add_parsers(parser.add_subparsers())
-    args = parser.parse_args(
+    code = main(
         [
             "distill",
             str(ROOT / "suites" / "demo.yaml"),
@@ -353,7 +349,7 @@ def test_distill_command_trains_a_student_and_reports_pgr(tmp_path: Path) -> Non
             str(tmp_path / "s"),
         ]
     )
-    assert args.func(args) == 0
+    assert code == 0
     loaded = load_student(tmp_path / "s")
     assert (
         list(loaded.heads) == ["honesty"]

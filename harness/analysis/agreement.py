@@ -63,7 +63,7 @@ def _hard_row(
     agree = label_agreement(pred, truth)
     ties = pred.count("tie")
     hits = sum(p == t for p, t in zip(pred, truth, strict=True)) + ties / 2
-    lo, hi = wilson_interval(hits, len(truth))  # type: ignore[arg-type]
+    lo, hi = wilson_interval(hits, len(truth))
     return {
         "judge": judge,
         "principle": principle,

@@ -185,9 +185,9 @@ def load_student(ref: str | Path) -> Student:
             raise ConfigError(f"student {ref!r}: {WEIGHTS} lacks {exc.args[0]}") from None
         heads[rec.name] = LinearHead(
             rec.name,
-            [tuple(b) for b in rec.blocks],
+            [(str(pool), int(layer)) for pool, layer in rec.blocks],
             a["mean"],
-            a["scale"],  # type: ignore[misc]
+            a["scale"],
             a["weight"],
             rec.center,
             rec.spread,

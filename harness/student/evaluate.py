@@ -23,7 +23,7 @@ def accuracy(credit: np.ndarray, level: float = 0.95) -> dict[str, float]:
     credit = np.asarray(credit, dtype=float)
     n = len(credit)
     k = float(credit.sum())
-    lo, hi = wilson_interval(k, n, level) if n else (math.nan, math.nan)  # type: ignore[arg-type]
+    lo, hi = wilson_interval(k, n, level)
     return {"n": n, "accuracy": k / n if n else math.nan, "ci_low": lo, "ci_high": hi}
 
 
