@@ -191,8 +191,10 @@ def human_agreement(run: RunData, seed: int = 0) -> pd.DataFrame:
 
 
 def human_agreement_by_tag(run: RunData, seed: int = 0) -> pd.DataFrame:
-    """``human_agreement`` for the labelled cases of each tag separately (a suite mixing sources, e.g. LLMBar and
-    MT-Bench, gets one block per source), with a leading ``tag`` column."""
+    """``human_agreement`` per case tag, with a leading ``tag`` column.
+
+    A suite mixing sources (e.g. LLMBar and MT-Bench) gets one block per source.
+    """
     tags = sorted({t for c in run.cases if c.human_preference for t in c.tags})
     blocks = []
     for tag in tags:

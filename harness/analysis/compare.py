@@ -175,8 +175,10 @@ CASE_COLS = [
 def _group_stats(
     case: np.ndarray, flips: tuple[int, ...], options: CompareOptions
 ) -> dict[str, Any]:
-    """Statistics of one principle × judge from its per-case means (columns of CASE_COLS) and its units'
-    (n_units, b, c) pass/fail counts."""
+    """Statistics of one principle × judge.
+
+    From its per-case means (columns of CASE_COLS) and its units' (n_units, b, c) pass/fail counts.
+    """
     sb, sc, nb, nc, pb, pc = case.T
     p_less = functools.partial(
         paired_permutation_test, alternative="less", n_perm=options.n_perm, seed=options.seed

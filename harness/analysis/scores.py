@@ -123,8 +123,10 @@ def summary(
     seed: int = 0,
     level: float = 0.95,
 ) -> pd.DataFrame:
-    """One row per (judge, principle, generator): counts, mean score with bootstrap CI, pass rate with
-    Wilson CI, and mean normalized score. Principles in constitution order."""
+    """One row per (judge, principle, generator), principles in constitution order.
+
+    Columns: counts, mean score with bootstrap CI, pass rate with Wilson CI, mean normalized score.
+    """
     if verdicts.empty:
         return pd.DataFrame(columns=SUMMARY_COLUMNS)
     status = verdicts.groupby(KEYS)["status"].value_counts().unstack(fill_value=0)

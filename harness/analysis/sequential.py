@@ -89,8 +89,10 @@ def update(state: SequentialState, x: float) -> SequentialState:
 
 
 def confidence_sequence(x: np.ndarray, alpha: float = 0.05) -> tuple[np.ndarray, np.ndarray]:
-    """Lower and upper PrPl-EB bounds after each of the values in [0, 1] along the last axis (any leading
-    axes are independent streams, for simulation)."""
+    """Lower and upper PrPl-EB bounds after each of the values in [0, 1] along the last axis.
+
+    Any leading axes are independent streams (for simulation).
+    """
     x = np.asarray(x, float)
     t = np.arange(1, x.shape[-1] + 1)
     mu = (0.5 + np.cumsum(x, axis=-1)) / (t + 1)

@@ -1,5 +1,4 @@
-"""Generic statistics for judge verdicts: paired tests, agreement with human labels, and
-score-versus-size scaling fits.
+"""Generic statistics for judge verdicts: paired tests, agreement, score-versus-size scaling fits.
 
 Pure functions, numpy/pandas in and out (one exception, :func:`generator_parameters`, reads the suite a
 run names). Bootstraps resample *cases*, the unit that was sampled, with seeded generators, so every
@@ -123,8 +122,10 @@ def cohen_kappa(
     weights: Literal["linear", "quadratic"] | None = None,
     labels: Sequence[Any] | None = None,
 ) -> float:
-    """Cohen's kappa of two raters' labels; with ``weights`` the weighted kappa over ordered ``labels``
-    (default: the sorted labels seen)."""
+    """Cohen's kappa of two raters' labels.
+
+    With ``weights``, the weighted kappa over ordered ``labels`` (default: the sorted labels seen).
+    """
     labels = sorted(set(a) | set(b)) if labels is None else list(labels)
     index = {v: i for i, v in enumerate(labels)}
     k = len(labels)
@@ -207,8 +208,10 @@ def scaling_fit(
 
 
 def generator_parameters(run: Any) -> dict[str, float]:
-    """Parameter counts of the run's generators: from a ``generators`` snapshot in the manifest when it has
-    one, else from the suite file the manifest names ({} when that file is gone or unreadable).
+    """Parameter counts of the run's generators.
+
+    From a ``generators`` snapshot in the manifest when it has one, else from the suite file the
+    manifest names ({} when that file is gone or unreadable).
 
     Reading the suite file reflects it as it is now, not as judged; the one function here that touches disk.
     """

@@ -115,8 +115,11 @@ class Backend(ABC):
         return False
 
     def size(self) -> dict[str, int]:
-        """Parameter counts, when known: ``parameters`` (all weights used to judge) and ``trained_parameters``
-        (those fitted for judging, for a distilled student). Empty when the model was never loaded."""
+        """Parameter counts, when known; empty when the model was never loaded.
+
+        ``parameters``: all weights used to judge; ``trained_parameters``: those fitted for judging
+        (for a distilled student).
+        """
         return {}
 
     @abstractmethod

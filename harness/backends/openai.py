@@ -342,7 +342,7 @@ def _read_key(variable: str | None, judge: str | None) -> str | None:
 
 
 def read_choice_logprobs(logprobs: Any, choices: list[str]) -> dict[str, float] | None:
-    """log P(choice) at the first generated token, for each choice the server listed.
+    """Log P(choice) at the first generated token, for each choice the server listed.
 
     Tokens are compared after stripping whitespace (" 3" and "3" both count for "3"), keeping the most
     likely variant. Reads OpenAI's chat format (``content[0].top_logprobs``) and the legacy completions

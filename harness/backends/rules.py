@@ -106,6 +106,7 @@ class RulesBackend(Backend):
     options: Options
 
     def structured(self) -> bool:
+        """Scores come as structured data, never as text to parse."""
         return True
 
     def size(self) -> dict[str, int]:
@@ -113,6 +114,7 @@ class RulesBackend(Backend):
         return {"parameters": 0}
 
     def pairwise(self) -> bool:
+        """Rules score one response at a time; they cannot compare two."""
         return False
 
     def covers(self, principle: str) -> bool:
@@ -134,6 +136,7 @@ class RulesBackend(Backend):
         return min(worst, subject.scale_max), f"Rules fired: {why}."
 
     async def complete(self, requests: list[BackendRequest]) -> list[BackendResponse]:
+        """Apply the rules to each request's subject; the worst fired rule gives the score."""
         out = []
         for req in requests:
             if req.subject is None:

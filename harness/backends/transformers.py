@@ -336,7 +336,7 @@ def _sync(device: str) -> None:
 
 @functools.cache
 def _default_threads() -> int:
-    """torch's own default, read once: later tuning changes what ``get_num_threads`` says."""
+    """Torch's own default, read once: later tuning changes what ``get_num_threads`` says."""
     import torch
 
     return int(torch.get_num_threads())

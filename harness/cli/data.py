@@ -1,5 +1,8 @@
-"""CLI subcommands that make data from runs: ``generate`` (sample candidates), ``revise`` (critique →
-revision) and ``agreement`` (judge vs human labels)."""
+"""CLI subcommands that make data from runs.
+
+``generate`` (sample candidates), ``revise`` (critique → revision) and ``agreement`` (judge vs human
+labels).
+"""
 
 from __future__ import annotations
 
@@ -35,6 +38,7 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
+    """Sample candidates and say how many were written where."""
     from harness.engine.sample import SampleOptions, sample
 
     out = sample(
@@ -82,6 +86,7 @@ def _add_revise(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_revise(args: argparse.Namespace) -> int:
+    """Critique and revise, then count the revised (and confirmed) targets."""
     import json
 
     from harness.engine.revise import ReviseOptions, revise
@@ -126,6 +131,7 @@ def _add_agreement(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_agreement(args: argparse.Namespace) -> int:
+    """Print the judges' agreement with the human labels (per tag with ``--by-tag``)."""
     from harness.analysis.agreement import human_agreement, human_agreement_by_tag
     from harness.rundir import read_run
 

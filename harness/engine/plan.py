@@ -101,6 +101,7 @@ class BoundJudge:
     backend: Backend
 
     def style(self) -> Style:
+        """How prompts are built for this judge's backend (log-probs, structured output)."""
         return Style(
             logprobs=self.backend.reads_logprobs(),
             structured=self.backend.structured(),
@@ -108,6 +109,7 @@ class BoundJudge:
         )
 
     def judges(self, principle: str) -> bool:
+        """Whether this judge is asked about ``principle`` (its config and its backend agree)."""
         wanted = self.config.principles is None or principle in self.config.principles
         return wanted and self.backend.covers(principle)
 

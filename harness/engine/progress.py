@@ -1,5 +1,7 @@
-"""Progress for long runs: items done/total, rate, ETA, cache hits, unscored, errors, retries by cause,
-concurrency and spend; the same counts become the manifest's record of the invocation."""
+"""Progress for long runs, and the manifest's record of each invocation.
+
+Items done/total, rate, ETA, cache hits, unscored, errors, retries by cause, concurrency and spend.
+"""
 
 from __future__ import annotations
 

@@ -1,5 +1,7 @@
-"""Every chart of the report, as inline SVG: mean score per principle (dot and whisker), a line with a
-shaded band and optional labelled points, and horizontal bars.
+"""Every chart of the report, as inline SVG.
+
+Mean score per principle (dot and whisker), a line with a shaded band and optional labelled points,
+and horizontal bars.
 
 Only numbers and our own labels go into the SVG; any text is escaped.
 """
@@ -31,10 +33,12 @@ class Frame:
     pad: int = 34
 
     def x(self, v: float) -> float:
+        """Horizontal pixel position of data value ``v``."""
         lo, hi = self.x_range
         return self.pad + (v - lo) / ((hi - lo) or 1) * (self.width - self.pad - 8)
 
     def y(self, v: float) -> float:
+        """Vertical pixel position of data value ``v`` (up is larger)."""
         lo, hi = self.y_range
         return (
             self.height - self.pad + 6 - (v - lo) / ((hi - lo) or 1) * (self.height - self.pad - 6)
@@ -136,8 +140,11 @@ def bar_chart(
     fmt: str | Callable[[float], str] = "{:.3g}",
     width: int = 300,
 ) -> Markup:
-    """Horizontal bars, one per label, with optional interval whiskers, a dashed reference line and a log10
-    axis (for sizes and rates spanning decades). NaN bars are left empty and say "n/a"."""
+    """Horizontal bars, one per label; NaN bars are left empty and say "n/a".
+
+    Optional: interval whiskers, a dashed reference line, and a log10 axis (for sizes and rates
+    spanning decades).
+    """
     show = fmt if callable(fmt) else fmt.format
 
     def t(v: float) -> float:

@@ -1,5 +1,7 @@
-"""Held-out metrics of students: pair accuracy with a Wilson CI, reward-hacking probes, agreement, and the
-performance gap recovered (PGR) of weak-to-strong training with a bootstrap CI. Pure numpy, no I/O.
+"""Held-out metrics of students. Pure numpy, no I/O.
+
+Pair accuracy with a Wilson CI, reward-hacking probes, agreement, and the performance gap recovered
+(PGR) of weak-to-strong training with a bootstrap CI.
 """
 
 from __future__ import annotations

@@ -91,9 +91,13 @@ class Encoded:
 class ArrayCache(Protocol):
     """Where computed feature arrays are kept, by key."""
 
-    def get(self, key: str) -> np.ndarray | None: ...
+    def get(self, key: str) -> np.ndarray | None:
+        """The array stored under ``key``, or None."""
+        ...
 
-    def put(self, key: str, array: np.ndarray) -> None: ...
+    def put(self, key: str, array: np.ndarray) -> None:
+        """Store ``array`` under ``key``."""
+        ...
 
 
 class MemoryCache:
