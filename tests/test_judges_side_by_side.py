@@ -14,6 +14,7 @@ import pytest
 from harness.analysis.agreement import human_agreement_by_tag
 from harness.analysis.judges import judge_profile, preference_agreement
 from harness.engine.runner import RunOptions, run
+from harness.report.render import render_report
 from harness.rundir import RunWriter, read_run
 from harness.schema import (
     Case,

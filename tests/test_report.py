@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 
 from harness.analysis.scores import overall, summary
-from harness.rundir import REPORT, RunWriter, read_run
 from harness.report.render import render_html, render_report
+from harness.rundir import REPORT, RunWriter, read_run
 from harness.schema import (
     Candidate,
     Case,

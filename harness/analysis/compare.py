@@ -37,8 +37,8 @@ import pandas as pd
 
 from harness.analysis.scores import scored
 from harness.analysis.stats import mcnemar, paired_bootstrap_ci, paired_permutation_test
-from harness.rundir import RunData
 from harness.errors import RunError
+from harness.rundir import RunData
 from harness.schema import Constitution
 
 ROW_COLUMNS = [

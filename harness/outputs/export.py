@@ -32,7 +32,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from harness.analysis.pairwise import rankings
-from harness.rundir import RunData, read_run
 from harness.errors import ConfigError
 from harness.outputs import card
 from harness.outputs.preferences import (
@@ -48,6 +47,7 @@ from harness.outputs.preferences import (
     pointwise_cells,
     select,
 )
+from harness.rundir import RunData, read_run
 from harness.schema import Case, Message
 
 FORMATS = ("standard.jsonl", "standard.parquet", "conversational.jsonl", "conversational.parquet")

@@ -34,8 +34,8 @@ import pandas as pd
 
 from harness.analysis.pairwise import combine_orders, prob_better
 from harness.analysis.scores import scored
-from harness.rundir import PAIRS, VERDICTS, RunData, read_jsonl_tolerant
 from harness.errors import ConfigError, RunError
+from harness.rundir import PAIRS, VERDICTS, RunData, read_jsonl_tolerant
 
 OVERALL = "overall"
 REVISIONS = "revisions.jsonl"
@@ -130,7 +130,10 @@ def judges_with_data(run: RunData) -> dict[str, list[str]]:
             else []
         )
 
-    return {"pairwise": ids(run.with_rationale(PAIRS)), "pointwise": ids(run.with_rationale(VERDICTS))}
+    return {
+        "pairwise": ids(run.with_rationale(PAIRS)),
+        "pointwise": ids(run.with_rationale(VERDICTS)),
+    }
 
 
 def select(run: RunData, options: ExportOptions) -> tuple[str | None, Source | None]:
