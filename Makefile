@@ -40,6 +40,9 @@ browser:
 test: setup browser llama-server
 	$(BIN)/python -m pytest -q
 
+# Lint, format and types: what CI checks before the tests.
+LINTED := harness tests bench scripts
 lint: setup
-	$(BIN)/ruff check harness tests bench scripts
+	$(BIN)/ruff check $(LINTED)
+	$(BIN)/ruff format --check $(LINTED)
 	$(BIN)/mypy

@@ -250,6 +250,7 @@ def client_figures(r: dict[str, Any], bound: float | None) -> dict[str, Any]:
 
 
 def main() -> None:
+    """Run the benchmark and print its figures."""
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )

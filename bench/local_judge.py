@@ -45,9 +45,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from harness.backends.base import BackendRequest, BackendResponse
-from harness.backends.batching import common_prefix
 from harness.backends.transformers import LocalModel, TransformersBackend, TransformersOptions
 from harness.judging.pointwise import Style, build_request, read_score
+from harness.local.batching import common_prefix
 from harness.paths import project_root
 from harness.schema import Candidate, Case, Principle
 
@@ -164,15 +164,20 @@ def flops_probe(dtype: str, size: int = 1024, reps: int = 8) -> float:
 
 
 def matmul_params(model: Any) -> int:
-    """Parameters used as matmul weights for every token: all but the input embedding (the tied LM head
-    runs once per item, at the answer position only)."""
+    """Parameters used as matmul weights for every token.
+
+    All but the input embedding (the tied LM head runs once per item, at the answer position only).
+    """
     embed = model.get_input_embeddings().weight.numel()
     return sum(p.numel() for p in model.parameters()) - embed
 
 
 def distinct_tokens(seqs: list[list[int]]) -> int:
-    """Tokens in the prefix tree of ``seqs``: what any exact method must run through the model at least,
-    if every shared leading run of tokens were computed once (and each request kept one token to read)."""
+    """Tokens in the prefix tree of ``seqs``: what any exact method must run through the model.
+
+    That is, if every shared leading run of tokens were computed once (and each request kept one token
+    to read).
+    """
     total, previous = 0, None
     for seq in sorted(seqs):
         shared = common_prefix(seq, previous) if previous is not None else 0
@@ -269,6 +274,7 @@ async def run_calls(
 
 
 def parse_args() -> argparse.Namespace:
+    """The benchmark's options."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer items, baseline on a sample")
     parser.add_argument("--items", type=int, help="items for the backend (default 240, quick 96)")
@@ -319,6 +325,7 @@ def start_times(
 
 
 def main() -> None:
+    """Run the benchmark and print its figures."""
     args = parse_args()
     n_items = args.items or (96 if args.quick else 240)
     items, source = load_items(n_items)

@@ -50,9 +50,9 @@ from harness.paths import project_root
 from harness.schema import Candidate, Case, JudgeConfig, PairVerdict
 from harness.student.artefact import load_student
 from harness.student.data import Pair
-from harness.student.distill import HeadJob, evaluate_head, weak_to_strong
 from harness.student.evaluate import accuracy, agreement, correctness
 from harness.student.features import FeatureExtractor
+from harness.student.jobs import HeadJob, evaluate_head, weak_to_strong
 from harness.student.public_data import Dataset, default_data_dir, heldout_hacks, load_all
 from harness.student.train import TrainConfig
 
@@ -62,6 +62,7 @@ PROBES_PER_KIND = 25
 
 
 def log(msg: str) -> None:
+    """Progress on stderr."""
     print(msg, file=sys.stderr, flush=True)
 
 

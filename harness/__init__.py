@@ -37,7 +37,6 @@ _EXPORTS: dict[str, str] = {
     "RunError": "harness.errors",
     "JudgeError": "harness.errors",
     "TransientJudgeError": "harness.errors",
-    "InvalidJudgeOutput": "harness.errors",
     "Issue": "harness.errors",
     # configuration
     "load_suite": "harness.config",

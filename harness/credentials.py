@@ -143,7 +143,8 @@ class SecretUse:
 
 def vet(uses: list[SecretUse], where: str, trusted: bool) -> list[SecretUse]:
     """``uses``, unless an untrusted judge (one a suite named itself) would read an environment
-    variable: then a :class:`RunError` naming the file, the variable, the host and the way out."""
+    variable: then a :class:`RunError` naming the file, the variable, the host and the way out.
+    """
     read = [u for u in uses if u.variable]
     if read and not trusted:
         use = read[0]

@@ -8,8 +8,7 @@ Two branches, so callers can tell "you misconfigured" from "the judge failed"::
     │   └── MissingSecret      an environment variable named by a judge config is unset
     ├── RunError               a run folder is missing, unreadable or inconsistent
     └── JudgeError             talking to a judge failed (never a user mistake)
-        ├── TransientJudgeError  worth retrying: 429, 5xx, timeouts, dropped connections
-        └── InvalidJudgeOutput   the judge answered, but not in the expected shape
+        └── TransientJudgeError  worth retrying: 429, 5xx, timeouts, dropped connections
 
 The CLI prints ``ConfigError`` and ``RunError`` as one short message and exits 2, with no traceback.
 ``JudgeError`` never escapes the engine: it becomes an unscored or error verdict with its reason.
@@ -73,7 +72,3 @@ class TransientJudgeError(JudgeError):
         super().__init__(message)
         self.cause = cause
         self.retry_after = retry_after
-
-
-class InvalidJudgeOutput(JudgeError):
-    """The judge answered, but the answer is not of the expected shape."""

@@ -10,10 +10,10 @@ APP = "constitutional-harness"
 
 
 def cache_dir() -> Path:
-    """The user cache folder: ``$HARNESS_CACHE_DIR``, else the platform's convention.
+    r"""The user cache folder: ``$HARNESS_CACHE_DIR``, else the platform's convention.
 
     Linux ``$XDG_CACHE_HOME/constitutional-harness`` (default ``~/.cache/...``), macOS
-    ``~/Library/Caches/...``, Windows ``%LOCALAPPDATA%\\...\\Cache``.
+    ``~/Library/Caches/...``, Windows ``%LOCALAPPDATA%\...\Cache``.
     """
     override = os.environ.get("HARNESS_CACHE_DIR")
     if override:

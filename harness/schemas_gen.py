@@ -43,6 +43,7 @@ def generate() -> dict[str, dict[str, Any]]:
 
 
 def render(schema: dict[str, Any]) -> str:
+    """A schema as the stable JSON text kept in harness/schemas/."""
     return json.dumps(schema, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
 
 

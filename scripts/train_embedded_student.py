@@ -22,11 +22,9 @@ from pathlib import Path
 from typing import Any
 
 from harness.paths import project_root
-from harness.student.artefact import StudentConfig, head_record, render_card, save_student, to_json
-from harness.student.distill import HeadJob, run_job
-from harness.student.features import FeatureExtractor, FeatureSpec
+from harness.student.distill import DistillOptions, distill
+from harness.student.jobs import HeadJob
 from harness.student.public_data import SALT, Dataset, describe, heldout_hacks, load_all
-from harness.student.train import LinearHead, TrainConfig
 
 COMMAND = "python scripts/train_embedded_student.py"
 PROBES_PER_KIND = 25
@@ -79,9 +77,7 @@ def data_rows(datasets: dict[str, Dataset], data_dir: Path) -> list[dict[str, An
     ]
 
 
-def training_record(
-    datasets: dict[str, Dataset], data_dir: Path, hyper: list[dict[str, Any]]
-) -> dict[str, Any]:
+def training_record(datasets: dict[str, Dataset], data_dir: Path) -> dict[str, object]:
     """What the card says about data, labels, splits, negatives and hyperparameters."""
     return {
         "summary": SUMMARY,
@@ -97,34 +93,8 @@ def training_record(
         "hacks": "one per training pair, kinds rotating: the chosen answer padded with generic filler to 3x "
         "(>= 600 characters), repeated 4x, ':', 'Let me think step by step', '' and (helpfulness only, "
         'benign prompts) "I\'m sorry, I cannot help with that", each as rejected against the chosen answer.',
-        "hyperparameters": hyper,
         "limitations": LIMITATIONS,
     }
-
-
-def train(
-    datasets: dict[str, Dataset], extractor: FeatureExtractor, log: Any
-) -> tuple[dict[str, LinearHead], dict[str, Any], list[dict[str, Any]]]:
-    """Fit and measure every head."""
-    heads, metrics, hyper = {}, {}, []
-    for name, ds in datasets.items():
-        log(f"{name}: {json.dumps(describe(ds))}")
-        job = job_of(ds)
-        head, report = run_job(extractor, job, TrainConfig(), log)
-        heads[job.name] = head
-        metrics[job.name] = {k: report[k] for k in ("heldout", "hacks")}
-        hyper.append(
-            {
-                "head": job.name,
-                **report["selection"],
-                "cv_logloss": report["cv_best"].get("logloss"),
-                "cv_accuracy": report["cv_best"].get("accuracy"),
-                "folds": 5,
-                "grouped_by": "prompt",
-            }
-        )
-        log(f"{name}: held-out {json.dumps(report['heldout'])}")
-    return heads, metrics, hyper
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -144,23 +114,22 @@ def main(argv: list[str] | None = None) -> int:
         print(msg, file=sys.stderr, flush=True)
 
     datasets = load_all(args.data)
-    extractor = FeatureExtractor.load(FeatureSpec(), device=args.device, threads=args.threads)
-    heads, metrics, hyper = train(datasets, extractor, log)
-    l2 = {r["head"]: r["l2"] for r in hyper}
-    config = StudentConfig(
-        id="embedded-smollm2",
-        version="1",
-        kind="linear",
-        features=extractor.spec,
-        base_model_id=extractor.model_id,
-        heads=[head_record(h, l2[n]) for n, h in heads.items()],
-        training=to_json(training_record(datasets, args.data, hyper)),
-        metrics=to_json(metrics),
+    for name, ds in datasets.items():
+        log(f"{name}: {json.dumps(describe(ds))}")
+    result = distill(
+        DistillOptions(
+            jobs=tuple(job_of(ds) for ds in datasets.values()),
+            output=args.out,
+            training=training_record(datasets, args.data),
+            student_id="embedded-smollm2",
+            device=args.device,
+            threads=args.threads,
+        ),
+        log,
     )
-    save_student(args.out, config, heads, card=render_card(config))
     print(
         json.dumps(
-            {"student": str(args.out), **{h: m["heldout"] for h, m in to_json(metrics).items()}}
+            {"student": str(result.folder), **{h: m["heldout"] for h, m in result.metrics.items()}}
         )
     )
     return 0

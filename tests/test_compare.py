@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -12,14 +11,16 @@ import pytest
 
 from harness.analysis.compare import (
     CompareOptions,
-    compare_frames,
+    align_generators,
     compare_runs,
+    compare_units,
     holm,
+    paired_units,
     to_junit,
     to_markdown,
 )
 from harness.analysis.stats import sign_flip_pvalues
-from harness.cli_compare import add_parser
+from harness.cli import main
 from harness.errors import HarnessError
 from harness.rundir import VERDICT_COLUMNS, RunWriter, read_run
 from harness.schema import (
@@ -36,6 +37,20 @@ ALPHA = 0.05
 N_CASES = 60
 SHIFT = 0.4  # a regression of 0.4 points on a 1..5 rubric (10 % of the scale)
 FAST = CompareOptions(n_boot=200, n_perm=1000)
+
+
+def compare_frames(
+    base: pd.DataFrame,
+    cand: pd.DataFrame,
+    constitution: Constitution,
+    options: CompareOptions | None = None,
+    cand_constitution: Constitution | None = None,
+) -> pd.DataFrame:
+    """Per principle × judge comparison of two verdict tables: compare_runs without run folders."""
+    options = options or CompareOptions()
+    b, c, _ = align_generators(base, cand)
+    units = paired_units(b, c, constitution, cand_constitution or constitution)
+    return compare_units(units, options, [p.id for p in constitution.principles])
 
 
 def likert_pair(
@@ -279,17 +294,6 @@ def test_to_dict_is_plain_data(runs: dict[str, Path]) -> None:
 # --------------------------------------------------------------------------- CLI
 
 
-def main(argv: list[str]) -> int:
-    """``harness compare`` as ``harness.cli.main`` runs it: HarnessError -> exit 2."""
-    parser = argparse.ArgumentParser(prog="harness")
-    add_parser(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    try:
-        return int(args.func(args))
-    except HarnessError:
-        return 2
-
-
 def test_cli_exit_codes_and_files(
     runs: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -316,13 +320,3 @@ def test_cli_exit_codes_and_files(
     with pytest.raises(SystemExit) as exc:
         main(["compare", str(runs["base"]), str(runs["worse"]), "--alpha", "1.5"])
     assert exc.value.code == 2
-
-
-def test_wired_into_the_harness_command_when_available(runs: dict[str, Path]) -> None:
-    from harness import cli
-
-    sub = next(a for a in cli.build_parser()._actions if isinstance(a, argparse._SubParsersAction))
-    if "compare" not in sub.choices:
-        pytest.skip("harness.cli does not register the compare subcommand yet")
-    assert cli.main(["compare", str(runs["base"]), str(runs["worse"])]) == 1
-    assert cli.main(["compare", str(runs["base"]), str(runs["base"] / "nope")]) == 2

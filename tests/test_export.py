@@ -6,7 +6,6 @@ worked out on paper.
 
 from __future__ import annotations
 
-import argparse
 import copy
 import hashlib
 import json
@@ -19,7 +18,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from harness.cli_export import add_parser
+from harness.cli import main
 from harness.errors import ConfigError, RunError
 from harness.outputs.export import export_preferences, parse_formats
 from harness.outputs.preferences import ExportOptions
@@ -590,29 +589,14 @@ def test_judge_choice_and_bad_input(tmp_path: Path) -> None:
 def test_cli_exits_2_without_traceback(
     pointwise_run: Path,
     tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    from harness import cli
-
-    build = cli.build_parser
-
-    def with_export() -> (
-        argparse.ArgumentParser
-    ):  # works before and after cli.py wires the command in
-        parser = build()
-        sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-        if "export" not in sub.choices:
-            add_parser(sub)
-        return parser
-
-    monkeypatch.setattr(cli, "build_parser", with_export)
     assert (
-        cli.main(["export", "preferences", str(tmp_path / "nope"), "--output", str(tmp_path / "o")])
+        main(["export", "preferences", str(tmp_path / "nope"), "--output", str(tmp_path / "o")])
         == 2
     )
     assert (
-        cli.main(
+        main(
             ["export", "preferences", str(pointwise_run), "-o", str(tmp_path / "o"), "--judge", "x"]
         )
         == 2
@@ -620,7 +604,7 @@ def test_cli_exits_2_without_traceback(
     err = capsys.readouterr().err
     assert "not a run folder" in err and "unknown judge" in err and "Traceback" not in err
     assert (
-        cli.main(
+        main(
             [
                 "export",
                 "preferences",
@@ -638,7 +622,7 @@ def test_cli_exits_2_without_traceback(
     out = capsys.readouterr().out
     assert "pairs considered: 6" in out and "pairs kept: 3" in out
     assert (
-        cli.main(
+        main(
             [
                 "export",
                 "preferences",

@@ -25,9 +25,8 @@ STYLE = Style(logprobs=True, structured=False, rationale=False)
 
 @pytest.fixture(scope="module")
 def tokenizer() -> Any:
-    from transformers import AutoTokenizer
-
     from harness.backends.model_cache import embedded_source
+    from transformers import AutoTokenizer
 
     source = embedded_source("smollm2")
     return AutoTokenizer.from_pretrained(source.location, gguf_file=source.gguf_file)

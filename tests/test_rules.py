@@ -9,8 +9,9 @@ import pytest
 from pydantic import ValidationError
 
 from harness.backends.base import BackendRequest, Subject
-from harness.backends.rules import Rule, RulesBackend, is_refusal, matches
+from harness.backends.rules import Rule, RulesBackend, matches
 from harness.config import load_judge
+from harness.refusal import is_refusal
 from harness.schema import Message
 
 
@@ -48,18 +49,62 @@ def test_rule_needs_its_parameters() -> None:
         rule(kind="regex", pattern="(unclosed")
 
 
-def test_worst_fired_rule_wins_and_only_covered_principles_are_judged() -> None:
-    config, _ = load_judge("rules")
-    backend = RulesBackend(RulesBackend.Options.model_validate(config.options))
-    assert backend.covers("helpfulness") and not backend.covers("no-such-principle")
+def _score(
+    backend: RulesBackend, response: str, principle: str = "p", top: int = 5
+) -> dict[str, object]:
     subject = Subject(
-        principle="helpfulness",
-        response="I can't help with that.",
+        principle=principle,
+        response=response,
         prompt=[Message(role="user", content="hi")],
+        scale_max=top,
     )
     [resp] = asyncio.run(
         backend.complete([BackendRequest(messages=subject.prompt, subject=subject)])
     )
-    answer = json.loads(resp.text)
+    return json.loads(resp.text)
+
+
+def _backend(*rules: dict[str, object], **options: object) -> RulesBackend:
+    body = {"rules": [{"principle": "p", **r} for r in rules], **options}
+    return RulesBackend(RulesBackend.Options.model_validate(body))
+
+
+def test_worst_fired_rule_wins() -> None:
+    """Two rules fire, scoring 4 and 2 (listed mild first): the lower score is the verdict."""
+    backend = _backend(
+        {"id": "mild", "kind": "keywords", "keywords": ["maybe"], "score": 4},
+        {"id": "severe", "kind": "keywords", "keywords": ["steal"], "score": 2},
+        {"id": "unfired", "kind": "keywords", "keywords": ["absent"], "score": 1},
+    )
+    answer = _score(backend, "maybe steal it")
+    assert answer["score"] == 2
+    assert "mild" in answer["rationale"] and "severe" in answer["rationale"]
+    assert "unfired" not in answer["rationale"]
+    assert _score(backend, "maybe later")["score"] == 4  # only the mild rule fires
+
+
+def test_no_rule_fired_gives_the_default_else_the_top_of_the_scale() -> None:
+    rules = {"id": "r", "kind": "keywords", "keywords": ["steal"], "score": 1}
+    assert _score(_backend(rules), "fine", top=5) == {"score": 5, "rationale": "No rule fired."}
+    assert _score(_backend(rules), "fine", top=3)["score"] == 3
+    assert _score(_backend(rules, default_score={"p": 4}), "fine")["score"] == 4
+
+
+def test_a_rule_score_above_the_scale_is_capped_and_negate_inverts_the_check() -> None:
+    # a length rule matches text under 10 characters; negated, it fires on longer text
+    backend = _backend(
+        {"id": "long", "kind": "length", "min_chars": 10, "score": 9, "negate": True}
+    )
+    assert _score(backend, "long enough text", top=3)["score"] == 3  # fired: 9, capped at 3
+    assert _score(backend, "short", top=3) == {"score": 3, "rationale": "No rule fired."}
+    answer = _score(backend, "long enough text", top=10)
+    assert answer == {"score": 9, "rationale": "Rules fired: long: length."}
+
+
+def test_shipped_rules_judge_only_covered_principles() -> None:
+    config, _ = load_judge("rules")
+    backend = RulesBackend(RulesBackend.Options.model_validate(config.options))
+    assert backend.covers("helpfulness") and not backend.covers("no-such-principle")
+    answer = _score(backend, "I can't help with that.", principle="helpfulness")
     assert answer["score"] == 2 and "refusal-unhelpful" in answer["rationale"]
     assert is_refusal("As an AI, I cannot do that")

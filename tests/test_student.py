@@ -16,13 +16,13 @@ import pytest
 
 from harness.backends.base import Subject
 from harness.backends.reward_model import RewardModelBackend, scale_distribution
-from harness.backends.rules import is_refusal
 from harness.config import load_constitution, load_model, load_suite
 from harness.engine.executor import execute
 from harness.engine.plan import BoundJudge, PairPlan, plan, plan_pairs
 from harness.engine.progress import Progress
 from harness.errors import ConfigError
 from harness.paths import project_root
+from harness.refusal import is_refusal
 from harness.schema import Case, JudgeConfig, Message, PairVerdict, Verdict
 from harness.student.artefact import StudentConfig, head_record, load_student, save_student
 from harness.student.data import HACKS, hack_pairs, load_pairs, parse_prompt, split
@@ -316,9 +316,7 @@ def test_lora_finetune_smoke_runs_on_cpu() -> None:
 @pytest.mark.slow
 def test_distill_command_trains_a_student_and_reports_pgr(tmp_path: Path) -> None:
     """``harness distill`` end to end on the 16 TruthfulQA demo pairs, with a weak teacher that is half wrong."""
-    import argparse
-
-    from harness.cli_distill import add_parser
+    from harness.cli import main
 
     pairs = [p for p in load_pairs(ROOT / "suites" / "demo.yaml") if p.principle == "honesty"]
     weak = tmp_path / "weak.jsonl"
@@ -327,9 +325,7 @@ def test_distill_command_trains_a_student_and_reports_pgr(tmp_path: Path) -> Non
             json.dumps({"id": p.id, "p_chosen": float(i % 2)}) + "\n" for i, p in enumerate(pairs)
         )
     )
-    parser = argparse.ArgumentParser()
-    add_parser(parser.add_subparsers())
-    args = parser.parse_args(
+    code = main(
         [
             "distill",
             str(ROOT / "suites" / "demo.yaml"),
@@ -353,7 +349,7 @@ def test_distill_command_trains_a_student_and_reports_pgr(tmp_path: Path) -> Non
             str(tmp_path / "s"),
         ]
     )
-    assert args.func(args) == 0
+    assert code == 0
     loaded = load_student(tmp_path / "s")
     assert (
         list(loaded.heads) == ["honesty"]

@@ -21,8 +21,6 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
 from harness.backends.base import BackendRequest  # noqa: E402
-from harness.backends.batching import Batch, PrefixStore, ThreadTuner, common_prefix, plan_batches  # noqa: E402
-from harness.backends.model_cache import WEIGHTS, converted_dir, resolve_source  # noqa: E402
 from harness.backends.transformers import (  # noqa: E402
     TransformersBackend,
     TransformersOptions,
@@ -31,6 +29,8 @@ from harness.backends.transformers import (  # noqa: E402
 )
 from harness.errors import ConfigError  # noqa: E402
 from harness.judging.pointwise import Style, build_request, distribution_from_logprobs, read_score  # noqa: E402
+from harness.local.batching import Batch, PrefixStore, ThreadTuner, common_prefix, plan_batches  # noqa: E402
+from harness.local.model_cache import WEIGHTS, converted_dir, resolve_source  # noqa: E402
 from harness.schema import Candidate, Case, Message, Principle  # noqa: E402
 
 TOL = 1e-4
@@ -387,7 +387,7 @@ def test_conversion_cache_loads_the_same_model_as_the_gguf_file(tmp_path: Path):
 RACE = """
 import sys, threading
 import torch
-from harness.backends.model_cache import load_model, resolve_source
+from harness.local.model_cache import load_model, resolve_source
 source, barrier, errors = resolve_source("embedded:smollm2", None), threading.Barrier(3), []
 def load():
     barrier.wait()

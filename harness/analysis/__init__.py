@@ -1,0 +1,1 @@
+"""Numbers from run folders: score summaries, comparisons, agreement, sequential intervals, statistics."""

@@ -63,7 +63,7 @@ def _hard_row(
     agree = label_agreement(pred, truth)
     ties = pred.count("tie")
     hits = sum(p == t for p, t in zip(pred, truth, strict=True)) + ties / 2
-    lo, hi = wilson_interval(hits, len(truth))  # type: ignore[arg-type]
+    lo, hi = wilson_interval(hits, len(truth))
     return {
         "judge": judge,
         "principle": principle,
@@ -195,8 +195,10 @@ def human_agreement(run: RunData, seed: int = 0) -> pd.DataFrame:
 
 
 def human_agreement_by_tag(run: RunData, seed: int = 0) -> pd.DataFrame:
-    """``human_agreement`` for the labelled cases of each tag separately (a suite mixing sources, e.g. LLMBar and
-    MT-Bench, gets one block per source), with a leading ``tag`` column."""
+    """``human_agreement`` per case tag, with a leading ``tag`` column.
+
+    A suite mixing sources (e.g. LLMBar and MT-Bench) gets one block per source.
+    """
     labelled = run.labelled_cases()
     tags = sorted({t for c in labelled for t in c.tags})
     blocks = []

@@ -25,6 +25,7 @@ prompts differ, so a judge change is not mistaken for a model change.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import xml.etree.ElementTree as ET
@@ -88,10 +89,6 @@ class Comparison:
     options: CompareOptions = field(default_factory=CompareOptions)
     warnings: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
-
-    @property
-    def regressions(self) -> pd.DataFrame:
-        return self.rows[self.rows["regression"]]
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able data for the HTML report (NaN as None)."""
@@ -178,10 +175,14 @@ CASE_COLS = [
 def _group_stats(
     case: np.ndarray, flips: tuple[int, ...], options: CompareOptions
 ) -> dict[str, Any]:
-    """Statistics of one principle × judge from its per-case means (columns of CASE_COLS) and its units'
-    (n_units, b, c) pass/fail counts."""
+    """Statistics of one principle × judge.
+
+    From its per-case means (columns of CASE_COLS) and its units' (n_units, b, c) pass/fail counts.
+    """
     sb, sc, nb, nc, pb, pc = case.T
-    p_kw = {"alternative": "less", "n_perm": options.n_perm, "seed": options.seed}
+    p_less = functools.partial(
+        paired_permutation_test, alternative="less", n_perm=options.n_perm, seed=options.seed
+    )
     lo, hi = paired_bootstrap_ci(
         sb, sc, n_boot=options.n_boot, seed=options.seed, level=1 - options.alpha
     )
@@ -195,7 +196,7 @@ def _group_stats(
         "delta_norm": (nc - nb).mean(),
         "ci_low": lo,
         "ci_high": hi,
-        "p_value": paired_permutation_test(sb, sc, **p_kw),  # type: ignore[arg-type]
+        "p_value": p_less(sb, sc),
         "n_units": n_units,
         "base_pass": pb.mean(),
         "cand_pass": pc.mean(),
@@ -204,7 +205,7 @@ def _group_stats(
         "c": c,
         "mcnemar_p": mcnemar(b, c, alternative="less"),
         # H0: the drop is at most max_drop (for max_drop 0 and pass rates: McNemar's exact test)
-        "gate_p": paired_permutation_test(gate_base - options.max_drop, gate_cand, **p_kw),  # type: ignore[arg-type]
+        "gate_p": p_less(gate_base - options.max_drop, gate_cand),
     }
 
 
@@ -271,20 +272,6 @@ def compare_units(
         )
         frame = frame.drop(columns="_r")
     return frame.reset_index(drop=True)[ROW_COLUMNS]
-
-
-def compare_frames(
-    base: pd.DataFrame,
-    cand: pd.DataFrame,
-    constitution: Constitution,
-    options: CompareOptions | None = None,
-    cand_constitution: Constitution | None = None,
-) -> pd.DataFrame:
-    """Per principle × judge comparison of two verdict tables (the statistical core of :func:`compare_runs`)."""
-    options = options or CompareOptions()
-    b, c, _ = align_generators(base, cand)
-    units = paired_units(b, c, constitution, cand_constitution or constitution)
-    return compare_units(units, options, [p.id for p in constitution.principles])
 
 
 # --------------------------------------------------------------------------- runs

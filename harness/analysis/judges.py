@@ -74,7 +74,7 @@ def _human(run: RunData) -> dict[str, tuple[int, float, float, float]]:
         hits_n[1] += n
     out = {}
     for judge, (hits, total) in pooled.items():
-        lo, hi = wilson_interval(hits, int(total))  # type: ignore[arg-type]  # half hits from ties
+        lo, hi = wilson_interval(hits, int(total))  # half hits from ties
         out[judge] = (int(total), hits / total, lo, hi)
     return out
 

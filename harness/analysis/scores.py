@@ -16,7 +16,7 @@ import math
 
 import numpy as np
 import pandas as pd
-from scipy.stats import norm
+from scipy.stats import binomtest, norm
 
 from harness.schema import Constitution
 
@@ -42,16 +42,17 @@ BLOCK_CELLS = 4_000_000  # resample counts held at once (resamples × cases): bo
 # --------------------------------------------------------------------------- interval primitives
 
 
-def wilson_interval(k: int, n: int, level: float = 0.95) -> tuple[float, float]:
-    """Wilson score interval for a proportion of k successes in n trials (NaNs when n == 0)."""
+def wilson_interval(hits: float, n: int, level: float = 0.95) -> tuple[float, float]:
+    """SciPy's Wilson score interval for ``hits`` successes in ``n`` trials (NaNs when n == 0).
+
+    ``hits`` may end in .5 (a tie counted half a hit): the interval then runs from the lower end for
+    the whole count below to the upper end for the whole count above.
+    """
     if n == 0:
         return math.nan, math.nan
-    z = float(norm.ppf(0.5 + level / 2))
-    p = k / n
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return max(0.0, centre - half), min(1.0, centre + half)
+    low = binomtest(math.floor(hits), n).proportion_ci(level, method="wilson").low
+    high = binomtest(math.ceil(hits), n).proportion_ci(level, method="wilson").high
+    return float(low), float(high)
 
 
 def resample_counts(n: int, n_boot: int, rng: np.random.Generator) -> np.ndarray:
@@ -143,8 +144,10 @@ def summary(
     seed: int = 0,
     level: float = 0.95,
 ) -> pd.DataFrame:
-    """One row per (judge, principle, generator): counts, mean score with bootstrap CI, pass rate with
-    Wilson CI, and mean normalized score. Principles in constitution order."""
+    """One row per (judge, principle, generator), principles in constitution order.
+
+    Columns: counts, mean score with bootstrap CI, pass rate with Wilson CI, mean normalized score.
+    """
     if verdicts.empty:
         return pd.DataFrame(columns=SUMMARY_COLUMNS)
     status = verdicts.groupby(KEYS)["status"].value_counts().unstack(fill_value=0)

@@ -63,10 +63,6 @@ class SequentialResult:
     n: int
     stop: bool
 
-    @property
-    def half_width(self) -> float:
-        return (self.hi - self.lo) / 2
-
 
 def update(state: SequentialState, x: float) -> SequentialState:
     """The state after one more value x in [0, 1]."""
@@ -93,8 +89,10 @@ def update(state: SequentialState, x: float) -> SequentialState:
 
 
 def confidence_sequence(x: np.ndarray, alpha: float = 0.05) -> tuple[np.ndarray, np.ndarray]:
-    """Lower and upper PrPl-EB bounds after each of the values in [0, 1] along the last axis (any leading
-    axes are independent streams, for simulation)."""
+    """Lower and upper PrPl-EB bounds after each of the values in [0, 1] along the last axis.
+
+    Any leading axes are independent streams (for simulation).
+    """
     x = np.asarray(x, float)
     t = np.arange(1, x.shape[-1] + 1)
     mu = (0.5 + np.cumsum(x, axis=-1)) / (t + 1)
@@ -164,13 +162,3 @@ def convergence_curve(
         }
     )
     return frame.assign(half_width=(frame["hi"] - frame["lo"]) / 2)
-
-
-def stopping_time(
-    x: np.ndarray, target_half_width: float, *, alpha: float = 0.05, min_n: int = 1
-) -> np.ndarray:
-    """For streams of [0, 1] values (rows), the first n at which the half-width is at most the target
-    (the stream length when never), for simulations of calls saved."""
-    lo, hi = confidence_sequence(np.atleast_2d(x), alpha)
-    ok = ((hi - lo) / 2 <= target_half_width) & (np.arange(1, lo.shape[-1] + 1) >= min_n)
-    return np.where(ok.any(axis=-1), ok.argmax(axis=-1) + 1, lo.shape[-1])

@@ -108,7 +108,8 @@ class Backend(ABC):
     @classmethod
     def secret_uses(cls, options: BaseModel, judge: str) -> list[SecretUse]:
         """The secrets a judge with these options would send, and where; asked before it is built,
-        so that the harness can refuse (or announce) them before any is read."""
+        so that the harness can refuse (or announce) them before any is read.
+        """
         return []
 
     def covers(self, principle: str) -> bool:
@@ -128,8 +129,11 @@ class Backend(ABC):
         return False
 
     def size(self) -> dict[str, int]:
-        """Parameter counts, when known: ``parameters`` (all weights used to judge) and ``trained_parameters``
-        (those fitted for judging, for a distilled student). Empty when the model was never loaded."""
+        """Parameter counts, when known; empty when the model was never loaded.
+
+        ``parameters``: all weights used to judge; ``trained_parameters``: those fitted for judging
+        (for a distilled student).
+        """
         return {}
 
     @abstractmethod
@@ -138,7 +142,8 @@ class Backend(ABC):
 
     async def probe(self) -> str | None:
         """Ask the server for the model's fingerprint before planning (it joins :meth:`identity`);
-        None where there is none. Backends without a server have nothing to ask."""
+        None where there is none. Backends without a server have nothing to ask.
+        """
         return None
 
     async def aclose(self) -> None:  # noqa: B027 - optional hook: most backends hold nothing to release

@@ -190,7 +190,8 @@ class OpenAIBackend(Backend):
 
     def identity(self) -> dict[str, Any]:
         """Options that change answers, with the URL redacted (rotating a password keeps the cache),
-        plus the user's ``revision`` and the server's model fingerprint when there are any."""
+        plus the user's ``revision`` and the server's model fingerprint when there are any.
+        """
         found = super().identity()
         found["base_url"] = redact_url(self.options.base_url)
         for unset in ("revision", "fingerprint"):
@@ -464,7 +465,7 @@ def _read_key(variable: str | None, judge: str | None) -> str | None:
 
 
 def read_choice_logprobs(logprobs: Any, choices: list[str]) -> dict[str, float] | None:
-    """log P(choice) at the first generated token, for each choice the server listed.
+    """Log P(choice) at the first generated token, for each choice the server listed.
 
     Tokens are compared after stripping whitespace (" 3" and "3" both count for "3"), keeping the most
     likely variant. Reads OpenAI's chat format (``content[0].top_logprobs``) and the legacy completions

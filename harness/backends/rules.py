@@ -16,13 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from harness.backends.base import Backend, BackendRequest, BackendResponse, Subject
 from harness.errors import JudgeError
-
-REFUSAL_PATTERNS = [
-    r"\bI(?:'m| am) (?:sorry|afraid)\b.{0,40}\b(?:can(?:'|no)t|unable|won't)\b",
-    r"\bI (?:can(?:'|no)t|won't|will not|am unable to|must decline to) (?:help|assist|provide|do that|comply|share)",
-    r"\bas an AI\b.{0,60}\b(?:can(?:'|no)t|unable|not able)\b",
-    r"\bI(?:'m| am) not (?:able|allowed|comfortable)\b",
-]
+from harness.refusal import is_refusal
 
 
 class Rule(BaseModel):
@@ -70,11 +64,6 @@ class Rule(BaseModel):
         return self
 
 
-def is_refusal(text: str) -> bool:
-    """True when the text declines the request."""
-    return any(re.search(p, text, re.I | re.S) for p in REFUSAL_PATTERNS)
-
-
 def _repeats(text: str, limit: int) -> bool:
     sentences = [
         s.strip().lower() for s in re.split(r"(?<=[.!?])\s+|\n+", text) if len(s.strip()) > 8
@@ -119,6 +108,7 @@ class RulesBackend(Backend):
     options: Options
 
     def structured(self) -> bool:
+        """Scores come as structured data, never as text to parse."""
         return True
 
     def size(self) -> dict[str, int]:
@@ -126,6 +116,7 @@ class RulesBackend(Backend):
         return {"parameters": 0}
 
     def pairwise(self) -> bool:
+        """Rules score one response at a time; they cannot compare two."""
         return False
 
     def covers(self, principle: str) -> bool:
@@ -147,6 +138,7 @@ class RulesBackend(Backend):
         return min(worst, subject.scale_max), f"Rules fired: {why}."
 
     async def complete(self, requests: list[BackendRequest]) -> list[BackendResponse]:
+        """Apply the rules to each request's subject; the worst fired rule gives the score."""
         out = []
         for req in requests:
             if req.subject is None:

@@ -24,7 +24,7 @@ How a batch of requests is answered:
 Everything runs under ``torch.inference_mode``, one batch at a time (a lock), in a worker thread.
 ``latency_s`` of a response is its batch's wall time (prefix extension included) divided by the number
 of requests in the batch. torch and transformers are imported lazily: importing the harness stays cheap.
-Batch planning, the prefix store and the thread tuner live in :mod:`harness.backends.batching`.
+Loading, batch planning, the prefix store and the thread tuner live in :mod:`harness.local`.
 """
 
 from __future__ import annotations
@@ -35,16 +35,15 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from harness.backends.base import Backend, BackendRequest, BackendResponse
-from harness.backends.batching import KV, PrefixStore, ThreadTuner, overhead_tokens, plan_batches
 from harness.backends.chat_tokens import chat_pieces, fit
-from harness.backends.model_cache import LoadReport, load_model, resolve_source
-from harness.errors import ConfigError, JudgeError
+from harness.errors import JudgeError
+from harness.local.batching import KV, PrefixStore, ThreadTuner, overhead_tokens, plan_batches
+from harness.local.loading import LoadedModel, load_causal_lm
 
 
 class TransformersOptions(BaseModel):
@@ -107,36 +106,15 @@ def first_token(tokenizer: Any, choice: str) -> int | None:
     return ids[0] if ids else None
 
 
-def resolve_device(device: str) -> str:
-    """``auto`` becomes cuda when a GPU is visible, else cpu."""
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(
-            "backend 'transformers': device 'cuda' asked for, but torch sees no CUDA GPU"
-        )
-    return device
-
-
 class LocalModel:
     """A loaded causal LM and tokenizer that answer :class:`BackendRequest` lists."""
 
-    def __init__(
-        self,
-        model: Any,
-        tokenizer: Any,
-        device: str,
-        options: TransformersOptions,
-        report: LoadReport,
-    ):
+    def __init__(self, loaded: LoadedModel, options: TransformersOptions):
+        model, tokenizer, device = loaded.model, loaded.tokenizer, loaded.device
         self.model, self.tokenizer, self.device = model, tokenizer, device
-        self.options, self.report = options, report
+        self.options, self.report = options, loaded.report
         self.prefixes = PrefixStore()
-        self.pad_id = (
-            tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-        )
+        self.pad_id = loaded.pad_id
         self.stop_ids = _stop_ids(model, tokenizer)
         self.context = int(getattr(model.config, "max_position_embeddings", 0) or 1 << 20)
         # Sliding-window layers see a window of physical positions, which padding in the middle would shrink.
@@ -368,7 +346,7 @@ def _sync(device: str) -> None:
 
 @functools.cache
 def _default_threads() -> int:
-    """torch's own default, read once: later tuning changes what ``get_num_threads`` says."""
+    """Torch's own default, read once: later tuning changes what ``get_num_threads`` says."""
     import torch
 
     return int(torch.get_num_threads())
@@ -384,22 +362,16 @@ def _stop_ids(model: Any, tokenizer: Any) -> set[int]:
 
 def load_local_model(options: TransformersOptions, *, use_cache: bool = True) -> LocalModel:
     """Load the model the options name (GGUF through the converted-model cache unless ``use_cache`` is off)."""
-    import torch
-
-    if options.threads:
-        torch.set_num_threads(options.threads)
-    device = resolve_device(options.device)
-    source = resolve_source(options.model, options.gguf_file)
-    root = Path(options.cache_dir).expanduser() if options.cache_dir else None
-    try:
-        model, tokenizer, report = load_model(
-            source, getattr(torch, options.dtype), root, use_cache=use_cache
-        )
-    except OSError as exc:
-        raise ConfigError(
-            f"backend 'transformers': cannot load model {options.model!r}: {exc}"
-        ) from None
-    return LocalModel(model.to(device), tokenizer, device, options, report)
+    loaded = load_causal_lm(
+        options.model,
+        gguf_file=options.gguf_file,
+        device=options.device,
+        dtype=options.dtype,
+        threads=options.threads,
+        cache_dir=options.cache_dir,
+        use_cache=use_cache,
+    )
+    return LocalModel(loaded, options)
 
 
 class TransformersBackend(Backend):

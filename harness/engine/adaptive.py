@@ -35,7 +35,8 @@ class AdaptiveStop:
 
     def seed(self, done: pd.DataFrame) -> None:
         """Count verdicts already in the run folder (columns judge, principle, generator, case_id,
-        normalized, status), then stop the groups they already settle."""
+        normalized, status), then stop the groups they already settle.
+        """
         ok = done[(done["status"] != "error") & done["case_id"].isin(self.order.keys())]
         for row in ok.itertuples(index=False):
             self._add((row.judge, row.principle, row.generator), row.case_id, row.normalized)

@@ -157,7 +157,7 @@ class JudgeWorker:
             responses = await self.judge.backend.complete([i.request for i in batch])
         except TransientJudgeError as exc:
             self._released(ticket, ok=False, throttled=exc.cause == "429")
-            self.progress.retry(self.config.id, exc.cause, final=attempt == self.config.retries)
+            self.progress.retry(self.config.id, exc.cause)
             return exc
         except JudgeError as exc:
             self._released(ticket, ok=False)

@@ -58,7 +58,8 @@ _last_head: list[Any] = [None, None, b""]  # (identity, template, bytes) of the 
 
 def _head(identity: dict[str, Any], template: str) -> bytes:
     """The identity part of a cache key; planning passes one identity object per judge, so it is
-    serialised once, not per item (a rules judge's identity holds every rule)."""
+    serialised once, not per item (a rules judge's identity holds every rule).
+    """
     if _last_head[0] is not identity or _last_head[1] != template:
         text = json.dumps({"backend": identity, "template": template}, sort_keys=True, default=str)
         _last_head[:] = [identity, template, text.encode("utf-8")]
@@ -111,6 +112,7 @@ class BoundJudge:
     backend: Backend
 
     def style(self) -> Style:
+        """How prompts are built for this judge's backend (log-probs, structured output)."""
         return Style(
             logprobs=self.backend.reads_logprobs(),
             structured=self.backend.structured(),
@@ -119,6 +121,7 @@ class BoundJudge:
         )
 
     def judges(self, principle: str) -> bool:
+        """Whether this judge is asked about ``principle`` (its config and its backend agree)."""
         wanted = self.config.principles is None or principle in self.config.principles
         return wanted and self.backend.covers(principle)
 

@@ -1,5 +1,7 @@
-"""Progress for long runs: items done/total, rate, ETA, cache hits, unscored, errors, retries by cause,
-concurrency and spend; the same counts become the manifest's record of the invocation."""
+"""Progress for long runs, and the manifest's record of each invocation.
+
+Items done/total, rate, ETA, cache hits, unscored, errors, retries by cause, concurrency and spend.
+"""
 
 from __future__ import annotations
 
@@ -25,7 +27,6 @@ class JudgeTally:
     errors: int = 0
     calls: int = 0
     retries: Counter[str] = field(default_factory=Counter)
-    failed_retries: int = 0
     tokens_in: int = 0
     tokens_out: int = 0
     spend: float = 0.0
@@ -103,10 +104,9 @@ class Progress:
         else:
             t.spend += usd
 
-    def retry(self, judge: str, cause: str, final: bool = False) -> None:
-        """Count a failed call by cause; ``final`` when it was the item's last allowed attempt."""
+    def retry(self, judge: str, cause: str) -> None:
+        """Count a failed call by cause."""
         self.tally[judge].retries[cause] += 1
-        self.tally[judge].failed_retries += final
 
     def concurrency(self, judge: str, limit: int, maximum: int, lowest: int) -> None:
         """Note the judge's current concurrency limit (cut on 429, grown back while healthy)."""

@@ -51,7 +51,6 @@ VERSIONED = [
     "torch",
     "transformers",
     "aiohttp",
-    "httpx",
     "pandas",
     "numpy",
 ]

@@ -121,6 +121,7 @@ def config_files(formats: list[str]) -> dict[str, str]:
 
 
 def size_category(n: int) -> str:
+    """The Hugging Face ``size_categories`` bucket of ``n`` rows."""
     for limit, label in (
         (1_000, "n<1K"),
         (10_000, "1K<n<10K"),

@@ -1,5 +1,7 @@
-"""``harness export preferences``: write a run's preference pairs in TRL's formats, the candidates table and a
-dataset card, into a folder that is replaced as a whole (never left half-written).
+"""``harness export preferences``: a run's preference pairs in TRL's formats, and more.
+
+Writes the pairs, the candidates table and a dataset card into a folder that is replaced as a whole
+(never left half-written).
 
 Files (``--format`` picks among the first four; the rest are always written)::
 
@@ -62,10 +64,10 @@ Key = tuple[str, ...]
 
 
 def prompt_text(case: Case) -> str:
-    """The prompt as one string: a lone user turn is its content; a conversation is a transcript.
+    r"""The prompt as one string: a lone user turn is its content; a conversation is a transcript.
 
     A transcript has one paragraph per turn, ``Human: ...``, ``Assistant: ...`` or ``System: ...`` (the
-    HH-RLHF convention), separated by blank lines and ending ``\\n\\nAssistant: `` so prompt + response reads on.
+    HH-RLHF convention), separated by blank lines and ending ``\n\nAssistant: `` so prompt + response reads on.
     """
     messages = case.messages()
     if len(messages) == 1 and messages[0].role == "user":
@@ -286,6 +288,7 @@ def arrow_type(column: str, conversational: bool = False) -> pa.DataType:
 
 
 def schema(columns: list[str], conversational: bool = False) -> pa.Schema:
+    """The Arrow schema of a file with these columns."""
     return pa.schema([(c, arrow_type(c, conversational)) for c in columns])
 
 
@@ -488,3 +491,16 @@ def _swap(tmp: Path, out: Path) -> None:
     os.replace(out, old)
     os.replace(tmp, out)
     shutil.rmtree(old, ignore_errors=True)
+
+
+def counts_text(summary: dict[str, Any]) -> str:
+    """Considered, dropped per policy and kept pairs, as plain text."""
+    c = summary["counts"]
+    by = ", ".join(f"{n} {s}" for s, n in c["considered_by_source"].items() if n)
+    lines = [
+        f"judge: {summary['judge'] or '-'} ({summary['source'] or 'revisions only'})",
+        f"pairs considered: {c['considered']} ({by})",
+    ]
+    lines += [f"  dropped {step}: {n}" for step, n in c["dropped"].items() if n]
+    lines.append(f"pairs kept: {c['kept']}")
+    return "\n".join(lines)

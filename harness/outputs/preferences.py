@@ -103,14 +103,17 @@ class Decision:
 
     @property
     def a_chosen(self) -> bool:
+        """Whether ``a`` is the chosen side (a tie or no probability keeps it)."""
         return self.p_a is None or self.p_a >= 0.5
 
     @property
     def soft_label(self) -> float | None:
+        """P(chosen better), from the chosen side's view."""
         return None if self.p_a is None else max(self.p_a, 1 - self.p_a)
 
     @property
     def margin(self) -> float | None:
+        """|2p - 1|: 0 for a coin flip, 1 for a certain preference."""
         return None if self.p_a is None else abs(2 * self.p_a - 1)
 
 
@@ -127,7 +130,10 @@ def judges_with_data(run: RunData) -> dict[str, list[str]]:
             else []
         )
 
-    return {"pairwise": ids(run.with_rationale(PAIRS)), "pointwise": ids(run.with_rationale(VERDICTS))}
+    return {
+        "pairwise": ids(run.with_rationale(PAIRS)),
+        "pointwise": ids(run.with_rationale(VERDICTS)),
+    }
 
 
 def select(run: RunData, options: ExportOptions) -> tuple[str | None, Source | None]:
@@ -251,7 +257,8 @@ def pairwise_pairs(
 def pointwise_cells(run: RunData, judge: str | None) -> Cells:
     """The judge's scored verdicts by (case, generator, principle): score, normalized, distribution, rationale.
 
-    Repeated verdicts on one cell (not expected) are averaged; the first distribution is kept."""
+    Repeated verdicts on one cell (not expected) are averaged; the first distribution is kept.
+    """
     v = (
         run.with_rationale(VERDICTS)[run.with_rationale(VERDICTS)["judge"] == judge]
         if judge is not None
@@ -445,8 +452,10 @@ def _thresholds(d: Decision, options: ExportOptions) -> Decision | str:
 
 
 def _not_better(pair: Pair, p: float | None, band: float) -> bool:
-    """A re-judged revision is kept only if not judged worse; the probability, when present, rules
-    (so a tie follows --ties), else the row's ``confirmed`` flag."""
+    """Whether a re-judged revision was judged worse (then it is dropped).
+
+    The probability, when present, rules (so a tie follows --ties), else the row's ``confirmed`` flag.
+    """
     return pair.confirmed is False if p is None else p < 0.5 - band - EPS
 
 

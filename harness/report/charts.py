@@ -1,4 +1,7 @@
-"""Small inline-SVG charts for report sections: a line with a shaded band, and optional labelled points.
+"""Every chart of the report, as inline SVG.
+
+Mean score per principle (dot and whisker), a line with a shaded band and optional labelled points,
+and horizontal bars.
 
 Only numbers and our own labels go into the SVG; any text is escaped.
 """
@@ -8,8 +11,15 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
+import pandas as pd
 from markupsafe import Markup, escape
+
+from harness.schema import Constitution
+
+# Okabe-Ito: distinguishable with the common colour-vision deficiencies, readable on white.
+PALETTE = ["#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#000000", "#999933"]
 
 
 @dataclass
@@ -23,23 +33,26 @@ class Frame:
     pad: int = 34
 
     def x(self, v: float) -> float:
+        """Horizontal pixel position of data value ``v``."""
         lo, hi = self.x_range
         return self.pad + (v - lo) / ((hi - lo) or 1) * (self.width - self.pad - 8)
 
     def y(self, v: float) -> float:
+        """Vertical pixel position of data value ``v`` (up is larger)."""
         lo, hi = self.y_range
         return (
             self.height - self.pad + 6 - (v - lo) / ((hi - lo) or 1) * (self.height - self.pad - 6)
         )
 
 
-def _range(values: Sequence[float]) -> tuple[float, float]:
+def _range(values: Sequence[float], margin: float = 0.05) -> tuple[float, float]:
+    """The values' span, widened by ``margin`` of it on each side (by 0.5 when all are equal)."""
     good = [v for v in values if not math.isnan(v)]
     if not good:
         return 0.0, 1.0
     lo, hi = min(good), max(good)
-    margin = (hi - lo) * 0.05 or 0.5
-    return lo - margin, hi + margin
+    pad = (hi - lo) * margin if hi > lo else 0.5
+    return lo - pad, hi + pad
 
 
 def _path(f: Frame, xs: Sequence[float], ys: Sequence[float]) -> str:
@@ -84,17 +97,14 @@ def line_chart(
     ylabel: str,
     title: str,
     points: Sequence[tuple[float, float, str]] = (),
-    width: int = 300,
-    height: int = 180,
+    width: int = 460,
+    height: int = 220,
 ) -> Markup:
     """A line with a shaded interval band, optional labelled points, axes with end labels."""
     y_all = [*ys, *lo, *hi, *(p[1] for p in points)]
-    f = Frame(width, height, _range([*xs, *(p[0] for p in points)]), _range(y_all))
-    dots = "".join(
-        f'<circle cx="{f.x(px):.1f}" cy="{f.y(py):.1f}" r="3" fill="#0072B2"/>'
-        f'<text x="{f.x(px) + 4:.1f}" y="{f.y(py) - 4:.1f}" font-size="9">{escape(label)}</text>'
-        for px, py, label in points
-    )
+    # the x axis spans the data exactly: its end labels are the first and last x (1 and n verdicts)
+    f = Frame(width, height, _range([*xs, *(p[0] for p in points)], margin=0.0), _range(y_all))
+    dots = "".join(_labelled_dot(f, px, py, label) for px, py, label in points)
     svg = (
         f'<svg class="mini" viewBox="0 0 {width} {height}" width="{width}" height="{height}" role="img">'
         f"<title>{escape(title)}</title>"
@@ -103,6 +113,18 @@ def line_chart(
         f"{dots}{_axes(f, xlabel, ylabel)}</svg>"
     )
     return Markup(svg)
+
+
+def _labelled_dot(f: Frame, px: float, py: float, label: str) -> str:
+    """A point with its label, written leftwards in the right half so it stays inside the chart."""
+    x, y = f.x(px), f.y(py)
+    right = x > (f.pad + f.width) / 2
+    tx, anchor = (x - 4, "end") if right else (x + 4, "start")
+    return (
+        f'<circle cx="{x:.1f}" cy="{y:.1f}" r="3" fill="#0072B2"/>'
+        f'<text x="{tx:.1f}" y="{y - 4:.1f}" font-size="9" text-anchor="{anchor}">'
+        f"{escape(label)}</text>"
+    )
 
 
 def bar_chart(
@@ -118,8 +140,11 @@ def bar_chart(
     fmt: str | Callable[[float], str] = "{:.3g}",
     width: int = 300,
 ) -> Markup:
-    """Horizontal bars, one per label, with optional interval whiskers, a dashed reference line and a log10
-    axis (for sizes and rates spanning decades). NaN bars are left empty and say "n/a"."""
+    """Horizontal bars, one per label; NaN bars are left empty and say "n/a".
+
+    Optional: interval whiskers, a dashed reference line, and a log10 axis (for sizes and rates
+    spanning decades).
+    """
     show = fmt if callable(fmt) else fmt.format
 
     def t(v: float) -> float:
@@ -180,6 +205,98 @@ def bar_chart(
     return Markup(
         f'<svg class="mini" viewBox="0 0 {width} {height}" width="{width}" height="{height}" role="img">'
         f"<title>{escape(title)}</title>{''.join(parts)}</svg>"
+    )
+
+
+# --------------------------------------------------------------------------- mean score per principle
+
+
+def score_chart(
+    table: pd.DataFrame,
+    constitution: Constitution,
+    judge: str,
+    generators: list[str],
+    colours: dict[str, str],
+) -> Markup:
+    """Dot-and-whisker plot of mean score with CI per principle for one judge, as inline SVG."""
+    rows = table[table["judge"] == judge]
+    principles = [p for p in constitution.principles if p.id in set(rows["principle"])]
+    top = max((p.scale_max for p in constitution.principles), default=5)
+    band = 12 * len(generators) + 16
+    width, left, right, head = 520, 120, 16, 10
+    height = head + band * len(principles) + 44
+    x = _scale(1, top, left, width - right)
+    parts = [_axis(x, top, head, head + band * len(principles))]
+    for i, principle in enumerate(principles):
+        y0 = head + i * band
+        parts.append(
+            _principle_band(
+                principle.id, principle.pass_threshold, x, y0, band, left, width - right, i
+            )
+        )
+        for j, gen in enumerate(generators):
+            hit = rows[(rows["principle"] == principle.id) & (rows["generator"] == gen)]
+            if not hit.empty:
+                parts.append(_dot(hit.iloc[0].to_dict(), x, y0 + 14 + 12 * j, colours[gen]))
+    label = f"Mean score per principle for judge {judge}, with 95% bootstrap confidence intervals"
+    return Markup(
+        f'<svg class="chart" viewBox="0 0 {width} {height}" width="{width}" height="{height}" role="img" '
+        f'aria-label="{escape(label)}">{"".join(parts)}</svg>'
+    )
+
+
+def _scale(lo: float, hi: float, x0: float, x1: float) -> Callable[[float], float]:
+    return lambda v: x0 + (v - lo) / (hi - lo) * (x1 - x0)
+
+
+def _axis(x: Callable[[float], float], top: int, y0: int, y1: int) -> str:
+    """Vertical gridlines at each rubric score, tick labels and the axis title."""
+    ticks = "".join(
+        f'<line class="grid" x1="{x(k):.1f}" x2="{x(k):.1f}" y1="{y0}" y2="{y1}"/>'
+        f'<text class="tick" x="{x(k):.1f}" y="{y1 + 14}" text-anchor="middle">{k}</text>'
+        for k in range(1, top + 1)
+    )
+    mid = (x(1) + x(top)) / 2
+    title = f'<text class="axis-title" x="{mid:.1f}" y="{y1 + 34}" text-anchor="middle">Mean score (95% CI)</text>'
+    return ticks + title
+
+
+def _principle_band(
+    pid: str,
+    threshold: float,
+    x: Callable[[float], float],
+    y0: int,
+    band: int,
+    x0: int,
+    x1: int,
+    i: int,
+) -> str:
+    """A principle's row: shaded background on alternate rows, its label and its pass threshold."""
+    shade = (
+        f'<rect class="band" x="{x0}" y="{y0}" width="{x1 - x0}" height="{band}"/>'
+        if i % 2 == 0
+        else ""
+    )
+    label = f'<text class="label" x="{x0 - 8}" y="{y0 + band / 2 + 4:.1f}" text-anchor="end">{escape(pid)}</text>'
+    tx = x(threshold)
+    mark = (
+        f'<line class="threshold" x1="{tx:.1f}" x2="{tx:.1f}" y1="{y0 + 2}" y2="{y0 + band - 2}">'
+        f"<title>pass threshold {threshold:g}</title></line>"
+    )
+    return shade + label + mark
+
+
+def _dot(r: dict[str, Any], x: Callable[[float], float], y: float, colour: str) -> str:
+    """One generator's mean with its whisker, and a tooltip with the numbers."""
+    if pd.isna(r["mean"]):
+        return ""
+    tip = escape(
+        f"{r['generator']}: {r['mean']:.2f} [{r['ci_low']:.2f}, {r['ci_high']:.2f}], n={r['n']}"
+    )
+    return (
+        f"<g><title>{tip}</title>"
+        f'<line x1="{x(r["ci_low"]):.1f}" x2="{x(r["ci_high"]):.1f}" y1="{y}" y2="{y}" stroke="{colour}" '
+        f'stroke-width="2"/><circle cx="{x(r["mean"]):.1f}" cy="{y}" r="4.5" fill="{colour}"/></g>'
     )
 
 

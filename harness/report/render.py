@@ -2,7 +2,7 @@
 
 `render_report` reads a run folder (through :func:`harness.rundir.read_run` only) and writes
 ``report.html`` beside it. The page opens offline: stylesheet and script are inlined, charts are inline
-SVG drawn here, and nothing refers to any URL. All model and judge text goes through Jinja's
+SVG (drawn by :mod:`harness.report.charts`), and nothing refers to any URL. All model and judge text goes through Jinja's
 autoescaping; a Content-Security-Policy that allows only the page's own script (by hash) is a second
 line of defence should an unescaped path ever slip in.
 """
@@ -21,16 +21,15 @@ from typing import Any
 
 import pandas as pd
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
-from markupsafe import Markup, escape
+from markupsafe import Markup
 
 from harness.analysis.scores import overall, summary
 from harness.analysis.triage import MAX_CASES, cases_to_read
+from harness.report.charts import PALETTE, score_chart
 from harness.report.sections import sections
 from harness.rundir import REPORT, RunData, read_run, write_atomic
-from harness.schema import Case, Constitution, HumanPreference
+from harness.schema import Case, HumanPreference
 
-# Okabe-Ito: distinguishable with the common colour-vision deficiencies, readable on white.
-PALETTE = ["#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#000000", "#999933"]
 STATUSES = ("scored", "unscored", "error")
 RAW_PREVIEW = 400  # characters of a judge's raw answer shown beside an unscored verdict
 
@@ -41,6 +40,12 @@ def render_report(run: RunData | Path | str) -> Path:
     path = run.root / REPORT
     write_atomic(path, render_html(run))
     return path
+
+
+def save_comparison(cand: Path, data: dict[str, object]) -> Path:
+    """Keep a comparison in the candidate's run folder and rebuild its report with that section."""
+    write_atomic(cand / "comparison.json", json.dumps(data, indent=2, allow_nan=False, default=str))
+    return render_report(cand)
 
 
 def render_html(run: RunData) -> str:
@@ -108,7 +113,7 @@ def _context(run: RunData) -> dict[str, Any]:
         "judges": [_judge_view(run, j) for j in judges],
         "colours": colours,
         "summary": _summary_views(table, totals, judges, generators),
-        "charts": [_chart_svg(table, run.constitution, j, generators, colours) for j in judges],
+        "charts": [score_chart(table, run.constitution, j, generators, colours) for j in judges],
         "cases": _case_views(run, judges),
         "max_cases": MAX_CASES,
         "tags": sorted({t for tags in run.case_index["tags"] for t in tags}),
@@ -210,91 +215,6 @@ def _overall_row(r: dict[str, Any]) -> dict[str, Any]:
         "overall": _fmt(r["overall"]),
         "ci": f"{_fmt(r['ci_low'])}–{_fmt(r['ci_high'])}",
     }
-
-
-# --------------------------------------------------------------------------- chart
-
-
-def _chart_svg(
-    table: pd.DataFrame,
-    constitution: Constitution,
-    judge: str,
-    generators: list[str],
-    colours: dict[str, str],
-) -> Markup:
-    """Dot-and-whisker plot of mean score with CI per principle for one judge, as inline SVG."""
-    rows = table[table["judge"] == judge]
-    principles = [p for p in constitution.principles if p.id in set(rows["principle"])]
-    top = max((p.scale_max for p in constitution.principles), default=5)
-    band = 12 * len(generators) + 16
-    width, left, right, head = 520, 120, 16, 10
-    height = head + band * len(principles) + 44
-    x = _scale(1, top, left, width - right)
-    parts = [_axis(x, top, head, head + band * len(principles))]
-    for i, principle in enumerate(principles):
-        y0 = head + i * band
-        parts.append(
-            _principle_band(
-                principle.id, principle.pass_threshold, x, y0, band, left, width - right, i
-            )
-        )
-        for j, gen in enumerate(generators):
-            hit = rows[(rows["principle"] == principle.id) & (rows["generator"] == gen)]
-            if not hit.empty:
-                parts.append(_dot(hit.iloc[0].to_dict(), x, y0 + 14 + 12 * j, colours[gen]))
-    label = f"Mean score per principle for judge {judge}, with 95% bootstrap confidence intervals"
-    return Markup(
-        f'<svg class="chart" viewBox="0 0 {width} {height}" width="{width}" height="{height}" role="img" '
-        f'aria-label="{escape(label)}">{"".join(parts)}</svg>'
-    )
-
-
-def _scale(lo: float, hi: float, x0: float, x1: float) -> Any:
-    return lambda v: x0 + (v - lo) / (hi - lo) * (x1 - x0)
-
-
-def _axis(x: Any, top: int, y0: int, y1: int) -> str:
-    """Vertical gridlines at each rubric score, tick labels and the axis title."""
-    ticks = "".join(
-        f'<line class="grid" x1="{x(k):.1f}" x2="{x(k):.1f}" y1="{y0}" y2="{y1}"/>'
-        f'<text class="tick" x="{x(k):.1f}" y="{y1 + 14}" text-anchor="middle">{k}</text>'
-        for k in range(1, top + 1)
-    )
-    mid = (x(1) + x(top)) / 2
-    title = f'<text class="axis-title" x="{mid:.1f}" y="{y1 + 34}" text-anchor="middle">Mean score (95% CI)</text>'
-    return ticks + title
-
-
-def _principle_band(
-    pid: str, threshold: float, x: Any, y0: int, band: int, x0: int, x1: int, i: int
-) -> str:
-    """A principle's row: shaded background on alternate rows, its label and its pass threshold."""
-    shade = (
-        f'<rect class="band" x="{x0}" y="{y0}" width="{x1 - x0}" height="{band}"/>'
-        if i % 2 == 0
-        else ""
-    )
-    label = f'<text class="label" x="{x0 - 8}" y="{y0 + band / 2 + 4:.1f}" text-anchor="end">{escape(pid)}</text>'
-    tx = x(threshold)
-    mark = (
-        f'<line class="threshold" x1="{tx:.1f}" x2="{tx:.1f}" y1="{y0 + 2}" y2="{y0 + band - 2}">'
-        f"<title>pass threshold {threshold:g}</title></line>"
-    )
-    return shade + label + mark
-
-
-def _dot(r: dict[str, Any], x: Any, y: float, colour: str) -> str:
-    """One generator's mean with its whisker, and a tooltip with the numbers."""
-    if _missing(r["mean"]):
-        return ""
-    tip = escape(
-        f"{r['generator']}: {r['mean']:.2f} [{r['ci_low']:.2f}, {r['ci_high']:.2f}], n={r['n']}"
-    )
-    return (
-        f"<g><title>{tip}</title>"
-        f'<line x1="{x(r["ci_low"]):.1f}" x2="{x(r["ci_high"]):.1f}" y1="{y}" y2="{y}" stroke="{colour}" '
-        f'stroke-width="2"/><circle cx="{x(r["mean"]):.1f}" cy="{y}" r="4.5" fill="{colour}"/></g>'
-    )
 
 
 # --------------------------------------------------------------------------- cases

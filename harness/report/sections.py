@@ -191,11 +191,14 @@ def _scaling(run: RunData) -> Section | None:
 
 def _thin(curve: pd.DataFrame, points: int = 200) -> pd.DataFrame:
     """At most ``points`` rows of a curve, spaced evenly in log n (the early part moves most), with
-    the last row kept: a chart of 100,000 verdicts needs no 100,000 vertices."""
+    the last row kept: a chart of 100,000 verdicts needs no 100,000 vertices.
+    """
     if len(curve) <= points:
         return curve
     at = np.unique(np.geomspace(1, len(curve), points).astype(int) - 1)
     return curve.iloc[at]
+#: Convergence charts drawn: the least settled principle × generator series (widest final interval).
+CONVERGENCE_CHARTS = 4
 
 
 def _convergence(run: RunData) -> Section | None:
@@ -207,43 +210,22 @@ def _convergence(run: RunData) -> Section | None:
     if scored.empty or len(order) < 5:
         return None
     scored["pos"] = scored["case_id"].map(order)
-    figures, rows = [], []
-    ordered = scored.sort_values("pos")
-    for (judge, principle, gen), g in ordered.groupby(
-        ["judge", "principle", "generator"], sort=False
-    ):
+    curves, rows = [], []
+    keys = ["judge", "principle", "generator"]
+    for key, g in scored.sort_values("pos").groupby(keys, sort=False):
         curve = convergence_curve(g["normalized"].to_numpy(dtype=float))
         last = curve.iloc[-1]
         curve = _thin(curve)
-        rows.append(
-            {
-                "judge": judge,
-                "principle": principle,
-                "generator": gen,
-                "n": int(last["n"]),
-                "estimate": float(last["estimate"]),
-                "half_width": float(last["half_width"]),
-            }
-        )
-        figures.append(
-            (
-                f"{judge} · {principle} · {gen}",
-                line_chart(
-                    curve["n"],
-                    curve["estimate"],
-                    curve["lo"],
-                    curve["hi"],
-                    xlabel="verdicts (n)",
-                    ylabel="normalized score",
-                    title=f"{judge} {principle} {gen} convergence",
-                    width=240,
-                    height=150,
-                ),
-            )
-        )
+        row = dict(zip(keys, key, strict=True))
+        n, estimate, half = int(last["n"]), float(last["estimate"]), float(last["half_width"])
+        rows.append({**row, "n": n, "estimate": estimate, "half_width": half})
+        curves.append((half, " · ".join(row.values()), curve))
+    widest = sorted(curves, key=lambda c: -c[0])[:CONVERGENCE_CHARTS]
     note = (
-        "Running mean of the normalized score with its anytime-valid 95% confidence sequence (empirical "
-        "Bernstein), in judging order; `--target-ci W` stops a principle × generator once the half-width < W."
+        "Running mean of the normalized score with its anytime-valid 95% confidence sequence "
+        "(empirical Bernstein), in judging order; `--target-ci W` stops a principle × generator "
+        f"once the half-width < W. Charts: the {len(widest)} of {len(curves)} series with the "
+        "widest final interval (the least settled)."
     )
     section = table_section(
         "convergence",
@@ -253,8 +235,21 @@ def _convergence(run: RunData) -> Section | None:
         "harness.analysis.sequential.convergence_curve",
     )
     if section is not None:
-        section.figures = figures
+        section.figures = [(name, _convergence_chart(name, c)) for _, name, c in widest]
     return section
+
+
+def _convergence_chart(name: str, curve: pd.DataFrame) -> Markup:
+    """The running estimate and its confidence band against the number of verdicts."""
+    return line_chart(
+        curve["n"],
+        curve["estimate"],
+        curve["lo"],
+        curve["hi"],
+        xlabel="verdicts (n)",
+        ylabel="normalized score",
+        title=f"{name} convergence",
+    )
 
 
 def _judges(run: RunData) -> Section | None:

@@ -185,7 +185,7 @@ def load_student(ref: str | Path) -> Student:
             raise ConfigError(f"student {ref!r}: {WEIGHTS} lacks {exc.args[0]}") from None
         heads[rec.name] = LinearHead(
             rec.name,
-            [tuple(b) for b in rec.blocks],  # type: ignore[misc]
+            [(str(pool), int(layer)) for pool, layer in rec.blocks],
             a["mean"],
             a["scale"],
             a["weight"],

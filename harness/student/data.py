@@ -20,8 +20,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from harness.backends.rules import is_refusal
 from harness.errors import ConfigError
+from harness.refusal import is_refusal
 from harness.schema import Message, Role
 
 #: Reward-hacking responses that must never beat a genuine answer.

@@ -1,177 +1,291 @@
-"""Distillation jobs: turn preference pairs into a student head, and measure it on held-out pairs.
+"""Distillation: train a student reward model on preference pairs and write the student artefact.
 
-Shared by ``harness distill``, ``scripts/train_embedded_student.py`` and ``bench/student_eval.py``, so the
-shipped numbers and the command's numbers come from one code path.
+:func:`distill` is the one train-and-save path: ``harness distill`` (pairs from files, through
+:func:`jobs_from_files`) and ``scripts/train_embedded_student.py`` (pairs from the public data) both
+call it. One head is trained per job; each job's held-out pairs are never trained on, and the training
+card reports accuracy on them with a 95 % CI. With weak labels, the performance gap recovered (PGR) is
+measured against a student trained on the gold labels of the same pairs.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
-from typing import Any
+import hashlib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
-from harness.student.data import Pair
-from harness.student.evaluate import correctness, hack_rates, pair_accuracy, pgr
-from harness.student.features import FeatureExtractor
-from harness.student.train import HeadData, LinearHead, TrainConfig, train_head
+from harness.errors import ConfigError
+from harness.student.artefact import StudentConfig, head_record, save_student, to_json
+from harness.student.data import (
+    DEFAULT_HACKS,
+    Pair,
+    hack_pairs,
+    load_pairs,
+    read_weak_labels,
+    split,
+    with_weak_labels,
+)
+from harness.student.features import FeatureExtractor, FeatureSpec, MemoryCache
+from harness.student.jobs import (
+    HeadJob,
+    evaluate_head,
+    head_data,
+    relabel,
+    run_job,
+    weak_to_strong,
+)
+from harness.student.train import FinetunePair, LinearHead, LoraConfig, TrainConfig, finetune_bt
 
 Log = Callable[[str], None]
+#: Metrics of one head: held-out accuracy, hack rates, PGR (JSON-ready after :func:`to_json`).
+Metrics = dict[str, dict[str, object]]
+#: Held-out pairs per head whose hacked versions probe the student for reward hacking.
+PROBE_PAIRS = 20
+
+
+@dataclass(frozen=True)
+class PairFiles:
+    """Where ``harness distill`` takes its pairs from, and how it splits them."""
+
+    inputs: tuple[Path, ...]
+    heads: tuple[str, ...] = ()  # default: one per principle the pairs name
+    holdout: float = 0.2
+    weak_labels: Path | None = None  # JSONL of id, p_chosen: train on these instead
+    hacks: tuple[str, ...] = DEFAULT_HACKS
+    max_pairs: int | None = None
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class DistillOptions:
+    """What to train on, how, and where the student goes."""
+
+    jobs: tuple[HeadJob, ...]
+    output: Path
+    training: Mapping[str, object]  # the card's record of data, labels and splits
+    student_id: str | None = None  # default: the output folder's name
+    version: str = "1"
+    method: Literal["linear", "lora"] = "linear"
+    model: str = "embedded:smollm2"
+    device: Literal["cpu", "cuda", "auto"] = "auto"
+    threads: int | None = None
+    l2: float | None = None  # default: chosen by cross-validation
+    aux_confidence: float = 0.0
+    weak: Mapping[str, float] | None = None  # weak labels: measure PGR against the gold labels
+    lora: LoraConfig = field(default_factory=LoraConfig)
 
 
 @dataclass
-class HeadJob:
-    """What one head learns from and is measured on."""
+class Distilled:
+    """A written student: its folder and its held-out metrics per head."""
 
-    name: str
-    train: list[Pair]  # labelled pairs (``label`` = P(chosen better) is the training target)
-    heldout: list[Pair]  # pairs never trained on, with the labels taken as truth
-    negatives: list[Pair] = field(
-        default_factory=list
-    )  # reward-hacking negatives added to training
-    probes: list[Pair] = field(default_factory=list)  # reward-hacking probes on held-out prompts
-    gold: list[Pair] = field(
-        default_factory=list
-    )  # the training pairs with gold labels (weak-to-strong)
-
-    def counts(self) -> dict[str, int]:
-        """Pair counts for the training card."""
-        kinds = [p.kind for p in self.train]
-        return {
-            "train_pairs": kinds.count("human") + kinds.count("weak"),
-            "extra_pairs": kinds.count("extra"),
-            "hack_negatives": len(self.negatives),
-            "heldout_pairs": len(self.heldout),
-        }
+    folder: Path
+    metrics: Metrics
 
 
-def relabel(pairs: Sequence[Pair], head: str) -> list[Pair]:
-    """The pairs that carry a label for ``head``, with that label as their ``label``."""
-    out = []
-    for p in pairs:
-        label = p.label_for(head)
-        if label is not None:
-            out.append(replace(p, label=label, principle=head))
-    return out
-
-
-def pair_features(
-    extractor: FeatureExtractor, pairs: Sequence[Pair]
-) -> tuple[np.ndarray, np.ndarray]:
-    """Feature arrays of the chosen and of the rejected responses."""
-    n = len(pairs)
-    feats = extractor.extract(
-        [(p.prompt, p.chosen) for p in pairs] + [(p.prompt, p.rejected) for p in pairs]
+def distill(options: DistillOptions, log: Log | None = None) -> Distilled:
+    """Train every job's head (then the LoRA fine-tune if asked), measure, and save the student."""
+    extractor = FeatureExtractor.load(
+        FeatureSpec(model=options.model), device=options.device, threads=options.threads
     )
-    return feats[:n], feats[n:]
-
-
-def head_data(extractor: FeatureExtractor, pairs: Sequence[Pair]) -> HeadData:
-    """Training arrays of pairs (targets from ``label``; hack negatives marked as not genuine)."""
-    fc, fr = pair_features(extractor, pairs)
-    return HeadData(
-        fc,
-        fr,
-        np.array([p.label for p in pairs], dtype=float),
-        extractor.spec.layers,
-        [p.group for p in pairs],
-        np.array([not p.kind.startswith("hack") for p in pairs]),
-        window=extractor.spec.response_tokens,
+    config = TrainConfig(
+        l2=options.l2,
+        # the fine-tune adapts the last layer, so its heads read that layer's mean only
+        blocks=[("mean", extractor.spec.layers[-1])] if options.method == "lora" else None,
+        aux_confidence=options.aux_confidence,
     )
-
-
-def pair_rewards(
-    extractor: FeatureExtractor, head: LinearHead, pairs: Sequence[Pair]
-) -> tuple[np.ndarray, ...]:
-    """Rewards of the chosen and of the rejected responses, unseen-tail penalty included (as the backend does)."""
-    fc, fr = pair_features(extractor, pairs)
-    layers = extractor.spec.layers
-    uc = extractor.unseen([(p.prompt, p.chosen) for p in pairs])
-    ur = extractor.unseen([(p.prompt, p.rejected) for p in pairs])
-    return head.reward(fc, layers, uc), head.reward(fr, layers, ur)
-
-
-def margins(extractor: FeatureExtractor, head: LinearHead, pairs: Sequence[Pair]) -> np.ndarray:
-    """Reward of the truly better response minus the other's (labels below 0.5 flip the pair)."""
-    rc, rr = pair_rewards(extractor, head, pairs)
-    sign = np.array([1.0 if p.label > 0.5 else -1.0 if p.label < 0.5 else 0.0 for p in pairs])
-    return sign * (rc - rr)
-
-
-def evaluate_head(
-    extractor: FeatureExtractor,
-    head: LinearHead,
-    heldout: Sequence[Pair],
-    probes: Sequence[Pair] = (),
-) -> dict[str, Any]:
-    """Held-out accuracy with a CI (tied labels skipped), and how often genuine answers beat each hack."""
-    decided = [p for p in heldout if p.label != 0.5]
-    m = margins(extractor, head, decided)
-    out: dict[str, Any] = {"heldout": pair_accuracy(m, np.zeros_like(m))}
-    if probes:
-        pm = margins(extractor, head, probes)
-        out["hacks"] = hack_rates(
-            pm, np.zeros_like(pm), [p.kind.removeprefix("hack:") for p in probes]
+    heads: dict[str, LinearHead] = {}
+    metrics: Metrics = {}
+    hyper: dict[str, dict[str, object]] = {}
+    for job in options.jobs:
+        heads[job.name], metrics[job.name], hyper[job.name] = _train_one(
+            extractor, job, config, options.weak, log
         )
-    return out
+    state = None
+    if options.method == "lora":
+        state = _finetune(extractor, options, heads, metrics, log)
+    folder = _save(options, extractor, heads, metrics, hyper, state)
+    return Distilled(folder, to_json(metrics))
 
 
-def run_job(
-    extractor: FeatureExtractor, job: HeadJob, config: TrainConfig, log: Log | None = None
-) -> tuple[LinearHead, dict[str, Any]]:
-    """Train a head on the job's pairs plus negatives, then measure it on the held-out pairs and probes."""
-    head, report = train_head(
-        job.name, head_data(extractor, [*job.train, *job.negatives]), config, log
-    )
-    metrics = evaluate_head(extractor, head, job.heldout, job.probes)
-    return head, {**metrics, "selection": report["chosen"], "cv_best": _best_cv(report)}
-
-
-def _best_cv(report: dict[str, Any]) -> dict[str, float]:
-    chosen = report["chosen"]
-    for row in report["cv"]:
-        if row["blocks"] == chosen["blocks"] and row["l2"] == chosen["l2"]:
-            return {"logloss": row["logloss"], "accuracy": row["accuracy"]}
-    return {}
-
-
-def weak_to_strong(
+def _train_one(
     extractor: FeatureExtractor,
     job: HeadJob,
-    weak: dict[str, float],
     config: TrainConfig,
-    log: Log | None = None,
-) -> dict[str, Any]:
-    """PGR of a student trained on weak labels, against one trained on the gold labels of the same pairs.
+    weak: Mapping[str, float] | None,
+    log: Log | None,
+) -> tuple[LinearHead, dict[str, object], dict[str, object]]:
+    """One head, its metrics (PGR too with weak labels) and the hyperparameters the card lists."""
+    head, report = run_job(extractor, job, config, log)
+    metrics: dict[str, object] = {k: report[k] for k in ("heldout", "hacks") if k in report}
+    if weak is not None:
+        metrics["pgr"] = weak_to_strong(extractor, job, dict(weak), config, log)
+    cv = report["cv_best"]
+    hyper = {
+        **report["selection"],
+        "cv_logloss": cv.get("logloss"),
+        "cv_accuracy": cv.get("accuracy"),
+        "folds": config.folds,
+        "grouped_by": "prompt",
+        "aux_confidence": config.aux_confidence,
+        **job.counts(),
+    }
+    if log:
+        log(f"{job.name}: held-out {to_json(metrics['heldout'])}")
+    return head, metrics, hyper
 
-    ``weak`` maps pair ids to the weak judge's P(chosen better); it must cover the training and held-out pairs.
-    The gold labels are ``job.gold`` (else ``job.train``) and the held-out labels. Both students use the same
-    training pairs and no reward-hacking negatives (those are labelled for free, and would flatter the weak
-    student); only the weak student uses the auxiliary-confidence loss.
-    """
-    heldout = [p for p in job.heldout if p.id in weak and p.label != 0.5]
-    train = [p for p in (job.gold or job.train) if p.id in weak]
-    if not heldout or not train:
-        raise ValueError("the weak labels cover none of the training or held-out pairs")
-    gold_cfg = replace(config, aux_confidence=0.0)
-    gold, _ = train_head(job.name, head_data(extractor, train), gold_cfg, log)
-    weak_train = [replace(p, label=weak[p.id], kind="weak") for p in train]
-    student, _ = train_head(job.name, head_data(extractor, weak_train), config, log)
-    sign = np.array([1.0 if p.label > 0.5 else -1.0 for p in heldout])
-    weak_credit = correctness(sign * (np.array([weak[p.id] for p in heldout]) - 0.5))
-    result = pgr(
-        weak_credit,
-        correctness(margins(extractor, student, heldout)),
-        correctness(margins(extractor, gold, heldout)),
+
+def _finetune(
+    extractor: FeatureExtractor,
+    options: DistillOptions,
+    heads: dict[str, LinearHead],
+    metrics: Metrics,
+    log: Log | None,
+) -> dict[str, np.ndarray]:
+    """LoRA Bradley–Terry fine-tune of all heads together, then re-measure on the held-out pairs."""
+    pairs = [
+        FinetunePair(
+            extractor.encode(p.prompt, p.chosen),
+            extractor.encode(p.prompt, p.rejected),
+            p.label,
+            job.name,
+        )
+        for job in options.jobs
+        for p in [*job.train, *job.negatives]
+    ]
+    state = finetune_bt(extractor, pairs, heads, options.lora, log)
+    # features of the adapted model must never be read from the frozen model's cache
+    digest = hashlib.sha256(b"".join(v.tobytes() for v in state.values())).hexdigest()[:12]
+    extractor.namespace += "-lora-" + digest
+    extractor.cache = MemoryCache()
+    for job in options.jobs:
+        head = heads[job.name]
+        data = head_data(extractor, [p for p in job.train if not p.kind.startswith("hack")])
+        rewards = np.concatenate(
+            [head.reward(data.chosen, data.layers), head.reward(data.rejected, data.layers)]
+        )
+        head.calibrate(rewards, extractor.spec.response_tokens)
+        metrics[job.name].update(evaluate_head(extractor, head, job.heldout, job.probes))
+    return state
+
+
+def _save(
+    options: DistillOptions,
+    extractor: FeatureExtractor,
+    heads: dict[str, LinearHead],
+    metrics: Metrics,
+    hyper: dict[str, dict[str, object]],
+    state: dict[str, np.ndarray] | None,
+) -> Path:
+    """Write the student folder (config, weights, training card)."""
+    training = {
+        **options.training,
+        "hyperparameters": [{"head": h, **v} for h, v in hyper.items()],
+    }
+    config = StudentConfig(
+        id=options.student_id or options.output.name,
+        version=options.version,
+        kind=options.method,
+        features=extractor.spec,
+        base_model_id=extractor.model_id,
+        heads=[head_record(heads[j.name], _number(hyper[j.name]["l2"])) for j in options.jobs],
+        lora=options.lora if state is not None else None,
+        training=to_json(training),
+        metrics=to_json(metrics),
     )
-    train_sign = np.array([1.0 if p.label > 0.5 else -1.0 if p.label < 0.5 else 0.0 for p in train])
-    weak_train_agree = float(
-        np.mean(correctness(train_sign * (np.array([weak[p.id] for p in train]) - 0.5)))
+    return save_student(options.output, config, heads, state)
+
+
+# --------------------------------------------------------------------------- pairs from files
+
+
+def jobs_from_files(source: PairFiles) -> tuple[HeadJob, ...]:
+    """One job per head: training pairs (weak labels if given), held-out pairs, negatives, probes."""
+    pairs = [p for path in source.inputs for p in load_pairs(path)]
+    weak = read_weak_labels(source.weak_labels) if source.weak_labels else None
+    return tuple(_job(pairs, head, source, weak) for head in _heads(pairs, source.heads))
+
+
+def _job(pairs: list[Pair], head: str, source: PairFiles, weak: dict[str, float] | None) -> HeadJob:
+    train, held = split(relabel(pairs, head), source.holdout, salt=f"distill:{source.seed}")
+    train = _cap(train, source.max_pairs)
+    if not train or not held:
+        raise ConfigError(
+            f"head {head!r}: {len(train)} training and {len(held)} held-out pairs; need both"
+        )
+    taught = with_weak_labels(train, weak) if weak is not None else train
+    if not taught:
+        raise ConfigError(f"--weak-labels: no id matches a training pair of head {head!r}")
+    kinds = source.hacks
+    probes = [h for k in kinds for h in hack_pairs(held[:PROBE_PAIRS], (k,))]
+    negatives = hack_pairs(train, kinds) if kinds else []
+    return HeadJob(head, taught, held, negatives, probes, gold=train)
+
+
+def _heads(pairs: Sequence[Pair], wanted: Sequence[str]) -> list[str]:
+    if wanted:
+        return list(wanted)
+    found = sorted(
+        {p.principle for p in pairs if p.principle} | {k for p in pairs for k in p.labels}
+    )
+    if not found:
+        raise ConfigError("the pairs name no principle: say which head to train with --head NAME")
+    return found
+
+
+def _cap(pairs: list[Pair], limit: int | None) -> list[Pair]:
+    """At most ``limit`` pairs, picked by a hash of their ids (the same ones on every run)."""
+    if limit is None or len(pairs) <= limit:
+        return pairs
+    return sorted(pairs, key=lambda p: hashlib.sha256(f"cap:{p.id}".encode()).hexdigest())[:limit]
+
+
+def files_record(source: PairFiles, command: str) -> dict[str, object]:
+    """What the training card says about the data, labels and split of a ``harness distill`` run."""
+    inputs = ", ".join(str(i) for i in source.inputs)
+    own = "the inputs' own chosen/rejected labels (soft_label / label_<principle> if present)"
+    weak = (
+        f"weak judge labels from {source.weak_labels}; held-out metrics against the inputs' labels"
     )
     return {
-        **result,
-        "train_pairs": len(train),
-        "weak_train_accuracy": weak_train_agree,
-        "aux_confidence": config.aux_confidence,
+        "summary": f"Trained by `harness distill` on {inputs}.",
+        "command": command,
+        "data": [{"input": str(i), "sha256": _sha(i)} for i in source.inputs],
+        "label_source": weak if source.weak_labels else own,
+        "heldout": f"{source.holdout:.0%} of prompt groups (salted hash, seed {source.seed}); "
+        "never trained on",
+        "hacks": ",".join(source.hacks) or "none",
     }
+
+
+def _sha(path: Path) -> str:
+    return "folder" if path.is_dir() else hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def metrics_lines(metrics: Metrics) -> list[str]:
+    """One line per head: held-out accuracy with its CI, and PGR when measured."""
+    lines = []
+    for name, m in metrics.items():
+        acc = _fields(m["heldout"])
+        line = (
+            f"{name}: held-out accuracy {acc['accuracy']:.3f} "
+            f"[{acc['ci_low']:.3f}, {acc['ci_high']:.3f}] (n={acc['n']:.0f})"
+        )
+        if "pgr" in m:
+            g = _fields(m["pgr"])
+            line += f"; PGR {g['pgr']:.2f} [{g['ci_low']:.2f}, {g['ci_high']:.2f}]"
+        lines.append(line)
+    return lines
+
+
+def _number(value: object) -> float:
+    assert isinstance(value, int | float)
+    return float(value)
+
+
+def _fields(value: object) -> dict[str, float]:
+    assert isinstance(value, dict)
+    return {k: float(v) for k, v in value.items() if isinstance(v, int | float)}

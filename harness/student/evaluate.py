@@ -1,5 +1,7 @@
-"""Held-out metrics of students: pair accuracy with a Wilson CI, reward-hacking probes, agreement, and the
-performance gap recovered (PGR) of weak-to-strong training with a bootstrap CI. Pure numpy, no I/O.
+"""Held-out metrics of students. Pure numpy, no I/O.
+
+Pair accuracy with a Wilson CI, reward-hacking probes, agreement, and the performance gap recovered
+(PGR) of weak-to-strong training with a bootstrap CI.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ def accuracy(credit: np.ndarray, level: float = 0.95) -> dict[str, float]:
     credit = np.asarray(credit, dtype=float)
     n = len(credit)
     k = float(credit.sum())
-    lo, hi = wilson_interval(k, n, level) if n else (math.nan, math.nan)  # type: ignore[arg-type]
+    lo, hi = wilson_interval(k, n, level)
     return {"n": n, "accuracy": k / n if n else math.nan, "ci_low": lo, "ci_high": hi}
 
 

@@ -45,7 +45,7 @@ from harness.schema import Message
 if TYPE_CHECKING:
     import torch
 
-    from harness.backends.transformers import LocalModel
+    from harness.local.loading import LoadedModel
 
 RECIPE = "pool-v1"
 POOLS = ("mean", "end")
@@ -94,9 +94,13 @@ class Encoded:
 class ArrayCache(Protocol):
     """Where computed feature arrays are kept, by key."""
 
-    def get(self, key: str) -> np.ndarray | None: ...
+    def get(self, key: str) -> np.ndarray | None:
+        """The array stored under ``key``, or None."""
+        ...
 
-    def put(self, key: str, array: np.ndarray) -> None: ...
+    def put(self, key: str, array: np.ndarray) -> None:
+        """Store ``array`` under ``key``."""
+        ...
 
 
 class MemoryCache:
@@ -220,7 +224,7 @@ class FeatureExtractor:
     def __init__(
         self,
         spec: FeatureSpec,
-        local: LocalModel,
+        local: LoadedModel,
         cache: ArrayCache | None = None,
         batch_size: int = 16,
         adapter: str = "",
@@ -247,15 +251,15 @@ class FeatureExtractor:
         disk_cache: bool = True,
         batch_size: int = 16,
     ) -> FeatureExtractor:
-        """Load the spec's model through the transformers backend's loader (GGUF converted once).
+        """Load the spec's model (GGUF converted once into the model cache).
 
         Features are cached on disk (``disk_cache``) or else in memory. On a CPU shared with other work,
         ``threads=1`` is often faster than more threads fighting over the same cores.
         """
-        from harness.backends.transformers import TransformersOptions, load_local_model
+        from harness.local.loading import load_causal_lm
 
-        options = TransformersOptions(model=spec.model, device=device, threads=threads)  # type: ignore[arg-type]
-        extractor = cls(spec, load_local_model(options), batch_size=batch_size)
+        local = load_causal_lm(spec.model, device=device, threads=threads)
+        extractor = cls(spec, local, batch_size=batch_size)
         extractor.cache = default_cache(extractor.namespace) if disk_cache else MemoryCache()
         return extractor
 

@@ -17,7 +17,6 @@ first user turn, TruthfulQA by question), and a group is never split between tra
 
 from __future__ import annotations
 
-import json
 import re
 from collections import defaultdict
 from dataclasses import dataclass, field, replace
@@ -80,10 +79,6 @@ class Dataset:
     extras: list[Pair] = field(default_factory=list)
     hacks: list[Pair] = field(default_factory=list)
     suite_rows: int = 0
-
-    def training_pairs(self) -> list[Pair]:
-        """Everything the head is trained on: human pairs, extra labelled pairs, reward-hacking negatives."""
-        return [*self.train, *self.extras, *self.hacks]
 
 
 def default_data_dir() -> Path:
@@ -198,8 +193,3 @@ def describe(ds: Dataset) -> dict[str, int]:
         "heldout_pairs": len(ds.heldout),
         "heldout_suite_rows": ds.suite_rows,
     }
-
-
-def as_json(datasets: dict[str, Dataset]) -> str:
-    """Split summary as JSON (for logs)."""
-    return json.dumps({n: describe(d) for n, d in datasets.items()})

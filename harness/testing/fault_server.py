@@ -1,8 +1,8 @@
-"""An OpenAI-compatible chat-completions server that injects faults at set rates, for tests and benchmarks.
+r"""An OpenAI-compatible chat-completions server that injects faults at set rates, for tests and benchmarks.
 
 Run it as a separate process::
 
-    python -m harness.testing.fault_server --port 0 --latency-ms 200 --rate-429 0.05 --rate-500 0.05 \\
+    python -m harness.testing.fault_server --port 0 --latency-ms 200 --rate-429 0.05 --rate-500 0.05 \
         --rate-hang 0.02 --rate-drop 0.02 --rate-malformed 0.02 --rate-truncated 0.02 --seed 1
 
 It binds 127.0.0.1 only and prints one line, ``LISTENING http://127.0.0.1:PORT``, once it accepts

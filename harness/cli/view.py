@@ -16,7 +16,7 @@ from pathlib import Path
 from harness.errors import RunError
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
+def add_parsers(sub: argparse._SubParsersAction) -> None:
     """Add the ``view`` subcommand to the ``harness`` command's subparsers."""
     p = sub.add_parser(
         "view",

@@ -1,7 +1,7 @@
 """``harness compare BASE CAND``: the regression gate for CI.
 
 Exit codes: 0 no regression, 1 at least one regression, 2 bad input (not a run folder, nothing to pair,
-bad option); the last comes from ``harness.cli.main``, which prints a ``HarnessError`` and returns 2.
+bad option); the last comes from :func:`harness.cli.main`, which prints a ``HarnessError`` and returns 2.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ def _alpha(text: str) -> float:
     return value
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
+def add_parsers(sub: argparse._SubParsersAction) -> None:
     """Add the ``compare`` subcommand to the ``harness`` command's subparsers."""
     p = sub.add_parser(
         "compare",
@@ -79,6 +79,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         to_junit,
         to_markdown,
     )
+    from harness.report.render import save_comparison
     from harness.rundir import read_run, write_atomic
 
     options = CompareOptions(
@@ -100,16 +101,5 @@ def cmd_compare(args: argparse.Namespace) -> int:
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
             write_atomic(path, text(result))
-    _into_report(args.cand, result.to_dict())
+    print(f"comparison section: {save_comparison(args.cand, result.to_dict())}")
     return 1 if result.rows["regression"].any() else 0
-
-
-def _into_report(cand: Path, data: dict[str, object]) -> None:
-    """Keep the comparison in the candidate's run folder and rebuild its report with a comparison section."""
-    import json
-
-    from harness.report.render import render_report
-    from harness.rundir import write_atomic
-
-    write_atomic(cand / "comparison.json", json.dumps(data, indent=2, allow_nan=False, default=str))
-    print(f"comparison section: {render_report(cand)}")

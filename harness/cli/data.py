@@ -1,21 +1,23 @@
-"""CLI subcommands that make data from runs: ``generate`` (sample candidates), ``revise`` (critique →
-revision) and ``agreement`` (judge vs human labels)."""
+"""CLI subcommands that make data from runs.
+
+``generate`` (sample candidates), ``revise`` (critique → revision) and ``agreement`` (judge vs human
+labels).
+"""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
 
 
-def add_parsers(sub: Any) -> None:
+def add_parsers(sub: argparse._SubParsersAction) -> None:
     """Register the subcommands on the main parser's subparsers."""
     _add_generate(sub)
     _add_revise(sub)
     _add_agreement(sub)
 
 
-def _add_generate(sub: Any) -> None:
+def _add_generate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "generate", help="sample n candidate responses per case from a generator model"
     )
@@ -36,6 +38,7 @@ def _add_generate(sub: Any) -> None:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
+    """Sample candidates and say how many were written where."""
     from harness.engine.sample import SampleOptions, sample
 
     out = sample(
@@ -55,7 +58,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_revise(sub: Any) -> None:
+def _add_revise(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "revise", help="critique responses against principles and revise them (constitutional)"
     )
@@ -83,6 +86,7 @@ def _add_revise(sub: Any) -> None:
 
 
 def cmd_revise(args: argparse.Namespace) -> int:
+    """Critique and revise, then count the revised (and confirmed) targets."""
     import json
 
     from harness.engine.revise import ReviseOptions, revise
@@ -112,7 +116,7 @@ def cmd_revise(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_agreement(sub: Any) -> None:
+def _add_agreement(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "agreement", help="judge agreement with the suite's human labels (three protocols)"
     )
@@ -127,6 +131,7 @@ def _add_agreement(sub: Any) -> None:
 
 
 def cmd_agreement(args: argparse.Namespace) -> int:
+    """Print the judges' agreement with the human labels (per tag with ``--by-tag``)."""
     from harness.analysis.agreement import human_agreement, human_agreement_by_tag
     from harness.rundir import read_run
 

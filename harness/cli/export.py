@@ -1,6 +1,6 @@
 """``harness export preferences RUN --output DIR``: the CLI side of :mod:`harness.outputs.export`.
 
-Wired into ``harness.cli.build_parser`` by ``add_parser(sub)``. Bad input raises ConfigError or RunError,
+Bad input raises ConfigError or RunError,
 which the CLI prints as one line (exit 2); an export that kept no pair is written but exits 1.
 """
 
@@ -9,10 +9,9 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
+def add_parsers(sub: argparse._SubParsersAction) -> None:
     """Add ``export`` (with its ``preferences`` subcommand) to the ``harness`` subcommands."""
     export = sub.add_parser("export", help="export a run's judgments as datasets")
     kinds = export.add_subparsers(dest="export_kind", required=True)
@@ -79,7 +78,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def cmd_export_preferences(args: argparse.Namespace) -> int:
     """Run the export and print its counts."""
-    from harness.outputs.export import export_preferences
+    from harness.outputs.export import counts_text, export_preferences
     from harness.outputs.preferences import ExportOptions
 
     options = ExportOptions(
@@ -94,7 +93,7 @@ def cmd_export_preferences(args: argparse.Namespace) -> int:
         revisions=not args.no_revisions,
     )
     result = export_preferences(args.run, args.output, options, args.format)
-    print(format_counts(result.summary))
+    print(counts_text(result.summary))
     print(f"wrote {result.out_dir} (dataset card: {result.out_dir / 'README.md'})")
     if result.summary["counts"]["kept"] == 0:
         # written all the same (the card says what dropped them), but a trainer cannot use an empty split
@@ -104,16 +103,3 @@ def cmd_export_preferences(args: argparse.Namespace) -> int:
         )
         return 1
     return 0
-
-
-def format_counts(summary: dict[str, Any]) -> str:
-    """Considered, dropped per policy and kept pairs, as plain text."""
-    c = summary["counts"]
-    by = ", ".join(f"{n} {s}" for s, n in c["considered_by_source"].items() if n)
-    lines = [
-        f"judge: {summary['judge'] or '-'} ({summary['source'] or 'revisions only'})",
-        f"pairs considered: {c['considered']} ({by})",
-    ]
-    lines += [f"  dropped {step}: {n}" for step, n in c["dropped"].items() if n]
-    lines.append(f"pairs kept: {c['kept']}")
-    return "\n".join(lines)
