@@ -147,6 +147,7 @@ def scale(n_items: int, root: Path) -> dict[str, dict[str, float]]:
 
 
 def main() -> None:
+    """Run the benchmark, or one stage of it in this process."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="100,000 items instead of 1,000,000")
     parser.add_argument("--stage", choices=sorted(STAGES), help=argparse.SUPPRESS)

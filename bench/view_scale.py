@@ -68,6 +68,7 @@ def direct_queries(root: Path) -> dict[str, Callable[[], Any]]:
 
 
 def main() -> int:
+    """Run the benchmark."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="100,000 verdicts instead of 1,000,000")
     p.add_argument("--run", type=Path, help="synthetic run folder to reuse (written if missing)")

@@ -130,10 +130,12 @@ class SecretUse:
 
     @property
     def host(self) -> str:
+        """The host the secret is sent to."""
         return urlsplit(self.url).hostname or "?"
 
     @property
     def what(self) -> str:
+        """What is sent, in words (the variable name, never its value)."""
         return f"${self.variable}" if self.variable else "the credentials in its base_url"
 
     def exposed(self) -> bool:
@@ -142,8 +144,10 @@ class SecretUse:
 
 
 def vet(uses: list[SecretUse], where: str, trusted: bool) -> list[SecretUse]:
-    """``uses``, unless an untrusted judge (one a suite named itself) would read an environment
-    variable: then a :class:`RunError` naming the file, the variable, the host and the way out.
+    """``uses``, unless an untrusted judge would read an environment variable.
+
+    An untrusted judge is one a suite named itself: it gets a :class:`RunError` naming the file,
+    the variable, the host and the way out.
     """
     read = [u for u in uses if u.variable]
     if read and not trusted:

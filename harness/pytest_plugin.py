@@ -98,8 +98,10 @@ def assert_principle(
     constitution: str | Path = "default",
     cache: bool | Path = False,
 ) -> Verdict:
-    """Judge ``response`` (the answer to ``prompt``) against one principle of ``constitution`` with ``judge``
-    (a built-in name or judge file); raise ``AssertionError`` with score, threshold and rationale if it scores
+    """Judge ``response`` against one principle and fail below the threshold.
+
+    ``response`` answers ``prompt``; it is judged on one principle of ``constitution`` with
+    ``judge`` (a built-in name or judge file); raise ``AssertionError`` with score, threshold and rationale if it scores
     below ``threshold`` (default: the principle's pass threshold). Returns the verdict otherwise.
 
     ``cache`` uses the persistent judge cache (True: the default location; a path: that file).
@@ -132,6 +134,7 @@ def assert_principle(
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
+    """Register the plugin's command-line options and ini settings."""
     group = parser.getgroup("harness", "constitutional critic harness")
     group.addoption(
         "--harness-suite",
@@ -155,6 +158,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    """Collect suites named on the command line or in the ini file."""
     cli = [config.invocation_params.dir / p for p in config.getoption("harness_suite")]
     ini = [Path(p) for p in config.getini("harness_suites")]
     config.stash[SUITES_KEY] = {p.resolve() for p in [*cli, *ini]}
@@ -164,6 +168,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Collector | None:
+    """Collect a suite file as a pytest file of judged items."""
     if file_path.name.endswith(SUITE_SUFFIX) or file_path.resolve() in parent.config.stash.get(
         SUITES_KEY, set()
     ):
@@ -191,6 +196,7 @@ class SuiteFile(pytest.File):
     bound: list[BoundJudge]
 
     def collect(self) -> Iterator[pytest.Item]:
+        """One test item per case, candidate, principle and judge."""
         from harness.engine.plan import plan
         from harness.engine.runner import RunOptions, bind_judges, load_inputs
         from harness.errors import HarnessError
@@ -239,20 +245,24 @@ class SuiteItem(pytest.Item):
 
     @property
     def suite_file(self) -> SuiteFile:
+        """The suite file this item belongs to."""
         assert isinstance(self.parent, SuiteFile)
         return self.parent
 
     def runtest(self) -> None:
+        """Judge the item (the file's first item judges them all) and check the verdict."""
         verdict = self.suite_file.verdict(self)
         self.user_properties += [("judge", verdict.judge), ("score", verdict.score)]
         principle = self.suite_file.inputs.constitution.principle(self.work.principle)
         check_verdict(verdict, principle, None, f"case {self.work.case_id} [{self.work.generator}]")
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> Any:
+        """Show a judge failure as its message, without a traceback."""
         if isinstance(excinfo.value, JudgeFailure):
             return str(excinfo.value)
         return super().repr_failure(excinfo, style=style)
 
     def reportinfo(self) -> tuple[Path, int | None, str]:
+        """Where the item comes from, for pytest's report."""
         w = self.work
         return self.path, None, f"{w.case_id} [{w.generator}] · {w.principle} (judge {w.judge})"

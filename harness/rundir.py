@@ -436,8 +436,9 @@ def sync_table(root: Path, log: str) -> int:
 
 
 def _sync_fast(root: Path, log: str, start: int) -> bool:
-    """Convert whole lines with Arrow's JSON reader (C++), part by part; False on any corrupt line
-    (the Python path then converts the rest, skipping and counting them).
+    """Convert whole lines with Arrow's JSON reader (C++), part by part.
+
+    False on any corrupt line: the Python path then converts the rest, skipping and counting them.
     """
     path = root / log
     options = pa_json.ParseOptions(explicit_schema=SCHEMAS[log], unexpected_field_behavior="ignore")

@@ -101,8 +101,10 @@ def paired_permutation_test(
 
 
 def _normal_flip_pvalue(d: np.ndarray, alternative: Alternative) -> float:
-    """The sign-flip test's large-n form: under H0 the sum of differences has mean 0 and variance
-    sum(d^2), and is normal by the CLT (Lindeberg), so no flips need drawing.
+    """The sign-flip test's large-n form, with no flips drawn.
+
+    Under H0 the sum of differences has mean 0 and variance sum(d^2), and is normal by the CLT
+    (Lindeberg).
     """
     z = float(d.sum()) / math.sqrt(float(np.square(d).sum()))
     if alternative == "less":

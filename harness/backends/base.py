@@ -107,8 +107,10 @@ class Backend(ABC):
 
     @classmethod
     def secret_uses(cls, options: BaseModel, judge: str) -> list[SecretUse]:
-        """The secrets a judge with these options would send, and where; asked before it is built,
-        so that the harness can refuse (or announce) them before any is read.
+        """The secrets a judge with these options would send, and where.
+
+        Asked before the backend is built, so that the harness can refuse (or announce) them
+        before any is read.
         """
         return []
 
@@ -141,7 +143,8 @@ class Backend(ABC):
         """Answer a batch; raise :class:`~harness.errors.JudgeError` on failure."""
 
     async def probe(self) -> str | None:
-        """Ask the server for the model's fingerprint before planning (it joins :meth:`identity`);
+        """Ask the server for the model's fingerprint before planning (it joins :meth:`identity`).
+
         None where there is none. Backends without a server have nothing to ask.
         """
         return None

@@ -1,5 +1,7 @@
-"""Token ids of a chat for a local model: special tokens only where the template puts them, and an
-over-long prompt cut inside its untrusted text, never in the instructions.
+"""Token ids of a chat for a local model, safe against untrusted text.
+
+Special tokens appear only where the template puts them, and an over-long prompt is cut inside its
+untrusted text, never in the instructions.
 
 Special tokens. Tokenising the rendered chat as one string turns ``<|im_end|>`` written inside a
 response into the real end-of-turn token: the response could close its own turn and start a forged

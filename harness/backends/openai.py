@@ -189,8 +189,10 @@ class OpenAIBackend(Backend):
         return f"OpenAIBackend(base_url={url!r}, model={self.options.model!r})"
 
     def identity(self) -> dict[str, Any]:
-        """Options that change answers, with the URL redacted (rotating a password keeps the cache),
-        plus the user's ``revision`` and the server's model fingerprint when there are any.
+        """Options that change answers, the user's revision and the server's model fingerprint.
+
+        The URL is redacted (rotating a password keeps the cache); ``revision`` and the
+        fingerprint join only when there are any.
         """
         found = super().identity()
         found["base_url"] = redact_url(self.options.base_url)

@@ -34,8 +34,9 @@ class AdaptiveStop:
         self._changed: set[Group] = set()
 
     def seed(self, done: pd.DataFrame) -> None:
-        """Count verdicts already in the run folder (columns judge, principle, generator, case_id,
-        normalized, status), then stop the groups they already settle.
+        """Count the verdicts already in the run folder, then stop the groups they settle.
+
+        ``done`` has the columns judge, principle, generator, case_id, normalized and status.
         """
         ok = done[(done["status"] != "error") & done["case_id"].isin(self.order.keys())]
         for row in ok.itertuples(index=False):

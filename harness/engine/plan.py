@@ -57,8 +57,10 @@ _last_head: list[Any] = [None, None, b""]  # (identity, template, bytes) of the 
 
 
 def _head(identity: dict[str, Any], template: str) -> bytes:
-    """The identity part of a cache key; planning passes one identity object per judge, so it is
-    serialised once, not per item (a rules judge's identity holds every rule).
+    """The identity part of a cache key, serialised once per judge.
+
+    Planning passes one identity object per judge, so it is serialised once, not per item (a
+    rules judge's identity holds every rule).
     """
     if _last_head[0] is not identity or _last_head[1] != template:
         text = json.dumps({"backend": identity, "template": template}, sort_keys=True, default=str)

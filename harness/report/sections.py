@@ -190,13 +190,16 @@ def _scaling(run: RunData) -> Section | None:
 
 
 def _thin(curve: pd.DataFrame, points: int = 200) -> pd.DataFrame:
-    """At most ``points`` rows of a curve, spaced evenly in log n (the early part moves most), with
-    the last row kept: a chart of 100,000 verdicts needs no 100,000 vertices.
+    """At most ``points`` rows of a curve, evenly spaced in log n, the last row kept.
+
+    The early part moves most; a chart of 100,000 verdicts needs no 100,000 vertices.
     """
     if len(curve) <= points:
         return curve
     at = np.unique(np.geomspace(1, len(curve), points).astype(int) - 1)
     return curve.iloc[at]
+
+
 #: Convergence charts drawn: the least settled principle × generator series (widest final interval).
 CONVERGENCE_CHARTS = 4
 

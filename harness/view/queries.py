@@ -98,8 +98,10 @@ def parse_filters(params: dict[str, str]) -> Filters:
 
 
 def _search(ix: RunIndex, text: str) -> None:
-    """Fill the temp table ``hits`` with the verdicts whose case id, prompt, response, rationale or
-    reason contain ``text`` (any case); kept while the same text is asked of the same rows.
+    """Fill the temp table ``hits`` with the verdicts that contain ``text``.
+
+    The case id, prompt, response, rationale or reason is searched, in any case; the table is
+    kept while the same text is asked of the same rows.
     """
     if ix.searched == (text, ix.generation):
         return

@@ -111,12 +111,14 @@ def _run_info(runs: Runs, n: int) -> dict[str, Any]:
 
 
 async def list_runs(request: web.Request) -> web.Response:
+    """The runs being browsed."""
     runs: Runs = request.app[RUNS]
     infos = [await asyncio.to_thread(_run_info, runs, n) for n in range(len(runs.indexes))]
     return _json(infos)
 
 
 async def run_facets(request: web.Request) -> web.Response:
+    """The values each filter of a run can take."""
     runs: Runs = request.app[RUNS]
     ix = runs.get(request)
 
@@ -128,6 +130,7 @@ async def run_facets(request: web.Request) -> web.Response:
 
 
 async def run_verdicts(request: web.Request) -> web.Response:
+    """One page of a run's verdicts, filtered, searched and sorted."""
     runs: Runs = request.app[RUNS]
     ix = runs.get(request)
     try:
@@ -143,6 +146,7 @@ async def run_verdicts(request: web.Request) -> web.Response:
 
 
 async def run_case(request: web.Request) -> web.Response:
+    """One case with its candidates and every verdict (side by side for two runs)."""
     runs: Runs = request.app[RUNS]
     ix = runs.get(request)
     case_id = request.query.get("id", "")
@@ -158,10 +162,12 @@ async def run_case(request: web.Request) -> web.Response:
 
 
 async def page(request: web.Request) -> web.FileResponse:
+    """The app's page."""
     return web.FileResponse(ASSETS / "index.html", headers={"Content-Type": "text/html"})
 
 
 async def asset(request: web.Request) -> web.FileResponse:
+    """A static asset of the page."""
     name = request.match_info["name"]
     if name not in ASSET_TYPES:
         raise web.HTTPNotFound()
