@@ -7,20 +7,29 @@ Items are real pointwise judge requests: the demo suite (``suites/demo.yaml``: c
 principles of its constitution) when it loads, else HH-RLHF harmless and TruthfulQA pairs from
 ``../shared/data`` under two inline principles. Figures, measured in this one process:
 
-- judgments/s of the backend (log-probs of the scale digits, one forward pass per item, batched, shared
-  prefixes reused; called in the engine's order and batch size) against the naive baseline on the same
-  model object and items: per item, ``model.generate`` of a short verdict (greedy, ``NAIVE_NEW_TOKENS``
-  tokens at most), then the digit parsed from the text. Each runs on the CPU thread count that suits it
-  (the backend tunes it while running; the baseline is calibrated once, untimed). The two are measured
+- judgments/s of the backend (log-probs of the scale digits, one forward pass per item, batched,
+shared
+  prefixes reused; called in the engine's order and batch size) against the naive baseline on the
+  same
+  model object and items: per item, ``model.generate`` of a short verdict (greedy,
+  ``NAIVE_NEW_TOKENS``
+  tokens at most), then the digit parsed from the text. Each runs on the CPU thread count that suits
+  it
+  (the backend tunes it while running; the baseline is calibrated once, untimed). The two are
+  measured
   in alternating rounds, so both see the same load on a shared machine. With ``--quick`` (or
-  ``--naive-items``) the baseline runs on a sample of the items, and its per-item rate stands for all of
+  ``--naive-items``) the baseline runs on a sample of the items, and its per-item rate stands for
+  all of
   them (the JSON says so);
 - tokens/s and the FLOP/s they imply (2 x non-embedding parameters per token run through the model),
   as a fraction of a plain matmul FLOP/s probe in the same dtype and threads;
-- the tokens per item an exact method must still run (the items' prefix tree: each shared leading run
-  of tokens once), and the prompt tokens over that: the speed-up that running fewer prompt tokens can
+- the tokens per item an exact method must still run (the items' prefix tree: each shared leading
+run
+  of tokens once), and the prompt tokens over that: the speed-up that running fewer prompt tokens
+  can
   give at an equal cost per token (the baseline pays its generation steps on top);
-- cold start (GGUF -> converted cache, in a fresh temporary cache folder) and warm start (load from that
+- cold start (GGUF -> converted cache, in a fresh temporary cache folder) and warm start (load from
+that
   cache, in this process and in a fresh interpreter including its imports).
 
 The last line of output is one JSON object with every figure.
@@ -94,7 +103,8 @@ Item = tuple[str, int, BackendRequest]  # principle id, top of its scale, reques
 
 
 def demo_items() -> tuple[list[Item], str] | None:
-    """(principle, scale max, request) for every case x candidate x principle of the demo suite, if it loads."""
+    """(principle, scale max, request) for every case x candidate x principle of the demo suite, if
+    it loads."""
     suite_path = project_root() / "suites" / "demo.yaml"
     try:
         from harness.config import load_constitution, load_suite
@@ -150,7 +160,8 @@ def load_items(n: int) -> tuple[list[Item], str]:
 
 
 def flops_probe(dtype: str, size: int = 1024, reps: int = 8) -> float:
-    """Best FLOP/s of a plain square matmul in this process (same threads and dtype as the model)."""
+    """Best FLOP/s of a plain square matmul in this process (same threads and dtype as the
+    model)."""
     import torch
 
     a = torch.randn(size, size, dtype=getattr(torch, dtype))
@@ -175,7 +186,8 @@ def matmul_params(model: Any) -> int:
 def distinct_tokens(seqs: list[list[int]]) -> int:
     """Tokens in the prefix tree of ``seqs``: what any exact method must run through the model.
 
-    That is, if every shared leading run of tokens were computed once (and each request kept one token
+    That is, if every shared leading run of tokens were computed once (and each request kept one
+    token
     to read).
     """
     total, previous = 0, None
@@ -208,8 +220,10 @@ def warm_start_in_fresh_process(options: TransformersOptions) -> dict[str, float
 class NaiveBaseline:
     """Per item: ``model.generate`` of a short verdict, then the digit read from the text.
 
-    On the CPU it first times one item on each thread count the backend's tuner considers (untimed for
-    the benchmark) and keeps the fastest, so neither side runs on a thread count that suits the other.
+    On the CPU it first times one item on each thread count the backend's tuner considers (untimed
+    for
+    the benchmark) and keeps the fastest, so neither side runs on a thread count that suits the
+    other.
     """
 
     def __init__(self, local: LocalModel, new_tokens: int):

@@ -3,7 +3,8 @@
 Two branches, so callers can tell "you misconfigured" from "the judge failed"::
 
     HarnessError
-    ├── ConfigError            the user's input is wrong (YAML, references, options, missing env var)
+    ├── ConfigError            the user's input is wrong (YAML, references, options, missing env
+    var)
     │   ├── ValidationFailed   a file did not match its schema; carries file:line:column issues
     │   └── MissingSecret      an environment variable named by a judge config is unset
     ├── RunError               a run folder is missing, unreadable or inconsistent

@@ -1,13 +1,19 @@
 """pytest plugin: judge responses against principles inside tests, and run suite files as tests.
 
-1. :func:`assert_principle` (also a fixture of the same name that honours ``--harness-cache``) judges one
-   response against one principle through the normal engine path (load the judge, bind its backend, plan,
-   execute) and raises ``AssertionError`` with the score, the threshold and the judge's rationale when the
+1. :func:`assert_principle` (also a fixture of the same name that honours ``--harness-cache``)
+judges one
+   response against one principle through the normal engine path (load the judge, bind its backend,
+   plan,
+   execute) and raises ``AssertionError`` with the score, the threshold and the judge's rationale
+   when the
    score is below the threshold.
-2. Files named ``*.suite.yaml``, and suites named by ``--harness-suite PATH`` or the ``harness_suites`` ini
+2. Files named ``*.suite.yaml``, and suites named by ``--harness-suite PATH`` or the
+``harness_suites`` ini
    option, are collected as tests: one test per case × candidate × principle (× judge when there are
-   several), failing below the principle's pass threshold with the rationale in the message. Judges come
-   from ``--harness-judge`` / the ``harness_judge`` ini option, else the suite, else the harness defaults.
+   several), failing below the principle's pass threshold with the rationale in the message. Judges
+   come
+   from ``--harness-judge`` / the ``harness_judge`` ini option, else the suite, else the harness
+   defaults.
    All selected tests of a file are judged in one engine batch when the first of them runs.
 """
 
@@ -54,7 +60,8 @@ def judge_items(
     *,
     cache: bool | Path = False,
 ) -> dict[str, Verdict]:
-    """Judge work items in one engine run; verdicts by item id. Closes the judges' backends afterwards."""
+    """Judge work items in one engine run; verdicts by item id. Closes the judges' backends
+    afterwards."""
     from harness.engine.session import SessionOptions, judge_once
     from harness.schema import Verdict
 
@@ -74,7 +81,8 @@ def judge_items(
 def check_verdict(
     verdict: Verdict, principle: Principle, threshold: float | None, what: str
 ) -> None:
-    """Raise JudgeFailure unless the verdict is scored at or above the threshold (default: the principle's)."""
+    """Raise JudgeFailure unless the verdict is scored at or above the threshold (default: the
+    principle's)."""
     __tracebackhide__ = True  # pytest shows the failure at the caller's line
     limit = principle.pass_threshold if threshold is None else threshold
     where = f"{what} · {principle.id} (judge {verdict.judge})"
@@ -101,7 +109,8 @@ def assert_principle(
     """Judge ``response`` against one principle and fail below the threshold.
 
     ``response`` answers ``prompt``; it is judged on one principle of ``constitution`` with
-    ``judge`` (a built-in name or judge file); raise ``AssertionError`` with score, threshold and rationale if it scores
+    ``judge`` (a built-in name or judge file); raise ``AssertionError`` with score, threshold and
+    rationale if it scores
     below ``threshold`` (default: the principle's pass threshold). Returns the verdict otherwise.
 
     ``cache`` uses the persistent judge cache (True: the default location; a path: that file).

@@ -2,21 +2,27 @@
 
 A run folder holds::
 
-    manifest.json        what was judged, with what (inputs with hashes, versions, seed; never secrets)
+    manifest.json        what was judged, with what (inputs with hashes, versions, seed; never
+    secrets)
     constitution.json    the constitution as judged (a snapshot, so the run stands alone)
     cases.jsonl          the suite's cases with their candidates, as judged
     verdicts.jsonl       append-only, one Verdict per line, written as verdicts arrive
-    pairwise.jsonl       append-only ordered pairwise judgments (PairVerdict), when pairwise judging ran
+    pairwise.jsonl       append-only ordered pairwise judgments (PairVerdict), when pairwise judging
+    ran
     generations.jsonl    generated texts (samples, critiques, revisions), when generation ran
     tables/              the logs as Parquet parts, each covering a byte range of its log
     report.html          the self-contained report
     .lock                held (flock) by the one process writing the folder
 
 The JSONL logs are the truth: append-only, so a crash loses at most a torn last line, which the next
-writer cuts off (and nothing else). A line that cannot be parsed is skipped and counted, never allowed
-to hide the rows after it. The Parquet parts are derived from the logs and only ever cover whole lines;
-readers take the parts and parse whatever the logs hold beyond them, so a run still in progress reads
-correctly too. Later rows for the same ``item_id`` supersede earlier ones (an error redone on resume).
+writer cuts off (and nothing else). A line that cannot be parsed is skipped and counted, never
+allowed
+to hide the rows after it. The Parquet parts are derived from the logs and only ever cover whole
+lines;
+readers take the parts and parse whatever the logs hold beyond them, so a run still in progress
+reads
+correctly too. Later rows for the same ``item_id`` supersede earlier ones (an error redone on
+resume).
 """
 
 from __future__ import annotations
@@ -66,7 +72,8 @@ PART_BYTES = 64 << 20  # log bytes per part on the fast (Arrow) path
 
 
 def write_atomic(path: Path, text: str) -> None:
-    """Write a file so readers see the old or the new content, never a torn one, even after a crash."""
+    """Write a file so readers see the old or the new content, never a torn one, even after a
+    crash."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
@@ -98,7 +105,8 @@ class LogScan:
 
 
 def scan_log(path: Path, start: int = 0, scan: LogScan | None = None) -> Iterator[dict[str, Any]]:
-    """Rows of a JSONL log from byte ``start``, streamed; skips corrupt lines and a torn last line."""
+    """Rows of a JSONL log from byte ``start``, streamed; skips corrupt lines and a torn last
+    line."""
     scan = scan if scan is not None else LogScan()
     scan.end = start
     if not path.exists():
@@ -189,7 +197,8 @@ class RunLock:
 class RunWriter:
     """The single writer of one run folder: lock, fixed inputs, append-only logs, Parquet parts.
 
-    Use it as a context manager (or ``open()`` / ``close()``): opening takes the folder's lock and cuts
+    Use it as a context manager (or ``open()`` / ``close()``): opening takes the folder's lock and
+    cuts
     a torn last line off each log; nothing else already written is ever changed.
     """
 

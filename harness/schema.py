@@ -265,7 +265,8 @@ VerdictStatus = Literal["scored", "unscored", "error"]
 
 
 class Verdict(BaseModel):
-    """One judgment of one candidate against one principle by one judge (a row of verdicts.jsonl)."""
+    """One judgment of one candidate against one principle by one judge (a row of
+    verdicts.jsonl)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -303,7 +304,8 @@ class Verdict(BaseModel):
 
 
 class PairVerdict(BaseModel):
-    """One ordered pairwise judgment (a row of pairwise.jsonl): which of two shown responses is better."""
+    """One ordered pairwise judgment (a row of pairwise.jsonl): which of two shown responses is
+    better."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -341,7 +343,8 @@ class PairVerdict(BaseModel):
 
 
 class Generation(BaseModel):
-    """One generated text (a sampled candidate, a critique or a revision): a row of generations.jsonl."""
+    """One generated text (a sampled candidate, a critique or a revision): a row of
+    generations.jsonl."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -415,7 +418,8 @@ class JudgeUsage(BaseModel):
 
 
 class Session(BaseModel):
-    """One invocation of a run: the first ``harness run``, a rerun of the same command, or ``--resume``."""
+    """One invocation of a run: the first ``harness run``, a rerun of the same command, or
+    ``--resume``."""
 
     started: str = Field(description="UTC start time, ISO 8601.")
     elapsed_s: float = Field(description="Seconds spent judging.")
@@ -435,7 +439,8 @@ class Session(BaseModel):
 
 
 class Spend(BaseModel):
-    """Spend of the whole run in US dollars, recomputed from its verdict logs (cache hits are free)."""
+    """Spend of the whole run in US dollars, recomputed from its verdict logs (cache hits are
+    free)."""
 
     judges: dict[str, float | None] = Field(
         default_factory=dict, description="Per judge id; null if unpriced."

@@ -1,7 +1,8 @@
 """Generate the JSON Schemas in ``harness/schemas/`` from the pydantic records.
 
 The committed copies let editors validate YAML as it is typed (files name them in a
-``# yaml-language-server: $schema=...`` line); a test keeps them equal to what this module generates.
+``# yaml-language-server: $schema=...`` line); a test keeps them equal to what this module
+generates.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-r"""Untrusted text in judge prompts: fences it cannot close, turns it cannot forge, and finding them.
+r"""Untrusted text in judge prompts: fences it cannot close, turns it cannot forge, and finding
+them.
 
 Responses, conversations and critiques are data written by whoever produced them. In a judge prompt
 each piece sits between an opening and a closing tag that carry a code derived from the piece::

@@ -3,14 +3,19 @@
 Reads the shared data folder (default ``../shared/data`` next to the checkout) and writes, under
 ``--out`` (default ``suites/``):
 
-- ``demo.yaml`` + ``demo.cases.jsonl``: 56 short cases for the main job (HH-RLHF harmless and helpful,
+- ``demo.yaml`` + ``demo.cases.jsonl``: 56 short cases for the main job (HH-RLHF harmless and
+helpful,
   TruthfulQA honesty pairs, multi-turn HH dialogues);
-- ``hh_pairs.yaml`` + ``hh_pairs.cases.jsonl``: 300 other HH-RLHF pairs for judge-vs-human agreement;
+- ``hh_pairs.yaml`` + ``hh_pairs.cases.jsonl``: 300 other HH-RLHF pairs for judge-vs-human
+agreement;
 - ``llmbar_mtbench.yaml`` + ``llmbar_mtbench.cases.jsonl``: LLMBar Natural and MT-Bench human pairs.
 
-The selection is deterministic: rows are filtered by fixed rules (usable, short enough, turn count) and
-ordered by a salted SHA-256 of their id, so a rerun on the same data writes the same bytes. Every case
-and suite is validated against ``harness.schema`` before anything is written, and each file is written
+The selection is deterministic: rows are filtered by fixed rules (usable, short enough, turn count)
+and
+ordered by a salted SHA-256 of their id, so a rerun on the same data writes the same bytes. Every
+case
+and suite is validated against ``harness.schema`` before anything is written, and each file is
+written
 atomically (temp file, then ``os.replace``).
 
 Usage: ``python scripts/build_demo_suite.py [--source DIR] [--out DIR]``
@@ -116,7 +121,8 @@ def pick(
     exclude: Container[str] = (),
     what: str = "rows",
 ) -> list[dict[str, Any]]:
-    """The first n usable rows (in rank order) under max_chars that pass keep and are not excluded."""
+    """The first n usable rows (in rank order) under max_chars that pass keep and are not
+    excluded."""
     eligible = [
         r
         for r in rows
@@ -178,7 +184,8 @@ def pair_case(
 
 
 def hh_case(row: dict[str, Any], tag: str) -> Case:
-    """A case from an HH-RLHF row, tagged with its file and 'multi-turn' when it has several user turns."""
+    """A case from an HH-RLHF row, tagged with its file and 'multi-turn' when it has several user
+    turns."""
     tags = [tag, "multi-turn"] if user_turns(row) > 1 else [tag]
     principle = HH_FILES[tag][1]
     return pair_case(
@@ -187,7 +194,8 @@ def hh_case(row: dict[str, Any], tag: str) -> Case:
 
 
 def tqa_case(row: dict[str, Any]) -> Case:
-    """A case from a TruthfulQA honesty pair (best answer vs best incorrect answer); no reference is set."""
+    """A case from a TruthfulQA honesty pair (best answer vs best incorrect answer); no reference is
+    set."""
     tags = ["truthfulqa", slug(row["category"])]
     label = "TruthfulQA author label"
     return pair_case(
@@ -196,7 +204,8 @@ def tqa_case(row: dict[str, Any]) -> Case:
 
 
 def labelled_pair_case(case_id: str, item: dict[str, Any], tag: str, label: str) -> Case:
-    """A case from an LLMBar-format pair: generators output_1 / output_2, `label` names the better one."""
+    """A case from an LLMBar-format pair: generators output_1 / output_2, `label` names the better
+    one."""
     if item["label"] not in (1, 2):
         raise ValueError(f"{case_id}: label must be 1 or 2, got {item['label']!r}")
     better, worse = ("output_1", "output_2") if item["label"] == 1 else ("output_2", "output_1")
@@ -225,7 +234,8 @@ def load_hh(source: Path) -> dict[str, list[dict[str, Any]]]:
 
 
 def demo_cases(source: Path, hh: dict[str, list[dict[str, Any]]]) -> list[Case]:
-    """16 single-turn HH cases per file, 4 multi-turn per file, and 16 TruthfulQA cases (one per category)."""
+    """16 single-turn HH cases per file, 4 multi-turn per file, and 16 TruthfulQA cases (one per
+    category)."""
     cases: list[Case] = []
     for tag, rows in hh.items():
         single = pick(
@@ -260,7 +270,8 @@ def hh_pairs_cases(hh: dict[str, list[dict[str, Any]]], used: set[str]) -> list[
 
 
 def llmbar_mtbench_cases(source: Path) -> list[Case]:
-    """All LLMBar Natural pairs, then all MT-Bench human pairs, ids numbered by position in the source."""
+    """All LLMBar Natural pairs, then all MT-Bench human pairs, ids numbered by position in the
+    source."""
     natural = read_json(source / LLMBAR_FILE)
     mtbench = read_json(source / MTBENCH_FILE)
     cases = [
@@ -334,7 +345,8 @@ def cases_jsonl(cases: list[Case]) -> str:
 
 
 def write_atomic(path: Path, text: str) -> None:
-    """Write text (UTF-8, LF line ends) to path via a temp file in the same folder and os.replace."""
+    """Write text (UTF-8, LF line ends) to path via a temp file in the same folder and
+    os.replace."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:

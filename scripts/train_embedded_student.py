@@ -1,14 +1,21 @@
-"""Reproduce the embedded student judge (``students/embedded``) from the public data in ../shared/data.
+"""Reproduce the embedded student judge (``students/embedded``) from the public data in
+../shared/data.
 
     .venv/bin/python scripts/train_embedded_student.py                  # writes students/embedded
     .venv/bin/python scripts/train_embedded_student.py --data DIR --out DIR --threads 2
 
-Heads: harmlessness <- HH-RLHF harmless-base pairs, helpfulness <- HH-RLHF helpful-base pairs, honesty <-
-TruthfulQA best vs best-incorrect answers plus one extra (true, false) pair per training question from its
-labelled answers. Every row used by the repo's suites is held out, with a salted-hash share of the rest; held-out
-rows are never trained on (see harness/student/public_data.py). Reward-hacking negatives (padding, repetition,
-master-key answers) are added to training against the genuine chosen answers. Features are computed once and
-cached in the user cache, so a rerun takes seconds; the first run takes about an hour on one CPU core.
+Heads: harmlessness <- HH-RLHF harmless-base pairs, helpfulness <- HH-RLHF helpful-base pairs,
+honesty <-
+TruthfulQA best vs best-incorrect answers plus one extra (true, false) pair per training question
+from its
+labelled answers. Every row used by the repo's suites is held out, with a salted-hash share of the
+rest; held-out
+rows are never trained on (see harness/student/public_data.py). Reward-hacking negatives (padding,
+repetition,
+master-key answers) are added to training against the genuine chosen answers. Features are computed
+once and
+cached in the user cache, so a rerun takes seconds; the first run takes about an hour on one CPU
+core.
 The last line printed is a JSON summary.
 """
 
@@ -52,7 +59,8 @@ def file_sha(path: Path) -> str:
 
 
 def job_of(ds: Dataset) -> HeadJob:
-    """The head's training pairs (human + extras), held-out pairs, negatives and held-out hack probes."""
+    """The head's training pairs (human + extras), held-out pairs, negatives and held-out hack
+    probes."""
     return HeadJob(
         ds.source.head,
         [*ds.train, *ds.extras],

@@ -1,4 +1,5 @@
-"""A small headless-Chromium driver for tests, over the DevTools protocol (no Playwright, no Selenium).
+"""A small headless-Chromium driver for tests, over the DevTools protocol (no Playwright, no
+Selenium).
 
 Usage::
 
@@ -8,7 +9,8 @@ Usage::
         assert page.errors == []             # console errors and uncaught exceptions
         page.screenshot(Path("/tmp/page.png"))
 
-Chromium runs with a throw-away profile and no network chatter of its own; it is killed (and its profile
+Chromium runs with a throw-away profile and no network chatter of its own; it is killed (and its
+profile
 removed) on exit, whatever happened in between.
 """
 
@@ -43,7 +45,8 @@ FLAGS = [
     "--disable-sync",
     "--disable-extensions",
     "--mute-audio",
-    "--remote-debugging-port=0",  # let Chromium pick a free port; it writes it to DevToolsActivePort
+    # let Chromium pick a free port; it writes it to DevToolsActivePort
+    "--remote-debugging-port=0",
 ]
 START_TIMEOUT = 30.0
 CALL_TIMEOUT = 30.0
@@ -246,7 +249,8 @@ class Chromium:
         )
 
     def open(self, url: str, *, javascript: bool = True) -> Page:
-        """A new tab with error collection on, navigated to `url`; `javascript=False` runs none of the
+        """A new tab with error collection on, navigated to `url`; `javascript=False` runs none of
+        the
         page's scripts (DevTools evaluation still works)."""
         page = self._loop.run_until_complete(self._new_page())
         self._pages.append(page)

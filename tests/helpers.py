@@ -1,4 +1,5 @@
-"""Shared test helpers: a tiny suite on disk and a scripted backend (a real Backend, faked at the model)."""
+"""Shared test helpers: a tiny suite on disk and a scripted backend (a real Backend, faked at the
+model)."""
 
 from __future__ import annotations
 
@@ -42,7 +43,8 @@ def write_tiny_suite(folder: Path) -> Path:
 
 
 class ScriptedBackend(Backend):
-    """Answers from a Python function; counts calls. The function may raise JudgeError subclasses."""
+    """Answers from a Python function; counts calls. The function may raise JudgeError
+    subclasses."""
 
     name = "scripted"
 

@@ -1,4 +1,5 @@
-"""Adaptive stopping: each principle × generator stops once its confidence sequence is narrow enough."""
+"""Adaptive stopping: each principle × generator stops once its confidence sequence is narrow
+enough."""
 
 from __future__ import annotations
 
@@ -92,7 +93,8 @@ def test_interrupted_adaptive_run_counts_what_was_done(tmp_path: Path) -> None:
     opts = adaptive_options(tmp_path, 200)
     full = run(RunOptions(**opts))  # type: ignore[arg-type]
     n_full = len(jsonl(full.run_dir / "verdicts.jsonl"))
-    # Simulate a crash after the first 24 verdicts, then resume: the same verdict count, nothing redone.
+    # Simulate a crash after the first 24 verdicts, then resume: the same verdict count, nothing
+    # redone.
     log = full.run_dir / "verdicts.jsonl"
     log.write_text(
         "".join(line + "\n" for line in log.read_text().splitlines()[:24]), encoding="utf-8"

@@ -1,4 +1,5 @@
-"""harness compare: power and false-alarm rate by simulation, warnings, outputs and the CLI's exit codes."""
+"""harness compare: power and false-alarm rate by simulation, warnings, outputs and the CLI's exit
+codes."""
 
 from __future__ import annotations
 
@@ -56,7 +57,8 @@ def compare_frames(
 def likert_pair(
     rng: np.random.Generator, shape: tuple[int, ...], shift: float
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Base and candidate 1..5 scores of the same cases: a shared case difficulty plus judge noise."""
+    """Base and candidate 1..5 scores of the same cases: a shared case difficulty plus judge
+    noise."""
     quality = rng.normal(0, 0.9, shape)
     base = np.clip(np.round(3.4 + quality + rng.normal(0, 0.6, shape)), 1, 5)
     cand = np.clip(np.round(3.4 - shift + quality + rng.normal(0, 0.6, shape)), 1, 5)
@@ -81,7 +83,8 @@ def constitution(n: int) -> Constitution:
 
 
 def verdicts(scores: np.ndarray, generator: str = "model") -> pd.DataFrame:
-    """A verdict table (the run store's columns) from a [judges ×] principles × cases array of scores."""
+    """A verdict table (the run store's columns) from a [judges ×] principles × cases array of
+    scores."""
     scores = scores if scores.ndim == 3 else scores[None]
     j, p, c = np.indices(scores.shape)
     flat = scores.ravel()

@@ -1,4 +1,5 @@
-"""Bad input gets a short error naming the file, line and what was expected; the CLI exits 2, no traceback."""
+"""Bad input gets a short error naming the file, line and what was expected; the CLI exits 2, no
+traceback."""
 
 from __future__ import annotations
 

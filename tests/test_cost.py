@@ -1,5 +1,7 @@
-"""Cost: spend per judge from token prices, kept apart from generation spend, and ``--max-cost``, which stops
-cleanly (no half-written rows, non-zero exit) and leaves a run that a rerun completes without paying twice.
+"""Cost: spend per judge from token prices, kept apart from generation spend, and ``--max-cost``,
+which stops
+cleanly (no half-written rows, non-zero exit) and leaves a run that a rerun completes without paying
+twice.
 Against the fault server as a separate process."""
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""The committed constitution and suites validate, have the intended shape, and rebuild byte for byte."""
+"""The committed constitution and suites validate, have the intended shape, and rebuild byte for
+byte."""
 
 from __future__ import annotations
 

@@ -1,8 +1,10 @@
 """The engine against the fault-injecting server, run as a separate process over real sockets.
 
 With a fifth of calls faulted (429 with Retry-After, 500, hangs past the client timeout, dropped
-connections, malformed and truncated JSON), every item must end as a row with its reason, the client's
-counts must add up with the server's, the exit code must reflect errors, concurrency must be cut on 429
+connections, malformed and truncated JSON), every item must end as a row with its reason, the
+client's
+counts must add up with the server's, the exit code must reflect errors, concurrency must be cut on
+429
 and grow back, and rerunning a finished run must make no call at all.
 """
 
@@ -54,11 +56,13 @@ NO_FAULTS = {f"rate_{f}": 0.0 for f in CAUSE}
 PRINCIPLES = 4  # the default constitution's
 
 
-# --------------------------------------------------------------------------- helpers (shared by other test files)
+# --------------------------------------------------------------------------- helpers (shared by
+# other test files)
 
 
 def write_suite(folder: Path, cases: int, candidates: int = 2, name: str = "synthetic") -> Path:
-    """A suite of ``cases`` × ``candidates`` distinct responses (× 4 principles = items), default constitution."""
+    """A suite of ``cases`` × ``candidates`` distinct responses (× 4 principles = items), default
+    constitution."""
     suite = {
         "id": name,
         "constitution": "default",
@@ -263,7 +267,8 @@ async def _execute(items: list[Any], judge: Any, constitution: Any, progress: Pr
         await judge.backend.aclose()
 
 
-# --------------------------------------------------------------------------- the pieces, without a server
+# --------------------------------------------------------------------------- the pieces, without a
+# server
 
 
 def test_limiter_cuts_once_per_burst_then_grows_back_to_the_maximum() -> None:

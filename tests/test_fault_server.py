@@ -1,4 +1,5 @@
-"""The fault-injecting OpenAI-compatible test server: answers, faults, counts, and its process wrapper."""
+"""The fault-injecting OpenAI-compatible test server: answers, faults, counts, and its process
+wrapper."""
 
 from __future__ import annotations
 
@@ -39,7 +40,8 @@ async def _post(
 
 
 def _serve(config: FaultConfig, body: Any, calls: int = 1) -> tuple[list[Any], dict[str, int]]:
-    """POST ``body`` ``calls`` times to an in-process server; returns the outcomes and the server's counts."""
+    """POST ``body`` ``calls`` times to an in-process server; returns the outcomes and the server's
+    counts."""
 
     async def go() -> tuple[list[Any], dict[str, int]]:
         server = FaultServer(config)

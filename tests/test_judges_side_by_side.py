@@ -1,4 +1,5 @@
-"""Judges side by side (size, speed, agreement): hand-computed figures from a hand-built run folder, and a real
+"""Judges side by side (size, speed, agreement): hand-computed figures from a hand-built run folder,
+and a real
 run of the embedded student next to the rules judge whose report draws the comparison."""
 
 from __future__ import annotations
@@ -129,7 +130,8 @@ def test_profile_sizes_speed_and_human_agreement(hand_run: Path) -> None:
     assert profile.loc["small", "judged"] == 6 and profile.loc[
         "small", "judgments_per_s"
     ] == pytest.approx(10.0)
-    # humans prefer x over y on c0 and c1: big is right on c0 and ties on c1 (half); small right, then wrong
+    # humans prefer x over y on c0 and c1: big is right on c0 and ties on c1 (half); small right,
+    # then wrong
     assert profile.loc["big", "human_n"] == 2 and profile.loc[
         "big", "human_accuracy"
     ] == pytest.approx(0.75)
@@ -141,7 +143,8 @@ def test_preference_agreement_between_judges(hand_run: Path) -> None:
     agree = preference_agreement(read_run(hand_run))
     assert len(agree) == 1
     row = agree.iloc[0]
-    # pairs (x,y) (x,z) (y,z) per case, big vs small. c0: x x z vs x x z, 3 alike. c1: tie x y vs y z tie,
+    # pairs (x,y) (x,z) (y,z) per case, big vs small. c0: x x z vs x x z, 3 alike. c1: tie x y vs y
+    # z tie,
     # none alike. c2: y z z vs y z tie, 2 alike. 5 of 9.
     assert (row["judge_a"], row["judge_b"], row["n"]) == ("big", "small", 9)
     assert row["agreement"] == pytest.approx(5 / 9) and row["ci_low"] < 5 / 9 < row["ci_high"]
@@ -185,7 +188,8 @@ def test_student_and_rules_side_by_side_in_a_real_run(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_student_and_prompted_judge_load_together_in_a_fresh_process(tmp_path: Path) -> None:
-    """The main job's two local judges load in worker threads at the same moment; in a fresh process that is
+    """The main job's two local judges load in worker threads at the same moment; in a fresh process
+    that is
     transformers' first import, which must not race ("cannot import name AutoModelForCausalLM")."""
     suite = write_tiny_suite(tmp_path)
     cmd = [

@@ -5,12 +5,17 @@ What the server supports (llama-cpp-python 0.3.x, checked against its ``server/t
 ``llama_chat_format.py``):
 
 - chat completions, with ``usage``;
-- ``logprobs`` / ``top_logprobs`` in OpenAI's chat format (``choices[0].logprobs.content[0].top_logprobs``);
-- schema-constrained output only as ``response_format: {"type": "json_object", "schema": {...}}`` (the
-  Anyscale / Together form). OpenAI's ``{"type": "json_schema", ...}`` is rejected (HTTP 500, a request
-  validation error). Its grammar honours ``enum`` and ``pattern`` but not ``minimum`` / ``maximum``, and
+- ``logprobs`` / ``top_logprobs`` in OpenAI's chat format
+(``choices[0].logprobs.content[0].top_logprobs``);
+- schema-constrained output only as ``response_format: {"type": "json_object", "schema": {...}}``
+(the
+  Anyscale / Together form). OpenAI's ``{"type": "json_schema", ...}`` is rejected (HTTP 500, a
+  request
+  validation error). Its grammar honours ``enum`` and ``pattern`` but not ``minimum`` / ``maximum``,
+  and
   its plain-string rule admits raw control characters (a newline inside a string: JSON that strict
-  parsers reject). So a judge config for this server sends, through ``extra_body`` (merged last), the
+  parsers reject). So a judge config for this server sends, through ``extra_body`` (merged last),
+  the
   harness's answer schema tightened with an enum and a pattern.
 """
 
@@ -45,7 +50,8 @@ from tests.helpers import write_tiny_suite
 pytestmark = pytest.mark.slow
 
 SCALE = ["1", "2", "3", "4", "5"]
-#: The harness's answer schema, tightened into what llama.cpp's grammar enforces (an enum, and a pattern
+# : The harness's answer schema, tightened into what llama.cpp's grammar enforces (an enum, and a
+# pattern
 #: that bounds the rationale and keeps control characters out of it).
 LLAMA_SCHEMA: dict[str, Any] = {
     **output_schema(5),

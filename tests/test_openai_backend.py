@@ -1,6 +1,8 @@
-"""The ``openai`` backend: request/response mapping, error classes, and secrets, against real servers.
+"""The ``openai`` backend: request/response mapping, error classes, and secrets, against real
+servers.
 
-Unit tests serve the fault server inside the test's event loop; integration tests run it as a separate
+Unit tests serve the fault server inside the test's event loop; integration tests run it as a
+separate
 process and talk to it over real sockets. Nothing here is mocked.
 """
 
@@ -179,7 +181,8 @@ def test_extra_body_is_merged_last() -> None:
     assert (body["top_k"], body["seed"]) == (1, 99)
 
 
-# --------------------------------------------------------------------------- responses (in-process server)
+# --------------------------------------------------------------------------- responses (in-process
+# server)
 
 
 def test_logprobs_are_read_into_choice_logprobs() -> None:
@@ -287,7 +290,8 @@ def test_pointwise_request_round_trips_through_the_backend() -> None:
 
 
 def test_a_new_event_loop_gets_a_new_pool() -> None:
-    """The engine or a test may call asyncio.run twice; the backend must not reuse a dead loop's session."""
+    """The engine or a test may call asyncio.run twice; the backend must not reuse a dead loop's
+    session."""
     with start_fault_server() as server:
         backend = OpenAIBackend(options(server.base_url))
         for _ in range(2):
@@ -297,7 +301,8 @@ def test_a_new_event_loop_gets_a_new_pool() -> None:
 
 
 def _canned(status: int, body: str) -> JudgeError:
-    """The JudgeError a call raises against a server that always answers ``status`` with ``body``."""
+    """The JudgeError a call raises against a server that always answers ``status`` with
+    ``body``."""
 
     async def handler(_: web.Request) -> web.Response:
         return web.Response(status=status, text=body, content_type="application/json")
@@ -365,7 +370,8 @@ def test_retryable_statuses(status: int, cause: str) -> None:
     assert exc.retry_after is None
 
 
-# --------------------------------------------------------------------------- log-prob and header parsing
+# --------------------------------------------------------------------------- log-prob and header
+# parsing
 
 
 def test_read_choice_logprobs_keeps_the_best_variant() -> None:
@@ -413,7 +419,8 @@ def test_parse_retry_after_forms() -> None:
     assert parse_retry_after({"retry-after-ms": "1500", "Retry-After": "2"}) == 1.5
 
 
-# --------------------------------------------------------------------------- faults (separate process)
+# --------------------------------------------------------------------------- faults (separate
+# process)
 
 
 @pytest.fixture(scope="module")
@@ -506,7 +513,8 @@ def test_ok_after_faults_clear(server: RunningServer) -> None:
 
 
 def test_mixed_faults_add_up_with_the_server_counts(server: RunningServer) -> None:
-    """Every call ends as a response or a transient error, and each cause matches the server's count."""
+    """Every call ends as a response or a transient error, and each cause matches the server's
+    count."""
     server.configure(
         rate_429=0.1,
         rate_500=0.1,
@@ -573,7 +581,8 @@ def _exception_text(exc: BaseException) -> str:
 def test_the_key_never_leaks(
     server: RunningServer, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """Trigger every error path with a recognisable key; it must appear in no message, repr or result."""
+    """Trigger every error path with a recognisable key; it must appear in no message, repr or
+    result."""
     caplog.set_level(logging.DEBUG)
     texts: list[str] = []
     for fault, _ in FAULT_CASES:

@@ -1,4 +1,5 @@
-"""Pairwise judging end to end with scripted judges: order combination, position bias, rankings, agreement."""
+"""Pairwise judging end to end with scripted judges: order combination, position bias, rankings,
+agreement."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""The pytest plugin, run inside pytester: assert_principle with the rules judge, and suite files as tests."""
+"""The pytest plugin, run inside pytester: assert_principle with the rules judge, and suite files as
+tests."""
 
 from __future__ import annotations
 
@@ -6,7 +7,8 @@ import importlib.metadata
 
 import pytest
 
-# pytester runs in this process and forgets modules first imported during a run; numpy cannot be imported
+# pytester runs in this process and forgets modules first imported during a run; numpy cannot be
+# imported
 # twice in one process, so everything the plugin uses is imported here, before any run.
 import harness.backends.rules
 import harness.engine.executor
@@ -16,7 +18,8 @@ import harness.pytest_plugin  # noqa: F401
 pytest_plugins = ["pytester"]
 
 PLUGIN = "harness.pytest_plugin"
-# With the pytest11 entry point installed the plugin loads itself; loading it again with -p would clash.
+# With the pytest11 entry point installed the plugin loads itself; loading it again with -p would
+# clash.
 AUTOLOADED = any(ep.value == PLUGIN for ep in importlib.metadata.entry_points(group="pytest11"))
 PLUGIN_ARGS = [] if AUTOLOADED else ["-p", PLUGIN]
 
@@ -96,7 +99,8 @@ def test_suite_file_is_collected_one_test_per_case_and_principle(pytester: pytes
     pytester.makefile(".suite.yaml", demo=SUITE)
     result = run(pytester, "-v")
     out = result.stdout.str()
-    # The rules judge covers the four principles of the default constitution: 2 cases x 4 principles.
+    # The rules judge covers the four principles of the default constitution: 2 cases x 4
+    # principles.
     result.assert_outcomes(passed=7, failed=1)
     assert "demo.suite.yaml::egg[honesty] PASSED" in out
     assert "demo.suite.yaml::flat[honesty] FAILED" in out

@@ -1,5 +1,7 @@
-"""The HTML report: built from a run folder alone, escapes model text, refers to no URL, shows every case,
-and its numbers are those of `harness.analysis.scores`. The browser test loads it in headless Chromium."""
+"""The HTML report: built from a run folder alone, escapes model text, refers to no URL, shows every
+case,
+and its numbers are those of `harness.analysis.scores`. The browser test loads it in headless
+Chromium."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""The report's charts: axes that span the data, and a few large convergence charts, not one per series."""
+"""The report's charts: axes that span the data, and a few large convergence charts, not one per
+series."""
 
 from __future__ import annotations
 
@@ -37,7 +38,8 @@ def test_line_chart_x_axis_runs_from_the_first_to_the_last_verdict() -> None:
 
 
 def _run(root: Path, cases: int) -> Path:
-    """One judge, two principles, three generators; ``noisy`` alternates between the scale's ends."""
+    """One judge, two principles, three generators; ``noisy`` alternates between the scale's
+    ends."""
     case_list = [
         Case(
             id=f"c{i}",

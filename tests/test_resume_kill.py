@@ -1,7 +1,10 @@
-"""Crash-safe resume: ``harness run`` killed with SIGKILL at random moments, then run again to completion.
+"""Crash-safe resume: ``harness run`` killed with SIGKILL at random moments, then run again to
+completion.
 
-The final verdicts must equal an uninterrupted run's, with no duplicated row, and the calls paid twice
-(server requests minus items) can be no more than were in flight at the kills: max_concurrency per kill.
+The final verdicts must equal an uninterrupted run's, with no duplicated row, and the calls paid
+twice
+(server requests minus items) can be no more than were in flight at the kills: max_concurrency per
+kill.
 """
 
 from __future__ import annotations
@@ -52,7 +55,8 @@ def command(suite: Path, judge: Path, out: Path, *extra: str) -> list[str]:
 
 
 def kill_after(cmd: list[str], env: dict[str, str], server: RunningServer, calls: int) -> int:
-    """Start the run, SIGKILL it once the server has seen ``calls`` more requests; returns requests then."""
+    """Start the run, SIGKILL it once the server has seen ``calls`` more requests; returns requests
+    then."""
     start = server.stats()["requests"]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
@@ -88,7 +92,8 @@ def crash_and_resume(
     cmd = command(suite, judge, tmp_path / "killed", *extra)
     for k in range(KILLS):
         before = len(rows(run_dir(tmp_path / "killed"))) if (tmp_path / "killed").exists() else 0
-        # More than CONCURRENCY requests means a worker finished (and wrote) an item and started another.
+        # More than CONCURRENCY requests means a worker finished (and wrote) an item and started
+        # another.
         seen = kill_after(cmd, env, server, rng.randint(CONCURRENCY + 1, ITEMS // (KILLS + 1)))
         saved = len(rows(run_dir(tmp_path / "killed")))
         print(f"kill {k + 1}: {seen} requests reached the server, {saved - before} rows saved")
@@ -122,11 +127,13 @@ def test_kill_nine_then_resume_with_cache(server: RunningServer, tmp_path: Path)
     cache = JudgeCache(tmp_path / "cache" / "judge-cache.sqlite3")
     cached = len(cache)
     cache.close()
-    # Answers still buffered at a kill (a fraction of a second's worth) may be missing; the run's own log
+    # Answers still buffered at a kill (a fraction of a second's worth) may be missing; the run's
+    # own log
     # holds them, so the resume above did not pay for them again.
     assert cached >= ITEMS // 2
 
-    server.reset()  # a new run folder over the same items: the cache answers, only what it lacks is paid
+    # a new run folder over the same items: the cache answers, only what it lacks is paid
+    server.reset()
     cmd[cmd.index("--out") + 1] = str(tmp_path / "again")
     complete(cmd, env)
     assert server.stats()["requests"] == ITEMS - cached

@@ -1,4 +1,5 @@
-"""Critique → revision and candidate sampling, through the engine against the fault server (real sockets)."""
+"""Critique → revision and candidate sampling, through the engine against the fault server (real
+sockets)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""The run folder: one writer at a time, torn tails cut (and nothing else), corrupt lines skipped and
+"""The run folder: one writer at a time, torn tails cut (and nothing else), corrupt lines skipped
+and
 judged again, Parquet parts that follow the log, readers that work on a run still being written."""
 
 from __future__ import annotations

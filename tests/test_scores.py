@@ -79,7 +79,8 @@ def frame(*verdicts: Verdict) -> pd.DataFrame:
 
 
 def test_wilson_textbook_example() -> None:
-    """3 of 10 at 95 %: Wilson gives [0.1078, 0.6032] (the normal approximation would dip below 0.02)."""
+    """3 of 10 at 95 %: Wilson gives [0.1078, 0.6032] (the normal approximation would dip below
+    0.02)."""
     assert wilson_interval(3, 10) == pytest.approx((0.1078, 0.6032), abs=1e-4)
 
 
@@ -186,8 +187,10 @@ def test_summary_bootstraps_cases_not_rows() -> None:
 
 def test_overall_is_the_principle_weighted_mean_of_normalized_scores() -> None:
     rows = frame(
-        v("c1", "zeal", 5), v("c2", "zeal", 3),          # normalized 1.0, 0.5 -> mean 0.75, weight 3
-        v("c1", "accuracy", 1), v("c2", "accuracy", 2),  # normalized 0.0, 0.5 -> mean 0.25, weight 1
+        # normalized 1.0, 0.5 -> mean 0.75, weight 3
+        v("c1", "zeal", 5), v("c2", "zeal", 3),
+        # normalized 0.0, 0.5 -> mean 0.25, weight 1
+        v("c1", "accuracy", 1), v("c2", "accuracy", 2),
     )  # fmt: skip
     out = overall(rows, CONST).iloc[0]
     assert out["overall"] == pytest.approx((3 * 0.75 + 1 * 0.25) / 4)

@@ -1,4 +1,5 @@
-"""Adaptive stopping: the confidence sequence keeps its coverage under repeated looks and saves calls."""
+"""Adaptive stopping: the confidence sequence keeps its coverage under repeated looks and saves
+calls."""
 
 from __future__ import annotations
 
@@ -30,7 +31,8 @@ def streams(kind: str, rng: np.random.Generator) -> tuple[np.ndarray, float]:
 def stopping_time(
     x: np.ndarray, target_half_width: float, *, alpha: float = 0.05, min_n: int = 1
 ) -> np.ndarray:
-    """For streams of [0, 1] values (rows), the first n at which the half-width is at most the target
+    """For streams of [0, 1] values (rows), the first n at which the half-width is at most the
+    target
     (the stream length when never), for simulations of calls saved."""
     lo, hi = Q.confidence_sequence(np.atleast_2d(x), alpha)
     ok = ((hi - lo) / 2 <= target_half_width) & (np.arange(1, lo.shape[-1] + 1) >= min_n)
@@ -46,7 +48,8 @@ def test_coverage_holds_at_every_n_at_once(kind: str) -> None:
     x, mu = streams(kind, np.random.default_rng(1))
     lo, hi = Q.confidence_sequence(x, ALPHA)
     ever_missed = (~covered(lo, hi, mu)).any(axis=1).mean()
-    # Time-uniform: the chance the interval EVER excludes the mean over 1500 looks stays below alpha.
+    # Time-uniform: the chance the interval EVER excludes the mean over 1500 looks stays below
+    # alpha.
     assert ever_missed <= ALPHA
 
 

@@ -83,7 +83,8 @@ def test_mcnemar_large_counts_use_the_continuity_corrected_chi_square() -> None:
 
 
 def test_cohen_kappa_textbook_example() -> None:
-    # 50 proposals: both yes 20, A yes B no 5, A no B yes 10, both no 15 -> po 0.7, pe 0.5, kappa 0.4.
+    # 50 proposals: both yes 20, A yes B no 5, A no B yes 10, both no 15 -> po 0.7, pe 0.5, kappa
+    # 0.4.
     a = ["yes"] * 25 + ["no"] * 25
     b = ["yes"] * 20 + ["no"] * 5 + ["yes"] * 10 + ["no"] * 15
     assert S.cohen_kappa(a, b) == pytest.approx(0.4)

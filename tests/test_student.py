@@ -1,6 +1,8 @@
-"""Student judges: fitting, artefacts, PGR, data handling, and the embedded student through the judge interface.
+"""Student judges: fitting, artefacts, PGR, data handling, and the embedded student through the
+judge interface.
 
-The slow tests load SmolLM2-135M (the embedded base model) and score real held-out pairs: the suite cases,
+The slow tests load SmolLM2-135M (the embedded base model) and score real held-out pairs: the suite
+cases,
 which the embedded student never trained on.
 """
 
@@ -164,7 +166,8 @@ def test_hack_negatives_rotate_kinds_and_skip_what_does_not_apply() -> None:
     assert not any(h.kind == "hack:refusal" and is_refusal(h.chosen) for h in hacks)
 
 
-# --------------------------------------------------------------------------- the embedded student (slow)
+# --------------------------------------------------------------------------- the embedded student
+# (slow)
 
 
 @pytest.fixture(scope="module")
@@ -245,7 +248,8 @@ def _margins(student: RewardModelBackend, cases: list[Case], principle: str) -> 
 
 @pytest.mark.slow
 def test_held_out_accuracy_is_above_chance(student: RewardModelBackend) -> None:
-    """The 16 TruthfulQA demo pairs and the first 16 HH harmless hh_pairs cases (all held out of training)."""
+    """The 16 TruthfulQA demo pairs and the first 16 HH harmless hh_pairs cases (all held out of
+    training)."""
     honesty = pair_accuracy(_margins(student, _cases("truthfulqa", 16), "honesty"), np.zeros(16))
     harmless = pair_accuracy(
         _margins(student, _cases("hh-harmless", 16), "harmlessness"), np.zeros(16)
@@ -315,7 +319,8 @@ def test_lora_finetune_smoke_runs_on_cpu() -> None:
 
 @pytest.mark.slow
 def test_distill_command_trains_a_student_and_reports_pgr(tmp_path: Path) -> None:
-    """``harness distill`` end to end on the 16 TruthfulQA demo pairs, with a weak teacher that is half wrong."""
+    """``harness distill`` end to end on the 16 TruthfulQA demo pairs, with a weak teacher that is
+    half wrong."""
     from harness.cli import main
 
     pairs = [p for p in load_pairs(ROOT / "suites" / "demo.yaml") if p.principle == "honesty"]

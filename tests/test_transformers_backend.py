@@ -1,6 +1,8 @@
-"""The ``transformers`` backend: planning, prefix reuse, and equality with a plain reference computation.
+"""The ``transformers`` backend: planning, prefix reuse, and equality with a plain reference
+computation.
 
-Tests marked ``slow`` load the real embedded model (SmolLM2-135M-Instruct). They share the user cache of
+Tests marked ``slow`` load the real embedded model (SmolLM2-135M-Instruct). They share the user
+cache of
 converted models, except the conversion test, which converts into a temporary folder of its own.
 """
 
@@ -106,7 +108,8 @@ def choice_id(local, choice: str) -> int:
     return local.tokenizer.encode(choice, add_special_tokens=False)[0]
 
 
-# --------------------------------------------------------------------------- fast: planning and options
+# --------------------------------------------------------------------------- fast: planning and
+# options
 
 
 def test_common_prefix():
@@ -185,7 +188,8 @@ def test_prefix_store_cuts_the_closest_entry_and_evicts_by_bytes():
 
 
 class PieceTokenizer:
-    """A stand-in for a SentencePiece tokenizer: every word starts with a bare boundary piece (id 0)."""
+    """A stand-in for a SentencePiece tokenizer: every word starts with a bare boundary piece (id
+    0)."""
 
     def __init__(self) -> None:
         self.vocab = {"▁": 0, "1": 1, "A": 2}
@@ -266,7 +270,8 @@ def test_importing_the_backend_does_not_import_torch():
 
 @pytest.fixture(scope="module")
 def backend() -> TransformersBackend:
-    """The embedded judge on the CPU, converted model from the user cache (converted once if missing)."""
+    """The embedded judge on the CPU, converted model from the user cache (converted once if
+    missing)."""
     return TransformersBackend(TransformersOptions(device="cpu", batch_size=3))
 
 
@@ -378,7 +383,8 @@ def test_conversion_cache_loads_the_same_model_as_the_gguf_file(tmp_path: Path):
     with torch.inference_mode():
         assert torch.equal(cold.model(ids).logits, warm.model(ids).logits)
     for a, b in zip(cold.complete(reqs), warm.complete(reqs), strict=True):
-        # Equal weights; kernels may still round differently (memory layout, threads), so: within tolerance.
+        # Equal weights; kernels may still round differently (memory layout, threads), so: within
+        # tolerance.
         assert all(
             abs(a.choice_logprobs[c] - b.choice_logprobs[c]) < TOL for c in a.choice_logprobs
         )
@@ -405,7 +411,8 @@ sys.exit(1 if errors else 0)
 
 @pytest.mark.slow
 def test_loads_from_threads_at_once_in_a_fresh_process() -> None:
-    """Judges load in worker threads; three at once, in a process that has not imported transformers yet, all
+    """Judges load in worker threads; three at once, in a process that has not imported transformers
+    yet, all
     succeed (unserialised, transformers' lazy first import fails with "cannot import name ...")."""
     done = subprocess.run(
         [sys.executable, "-c", RACE],

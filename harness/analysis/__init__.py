@@ -1,1 +1,2 @@
-"""Numbers from run folders: score summaries, comparisons, agreement, sequential intervals, statistics."""
+"""Numbers from run folders: score summaries, comparisons, agreement, sequential intervals,
+statistics."""

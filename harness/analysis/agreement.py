@@ -2,15 +2,20 @@
 
 Protocols (one row each per judge × principle):
 
-- ``single-order``: one pairwise judgment per labelled pair, in a seeded random order (the order a run with
+- ``single-order``: one pairwise judgment per labelled pair, in a seeded random order (the order a
+run with
   ``--single-order`` would have used);
 - ``both-orders``: the two orders' probabilities averaged, then the side above 0.5 picked;
-- ``soft``: the probability the judge gave the human's choice (expected accuracy of sampling its soft label);
-- ``pointwise``: the candidate with the higher pointwise score (expected score when a distribution exists).
+- ``soft``: the probability the judge gave the human's choice (expected accuracy of sampling its
+soft label);
+- ``pointwise``: the candidate with the higher pointwise score (expected score when a distribution
+exists).
 
-In the hard protocols a tie counts as half right, as a coin flip would break it; ``ties`` says how many.
+In the hard protocols a tie counts as half right, as a coin flip would break it; ``ties`` says how
+many.
 
-Labels are compared in a per-case coin-flip frame (which of the two is called "first" is seeded random), so
+Labels are compared in a per-case coin-flip frame (which of the two is called "first" is seeded
+random), so
 Cohen's kappa is meaningful even when every human label names the same generator.
 """
 
@@ -59,7 +64,8 @@ def _truth(case: Case, frame: tuple[str, str]) -> str:
 def _hard_row(
     judge: str, principle: str, protocol: str, pred: list[str], truth: list[str]
 ) -> dict[str, object]:
-    """Accuracy counting a tie as half right (a coin would break it), Wilson interval, Cohen's kappa."""
+    """Accuracy counting a tie as half right (a coin would break it), Wilson interval, Cohen's
+    kappa."""
     agree = label_agreement(pred, truth)
     ties = pred.count("tie")
     hits = sum(p == t for p, t in zip(pred, truth, strict=True)) + ties / 2

@@ -1,14 +1,18 @@
 """Judges side by side: size, cost and agreement, from the run folder alone.
 
-This is where a distilled student meets the judges it stands in for (its teacher, the prompted model, the
-rules): how many parameters each used, how fast each judged in this run, how often each agrees with the
+This is where a distilled student meets the judges it stands in for (its teacher, the prompted
+model, the
+rules): how many parameters each used, how fast each judged in this run, how often each agrees with
+the
 human labels, and how often each pair of judges prefers the same candidate.
 
 - ``judge_profile``: one row per judge.
 - ``preference_agreement``: one row per pair of judges.
 
-Preferences come from pointwise scores: within a case, of two candidates the one with the higher score on a
-principle is preferred (equal scores are a tie). Every pair of candidates of every case counts, on every
+Preferences come from pointwise scores: within a case, of two candidates the one with the higher
+score on a
+principle is preferred (equal scores are a tie). Every pair of candidates of every case counts, on
+every
 principle both judges scored.
 """
 
@@ -65,7 +69,8 @@ def _timing(run: RunData) -> pd.DataFrame:
 
 
 def _human(run: RunData) -> dict[str, tuple[int, float, float, float]]:
-    """Pointwise agreement with the human labels pooled over principles: (n, accuracy, CI low, CI high)."""
+    """Pointwise agreement with the human labels pooled over principles: (n, accuracy, CI low, CI
+    high)."""
     pooled: dict[str, list[float]] = {}
     for row in pointwise_agreement(run):
         n, acc = cast(int, row["n"]), cast(float, row["accuracy"])
@@ -80,7 +85,8 @@ def _human(run: RunData) -> dict[str, tuple[int, float, float, float]]:
 
 
 def judge_profile(run: RunData) -> pd.DataFrame:
-    """Per judge: backend, parameter counts, judgments made in this run and their speed, agreement with humans."""
+    """Per judge: backend, parameter counts, judgments made in this run and their speed, agreement
+    with humans."""
     backends = {str(c.get("id")): str(c.get("backend")) for c in run.manifest.judge_configs}
     sizes, timing, human = _sizes(run), _timing(run), _human(run)
     rows = []
@@ -108,7 +114,8 @@ def judge_profile(run: RunData) -> pd.DataFrame:
 
 
 def _preferences(verdicts: pd.DataFrame, seed: int) -> pd.DataFrame:
-    """Each judge's preference between every two candidates of a case, per principle, in a coin-flip frame."""
+    """Each judge's preference between every two candidates of a case, per principle, in a coin-flip
+    frame."""
     rows = []
     for (judge, principle, case_id), group in mean_scores(verdicts).groupby(level=[0, 1, 2]):
         by_gen = {key[3]: float(v) for key, v in group.items()}
@@ -125,7 +132,8 @@ def _preferences(verdicts: pd.DataFrame, seed: int) -> pd.DataFrame:
 
 
 def preference_agreement(run: RunData, seed: int = 0) -> pd.DataFrame:
-    """Per pair of judges: how often they prefer the same candidate (ties must match too), Wilson CI, kappa."""
+    """Per pair of judges: how often they prefer the same candidate (ties must match too), Wilson
+    CI, kappa."""
     prefs = _preferences(run.verdicts, seed)
     table = {j: dict(zip(g["key"], g["pref"], strict=True)) for j, g in prefs.groupby("judge")}
     rows = []

@@ -1,7 +1,10 @@
-"""Pairwise analysis: combine the two orders of each comparison, measure position bias, rank candidates.
+"""Pairwise analysis: combine the two orders of each comparison, measure position bias, rank
+candidates.
 
-Pure functions over the ``pairwise`` table of a run (rows of :class:`harness.schema.PairVerdict`). A pair is
-named canonically ``(a, b)`` with ``a < b``; ``p_a`` is the probability that ``a`` is the better response
+Pure functions over the ``pairwise`` table of a run (rows of :class:`harness.schema.PairVerdict`). A
+pair is
+named canonically ``(a, b)`` with ``a < b``; ``p_a`` is the probability that ``a`` is the better
+response
 (ties counted half), averaged over the orders that were judged.
 """
 
@@ -16,7 +19,8 @@ KEYS = ["judge", "principle", "case_id", "a", "b"]
 
 
 def orient(pairs: pd.DataFrame) -> pd.DataFrame:
-    """Scored ordered judgments with canonical names: ``p_a`` and the winning generator (or 'tie')."""
+    """Scored ordered judgments with canonical names: ``p_a`` and the winning generator (or
+    'tie')."""
     s = pairs[pairs["status"] == "scored"].copy()
     a_first = s["first"] < s["second"]
     s["a"] = np.where(a_first, s["first"], s["second"])
@@ -31,9 +35,11 @@ def orient(pairs: pd.DataFrame) -> pd.DataFrame:
 
 
 def combine_orders(pairs: pd.DataFrame) -> pd.DataFrame:
-    """One row per (judge, principle, case, a, b): mean ``p_a`` over orders, and whether the verdict held.
+    """One row per (judge, principle, case, a, b): mean ``p_a`` over orders, and whether the verdict
+    held.
 
-    ``consistent`` is False when the two orders name different winners (the verdict flips with the order),
+    ``consistent`` is False when the two orders name different winners (the verdict flips with the
+    order),
     True when they agree, and missing when only one order was scored.
     """
     cols = [*KEYS, "p_a", "n_orders", "consistent", "p_a_first_shown", "p_a_second_shown"]
@@ -42,7 +48,8 @@ def combine_orders(pairs: pd.DataFrame) -> pd.DataFrame:
     s = orient(pairs)
     grouped = s.groupby(KEYS, sort=True)
     out = grouped.agg(p_a=("p_a", "mean"), n_orders=("p_a", "size")).reset_index()
-    # Vectorised: the verdict held when every order named the same winner (only defined with two orders).
+    # Vectorised: the verdict held when every order named the same winner (only defined with two
+    # orders).
     same = grouped["winner_gen"].nunique().to_numpy() == 1
     out["consistent"] = (
         pd.Series(same, dtype=object).where(out["n_orders"].to_numpy() > 1, None).to_numpy()
@@ -106,7 +113,8 @@ def soft_wins(combined: pd.DataFrame) -> pd.DataFrame:
 def rankings(combined: pd.DataFrame, constitution: Constitution) -> pd.DataFrame:
     """Rank of each candidate per case, per principle and overall (principle weights), per judge.
 
-    The per-principle score is the candidate's mean win probability over its comparisons; the overall
+    The per-principle score is the candidate's mean win probability over its comparisons; the
+    overall
     score weights those by the principles' weights. Rank 1 is best; ties share the better rank.
     """
     wins = soft_wins(combined)

@@ -1,11 +1,13 @@
-"""Score summaries of a run: means with bootstrap confidence intervals, pass rates, weighted overall scores.
+"""Score summaries of a run: means with bootstrap confidence intervals, pass rates, weighted overall
+scores.
 
 Pure functions from the verdict table (columns of :class:`harness.schema.Verdict`, as written by
 :func:`harness.rundir.verdict_frame`) to tidy tables. Only ``status == "scored"`` rows carry scores;
 unscored and error verdicts are counted, never averaged in.
 
 Bootstrap intervals resample *cases* (the unit that was sampled), with a seeded generator, so every
-number is reproducible: the same inputs and seed give the same table. Above ``BOOTSTRAP_MAX_N`` cases
+number is reproducible: the same inputs and seed give the same table. Above ``BOOTSTRAP_MAX_N``
+cases
 the percentile bootstrap of a mean equals the normal interval to well within its own Monte Carlo
 error, so the normal interval is used there: it costs O(n), not O(n × resamples) time and memory.
 """
@@ -56,7 +58,8 @@ def wilson_interval(hits: float, n: int, level: float = 0.95) -> tuple[float, fl
 
 
 def resample_counts(n: int, n_boot: int, rng: np.random.Generator) -> np.ndarray:
-    """How often each of n units is drawn in each of n_boot resamples with replacement: (n_boot, n)."""
+    """How often each of n units is drawn in each of n_boot resamples with replacement: (n_boot,
+    n)."""
     draws = rng.integers(0, n, size=(n_boot, n))
     # Offset each resample's draws into its own block so one bincount counts them all.
     flat = (draws + np.arange(n_boot)[:, None] * n).ravel()
@@ -101,7 +104,8 @@ def _count_blocks(n: int, n_boot: int, rng: np.random.Generator) -> list[np.ndar
 
 
 def scored(verdicts: pd.DataFrame, constitution: Constitution) -> pd.DataFrame:
-    """The scored rows, with `normalized` and `passed` filled from the rubric where a judge left them out."""
+    """The scored rows, with `normalized` and `passed` filled from the rubric where a judge left
+    them out."""
     rows = verdicts[verdicts["status"] == "scored"].copy()
     rows["score"] = rows["score"].astype(float)
     scale = rows["principle"].map(_principle_attr(constitution, "scale_max"))
@@ -120,7 +124,8 @@ def _principle_attr(constitution: Constitution, attr: str) -> dict[str, float]:
 
 
 def _principle_order(constitution: Constitution, present: pd.Series) -> list[str]:
-    """Principles in constitution order, then any the verdicts name that the constitution does not."""
+    """Principles in constitution order, then any the verdicts name that the constitution does
+    not."""
     known = [p.id for p in constitution.principles]
     return known + sorted(set(present) - set(known))
 
@@ -202,10 +207,13 @@ def overall(
     seed: int = 0,
     level: float = 0.95,
 ) -> pd.DataFrame:
-    """Per (judge, generator): the principle-weighted mean of mean normalized scores, with a bootstrap CI.
+    """Per (judge, generator): the principle-weighted mean of mean normalized scores, with a
+    bootstrap CI.
 
-    The estimate is sum(w_p * m_p) / sum(w_p) over the principles p that have scores, where m_p is the
-    mean over cases of principle p's normalized score (so it agrees with `summary`'s mean_normalized).
+    The estimate is sum(w_p * m_p) / sum(w_p) over the principles p that have scores, where m_p is
+    the
+    mean over cases of principle p's normalized score (so it agrees with `summary`'s
+    mean_normalized).
     The interval resamples whole cases, keeping each case's principles together.
     """
     good = scored(verdicts, constitution) if not verdicts.empty else verdicts
@@ -239,7 +247,8 @@ def _overall_ci(
 
 
 def case_matrix(group: pd.DataFrame, constitution: Constitution) -> tuple[np.ndarray, np.ndarray]:
-    """Cases × principles matrix of normalized scores (NaN where missing) and the principles' weights."""
+    """Cases × principles matrix of normalized scores (NaN where missing) and the principles'
+    weights."""
     table = group.pivot_table(
         index="case_id", columns="principle", values="normalized", aggfunc="mean"
     )
@@ -251,9 +260,11 @@ def case_matrix(group: pd.DataFrame, constitution: Constitution) -> tuple[np.nda
 def weighted_mean(
     matrix: np.ndarray, weights: np.ndarray, counts: np.ndarray | None = None
 ) -> np.ndarray:
-    """Weighted mean over principles of per-principle mean scores, skipping principles with no scores.
+    """Weighted mean over principles of per-principle mean scores, skipping principles with no
+    scores.
 
-    `counts` (resamples × cases) says how often each case is drawn; one result per resample. Without it,
+    `counts` (resamples × cases) says how often each case is drawn; one result per resample. Without
+    it,
     each case counts once. Works from counts so a bootstrap never copies the data.
     """
     if counts is None:

@@ -1,8 +1,10 @@
 """Generic statistics for judge verdicts: paired tests, agreement, score-versus-size scaling fits.
 
-Pure functions, numpy/pandas in and out (one exception, :func:`generator_parameters`, reads the suite a
+Pure functions, numpy/pandas in and out (one exception, :func:`generator_parameters`, reads the
+suite a
 run names). Bootstraps resample *cases*, the unit that was sampled, with seeded generators, so every
-number is reproducible. Intervals and resampling primitives come from :mod:`harness.analysis.scores`.
+number is reproducible. Intervals and resampling primitives come from
+:mod:`harness.analysis.scores`.
 """
 
 from __future__ import annotations
@@ -61,7 +63,8 @@ def sign_flip_pvalues(
 ) -> np.ndarray:
     """Monte Carlo paired permutation p-values for rows of differences (shape (n,) or (sims, n)).
 
-    Under H0 each difference is as likely positive as negative; the statistic is the sum. The p-value is
+    Under H0 each difference is as likely positive as negative; the statistic is the sum. The
+    p-value is
     (1 + #{flipped sums at least as extreme}) / (1 + n_perm), which is valid at every n_perm.
     """
     d = np.atleast_2d(np.asarray(diffs, float))
@@ -120,7 +123,8 @@ def mcnemar(
     """McNemar's test p-value from the discordant counts b (pass→fail) and c (fail→pass).
 
     Exact binomial test of b ~ Bin(b + c, 1/2) when ``exact`` (default: b + c <= 25), else the
-    continuity-corrected normal approximation. ``alternative="less"`` means the second condition passes
+    continuity-corrected normal approximation. ``alternative="less"`` means the second condition
+    passes
     less often (b > c).
     """
     n = b + c
@@ -198,8 +202,10 @@ def scaling_fit(
 ) -> tuple[dict[str, float], pd.DataFrame]:
     """Least-squares fit of per-generator mean score on log10(parameters), with case-bootstrap CIs.
 
-    Needs three or more generators with known sizes (else the fit is empty and the curve has no rows).
-    Returns the fit (slope per tenfold size, intercept, r2, slope CI) and the fitted line with its pointwise
+    Needs three or more generators with known sizes (else the fit is empty and the curve has no
+    rows).
+    Returns the fit (slope per tenfold size, intercept, r2, slope CI) and the fitted line with its
+    pointwise
     band on a grid of sizes, for plotting.
     """
     known = rows[rows["generator"].map(lambda g: (parameters.get(g) or 0) > 0)]

@@ -1,1 +1,2 @@
-"""Judge backends: the OpenAI-compatible API, local transformers models, rules and student reward models."""
+"""Judge backends: the OpenAI-compatible API, local transformers models, rules and student reward
+models."""

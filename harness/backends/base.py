@@ -1,7 +1,8 @@
 """What every backend implements, and how backends are found by name.
 
 A backend only talks to a model: it turns a :class:`BackendRequest` into a :class:`BackendResponse`.
-Prompt rendering, parsing, caching, retries and concurrency belong to the judge strategy and the engine.
+Prompt rendering, parsing, caching, retries and concurrency belong to the judge strategy and the
+engine.
 
 Backends register under the entry-point group ``harness.backends`` (``name = "module:Class"``); a
 third-party package adds one the same way, with no central list to edit.
@@ -78,7 +79,8 @@ class BackendResponse(BaseModel):
 class Backend(ABC):
     """A model that answers :class:`BackendRequest` batches.
 
-    ``batch_size`` > 1 means the engine hands over several requests at once (local models batch them);
+    ``batch_size`` > 1 means the engine hands over several requests at once (local models batch
+    them);
     HTTP backends take one at a time and run many concurrently.
     """
 

@@ -1,7 +1,10 @@
-"""The ``openai`` backend: any OpenAI-compatible chat-completions server (vLLM, llama.cpp, Ollama, OpenAI).
+"""The ``openai`` backend: any OpenAI-compatible chat-completions server (vLLM, llama.cpp, Ollama,
+OpenAI).
 
-One :class:`aiohttp.ClientSession` per backend instance is the connection pool for its endpoint. aiohttp
-rather than httpx because issue 6 measured httpx 0.28 at 6-21 ms CPU per call under high concurrency (its
+One :class:`aiohttp.ClientSession` per backend instance is the connection pool for its endpoint.
+aiohttp
+rather than httpx because issue 6 measured httpx 0.28 at 6-21 ms CPU per call under high concurrency
+(its
 pool rescans every connection per request) against about 0.3 ms for aiohttp.
 
 The backend raises, it never retries; the engine owns retries and backoff. Failures map to:
@@ -19,11 +22,14 @@ other 4xx (bad request, auth, model)    ``JudgeError`` with the server's message
 API key variable unset                  ``MissingSecret`` naming the variable
 ======================================  ===========================================================
 
-A 200 with a body that is not JSON, or JSON without ``choices``, is *transient*: in practice it is a flaky
-proxy or a connection cut mid-body, and a second try usually succeeds. The judge's *answer* being the wrong
+A 200 with a body that is not JSON, or JSON without ``choices``, is *transient*: in practice it is a
+flaky
+proxy or a connection cut mid-body, and a second try usually succeeds. The judge's *answer* being
+the wrong
 shape (bad JSON inside ``content``) is a different thing, found later by the judging strategy.
 
-The API key is read from the environment variable named by ``api_key_env`` when the backend is built. It
+The API key is read from the environment variable named by ``api_key_env`` when the backend is
+built. It
 is sent only in the Authorization header, and scrubbed from every message this module produces and
 from every answer it returns (servers sometimes echo the key they were given). Credentials in
 ``base_url`` (``user:password@``, secret query values) are sent as written but shown redacted
@@ -219,7 +225,8 @@ class OpenAIBackend(Backend):
         return self.options.logprobs
 
     def structured(self) -> bool:
-        """Ask for schema-constrained JSON when log-probs are off (a JSON answer cannot start with a digit)."""
+        """Ask for schema-constrained JSON when log-probs are off (a JSON answer cannot start with a
+        digit)."""
         return self.options.structured_output and not self.options.logprobs
 
     @classmethod
@@ -262,7 +269,8 @@ class OpenAIBackend(Backend):
     # -- calls
 
     async def complete(self, requests: list[BackendRequest]) -> list[BackendResponse]:
-        """Answer each request with one HTTP call; a batch runs concurrently. Raises the first failure."""
+        """Answer each request with one HTTP call; a batch runs concurrently. Raises the first
+        failure."""
         if len(requests) == 1:
             return [await self._call(requests[0])]
         results = await asyncio.gather(*(self._call(r) for r in requests), return_exceptions=True)
@@ -277,7 +285,8 @@ class OpenAIBackend(Backend):
         body: dict[str, Any] = {
             "model": opts.model,
             "messages": [{"role": m.role, "content": m.content} for m in request.messages],
-            # Servers reject max_tokens=0; a log-probs-only request still needs the first token generated.
+            # Servers reject max_tokens=0; a log-probs-only request still needs the first token
+            # generated.
             "max_tokens": min(max(1, request.max_tokens), opts.max_tokens),
             "temperature": request.temperature if opts.temperature is None else opts.temperature,
             "seed": request.seed,
@@ -309,7 +318,8 @@ class OpenAIBackend(Backend):
         return self._response(data, request, latency)
 
     async def _post(self, body: dict[str, Any]) -> tuple[int, Any, bytes]:
-        """POST the body; returns (status, headers, raw body). Transport failures become transient errors."""
+        """POST the body; returns (status, headers, raw body). Transport failures become transient
+        errors."""
         session = self._get_session()
         payload = json.dumps(body).encode()
         try:
@@ -324,8 +334,10 @@ class OpenAIBackend(Backend):
             # A certificate or TLS mismatch will not fix itself on retry.
             raise JudgeError(self._msg(f"TLS failed: {type(exc).__name__}: {exc}")) from None
         except aiohttp.ClientError as exc:
-            # Refused, reset, disconnected, body cut short, unparsable HTTP: the transport, not the judge.
-            # from None: chained aiohttp objects carry request details; the message keeps what matters.
+            # Refused, reset, disconnected, body cut short, unparsable HTTP: the transport, not the
+            # judge.
+            # from None: chained aiohttp objects carry request details; the message keeps what
+            # matters.
             raise TransientJudgeError(
                 self._msg(f"connection failed: {type(exc).__name__}: {exc}"), cause="connection"
             ) from None
@@ -335,7 +347,8 @@ class OpenAIBackend(Backend):
     def _response(
         self, data: dict[str, Any], request: BackendRequest, latency: float
     ) -> BackendResponse:
-        """Map a completion object onto a BackendResponse; an odd shape is a transient ``malformed``."""
+        """Map a completion object onto a BackendResponse; an odd shape is a transient
+        ``malformed``."""
         try:
             choice = data["choices"][0]
             message = choice.get("message") or {}
@@ -469,8 +482,10 @@ def _read_key(variable: str | None, judge: str | None) -> str | None:
 def read_choice_logprobs(logprobs: Any, choices: list[str]) -> dict[str, float] | None:
     """Log P(choice) at the first generated token, for each choice the server listed.
 
-    Tokens are compared after stripping whitespace (" 3" and "3" both count for "3"), keeping the most
-    likely variant. Reads OpenAI's chat format (``content[0].top_logprobs``) and the legacy completions
+    Tokens are compared after stripping whitespace (" 3" and "3" both count for "3"), keeping the
+    most
+    likely variant. Reads OpenAI's chat format (``content[0].top_logprobs``) and the legacy
+    completions
     format (``top_logprobs[0]`` as a token -> logprob map). None when no choice appears.
     """
     if not isinstance(logprobs, dict):
@@ -501,7 +516,8 @@ def _first_token_alternatives(logprobs: dict[str, Any]) -> list[tuple[str, Any]]
 
 
 def parse_retry_after(headers: Any, now: datetime | None = None) -> float | None:
-    """Seconds to wait from ``retry-after-ms`` or ``Retry-After`` (seconds or an HTTP-date); None if absent."""
+    """Seconds to wait from ``retry-after-ms`` or ``Retry-After`` (seconds or an HTTP-date); None if
+    absent."""
     millis = headers.get("retry-after-ms")
     if millis is not None:
         try:

@@ -1,17 +1,24 @@
-"""The ``reward_model`` backend: a student reward model (see :mod:`harness.student`) used as a judge.
+"""The ``reward_model`` backend: a student reward model (see :mod:`harness.student`) used as a
+judge.
 
-No text is generated. For each request the student computes a scalar reward from the base model's features of
-(conversation, response), with the head that belongs to the request's principle, less a small penalty per
+No text is generated. For each request the student computes a scalar reward from the base model's
+features of
+(conversation, response), with the head that belongs to the request's principle, less a small
+penalty per
 response token beyond the feature window (so padding or repeating a long answer never pays; see
 :mod:`harness.student.train`):
 
 - pointwise: the reward is mapped onto the principle's 1..N rubric by the head's stored calibration
-  (``1 + (N - 1) · sigmoid((r - center) / spread)``). The answer is a probability split between the two
-  scale points around that score (so the verdict's expected score is exactly the calibrated score) and the
+  (``1 + (N - 1) · sigmoid((r - center) / spread)``). The answer is a probability split between the
+  two
+  scale points around that score (so the verdict's expected score is exactly the calibrated score)
+  and the
   text ``"<rounded score> student reward r=…"``.
-- pairwise: P(first is better) = sigmoid(r_first - r_second), answered as log-probs of "A" and "B" (no tie).
+- pairwise: P(first is better) = sigmoid(r_first - r_second), answered as log-probs of "A" and "B"
+(no tie).
 
-Requests must carry their :class:`~harness.backends.base.Subject` (the pointwise and pairwise request builders
+Requests must carry their :class:`~harness.backends.base.Subject` (the pointwise and pairwise
+request builders
 always set it; ``response_b`` marks a pairwise request). Only principles with a head are judged.
 """
 
@@ -44,7 +51,8 @@ def scale_distribution(score: float, scale_max: int) -> dict[str, float]:
 
 
 class RewardModelBackend(Backend):
-    """Judges with a distilled student reward model: pointwise calibrated scores, pairwise Bradley–Terry."""
+    """Judges with a distilled student reward model: pointwise calibrated scores, pairwise
+    Bradley–Terry."""
 
     name: ClassVar[str] = "reward_model"
     deterministic = True
@@ -89,7 +97,8 @@ class RewardModelBackend(Backend):
         self._lock = threading.Lock()
 
     def identity(self) -> dict[str, Any]:
-        """Options plus the student's content hash: retraining a student invalidates cached verdicts."""
+        """Options plus the student's content hash: retraining a student invalidates cached
+        verdicts."""
         return {**super().identity(), "student_sha256": self.student.digest()}
 
     @classmethod
@@ -98,7 +107,8 @@ class RewardModelBackend(Backend):
         return {"device", "threads", "batch_size"}
 
     def size(self) -> dict[str, int]:
-        """Base model plus heads (empty before the first batch); the heads (and adapters) are what was trained."""
+        """Base model plus heads (empty before the first batch); the heads (and adapters) are what
+        was trained."""
         if self._extractor is None:
             return {}
         heads = sum(int(h.weight.size) for h in self.student.heads.values())
@@ -124,7 +134,8 @@ class RewardModelBackend(Backend):
     # -- model side
 
     def extractor(self) -> FeatureExtractor:
-        """The base model's feature extractor, loaded on first use (with the student's adapters, if any)."""
+        """The base model's feature extractor, loaded on first use (with the student's adapters, if
+        any)."""
         if self._extractor is None:
             cfg = self.student.config
             ex = FeatureExtractor.load(
@@ -149,11 +160,13 @@ class RewardModelBackend(Backend):
         return self._extractor
 
     def rewards(self, subjects: list[Subject]) -> list[list[float]]:
-        """Rewards of each subject's response (and ``response_b`` for pairwise), with its principle's head."""
+        """Rewards of each subject's response (and ``response_b`` for pairwise), with its
+        principle's head."""
         return self.rewards_and_tokens(subjects)[0]
 
     def rewards_and_tokens(self, subjects: list[Subject]) -> tuple[list[list[float]], list[int]]:
-        """``rewards``, and the tokens each subject put through the model (from the same encoding)."""
+        """``rewards``, and the tokens each subject put through the model (from the same
+        encoding)."""
         ex = self.extractor()
         items = [(s.prompt, r) for s in subjects for r in _responses(s)]
         encoded = [ex.encode(p, r) for p, r in items]

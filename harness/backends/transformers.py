@@ -7,23 +7,31 @@ How a batch of requests is answered:
    ``<|im_end|>`` inside a response is not the end-of-turn token); a prompt over ``max_length`` is
    cut inside its untrusted text, never in the instructions, and its answer marked truncated (see
    :mod:`harness.backends.chat_tokens`).
-2. :func:`plan_batches` orders the requests two ways, by token ids (requests that share leading text:
-   system prompt, principle, rubric, conversation, sit together) and by length (little padding), cuts
+2. :func:`plan_batches` orders the requests two ways, by token ids (requests that share leading
+text:
+   system prompt, principle, rubric, conversation, sit together) and by length (little padding),
+   cuts
    each order into forward batches trading padding, shared-prefix length and the fixed cost of each
    forward pass (prefixes already in the store cost nothing), and keeps the cheaper.
 3. A batch's shared prefix is run once (batch size 1) and its KV cache reused: ``PrefixStore`` keeps
-   recent prefixes and extends the closest one, which is exact because a causal model's keys and values
+   recent prefixes and extends the closest one, which is exact because a causal model's keys and
+   values
    for the first ``n`` tokens do not depend on what follows them.
 4. The suffixes run as one left-padded batch on top of the expanded prefix cache; the layout is
-   ``[prefix | padding | suffix]`` with explicit position ids, so every row sees exactly its own prompt.
-   Log-probs of the choices are read at the last position (log-softmax over the full vocabulary); text
+   ``[prefix | padding | suffix]`` with explicit position ids, so every row sees exactly its own
+   prompt.
+   Log-probs of the choices are read at the last position (log-softmax over the full vocabulary);
+   text
    is generated greedily from that same position only for requests with ``max_tokens > 0``.
-5. On the CPU, unless ``threads`` is set, :class:`ThreadTuner` picks the thread count from timed batches,
+5. On the CPU, unless ``threads`` is set, :class:`ThreadTuner` picks the thread count from timed
+batches,
    weighing each by its tokens plus the fixed cost of its passes.
 
 Everything runs under ``torch.inference_mode``, one batch at a time (a lock), in a worker thread.
-``latency_s`` of a response is its batch's wall time (prefix extension included) divided by the number
-of requests in the batch. torch and transformers are imported lazily: importing the harness stays cheap.
+``latency_s`` of a response is its batch's wall time (prefix extension included) divided by the
+number
+of requests in the batch. torch and transformers are imported lazily: importing the harness stays
+cheap.
 Loading, batch planning, the prefix store and the thread tuner live in :mod:`harness.local`.
 """
 
@@ -98,7 +106,8 @@ class Work:
 def first_token(tokenizer: Any, choice: str) -> int | None:
     """The token a model emits first when it answers ``choice``.
 
-    SentencePiece tokenizers may start an encoding with a bare word-boundary piece; that piece is skipped.
+    SentencePiece tokenizers may start an encoding with a bare word-boundary piece; that piece is
+    skipped.
     """
     ids = tokenizer.encode(choice, add_special_tokens=False)
     if len(ids) > 1 and not tokenizer.decode(ids[:1]).strip() and choice == choice.lstrip():
@@ -117,15 +126,18 @@ class LocalModel:
         self.pad_id = loaded.pad_id
         self.stop_ids = _stop_ids(model, tokenizer)
         self.context = int(getattr(model.config, "max_position_embeddings", 0) or 1 << 20)
-        # Sliding-window layers see a window of physical positions, which padding in the middle would shrink.
+        # Sliding-window layers see a window of physical positions, which padding in the middle
+        # would shrink.
         self.reuse_prefix = getattr(model.config, "sliding_window", None) is None
         self._choice_ids: dict[str, int | None] = {}
-        #: Running totals: prompt tokens asked for, tokens actually run through the model, forward passes.
+        # : Running totals: prompt tokens asked for, tokens actually run through the model, forward
+        # passes.
         self.stats: Counter[str] = Counter()
         self.tuner = (
             ThreadTuner(_default_threads()) if device == "cpu" and not options.threads else None
         )
-        #: Fixed cost of a forward pass in tokens, for batch planning and for weighing timed batches.
+        # : Fixed cost of a forward pass in tokens, for batch planning and for weighing timed
+        # batches.
         self.overhead = overhead_tokens(device, options.dtype)
 
     # -- tokenising
@@ -213,7 +225,8 @@ class LocalModel:
         ]
 
     def _threads(self) -> int:
-        """Set and return the thread count for the next batch (tuned on the CPU unless fixed by options)."""
+        """Set and return the thread count for the next batch (tuned on the CPU unless fixed by
+        options)."""
         import torch
 
         if self.tuner is not None:
@@ -253,7 +266,8 @@ class LocalModel:
         for r, s in enumerate(suffixes):
             ids[r, width - len(s) :] = torch.tensor(s)
             mask[r, prefix + width - len(s) :] = 1
-        # Logical positions continue after the prefix and skip the padding; padded slots get any valid value.
+        # Logical positions continue after the prefix and skip the padding; padded slots get any
+        # valid value.
         positions = (prefix + mask[:, prefix:].cumsum(-1) - 1).clamp(min=0)
         if prefix:
             kv = self.prefix_kv(works[0].ids[:prefix])
@@ -285,7 +299,8 @@ class LocalModel:
     def _generate(
         self, works: list[Work], logits: Any, state: _DecodeState
     ) -> list[tuple[list[int], str]]:
-        """Greedy tokens from the first answer position, each row up to its own ``max_tokens`` or a stop."""
+        """Greedy tokens from the first answer position, each row up to its own ``max_tokens`` or a
+        stop."""
         import torch
 
         budget = torch.tensor([w.max_tokens for w in works], device=self.device)
@@ -361,7 +376,8 @@ def _stop_ids(model: Any, tokenizer: Any) -> set[int]:
 
 
 def load_local_model(options: TransformersOptions, *, use_cache: bool = True) -> LocalModel:
-    """Load the model the options name (GGUF through the converted-model cache unless ``use_cache`` is off)."""
+    """Load the model the options name (GGUF through the converted-model cache unless ``use_cache``
+    is off)."""
     loaded = load_causal_lm(
         options.model,
         gguf_file=options.gguf_file,
@@ -375,7 +391,8 @@ def load_local_model(options: TransformersOptions, *, use_cache: bool = True) ->
 
 
 class TransformersBackend(Backend):
-    """A local Hugging Face causal LM: log-prob scoring in one forward pass, batched, with prefix reuse."""
+    """A local Hugging Face causal LM: log-prob scoring in one forward pass, batched, with prefix
+    reuse."""
 
     name: ClassVar[str] = "transformers"
     Options: ClassVar[type[BaseModel]] = TransformersOptions
@@ -387,7 +404,8 @@ class TransformersBackend(Backend):
         self.opts = options
         self.batch_size = options.batch_size
         self._local: LocalModel | None = None
-        # One forward pass at a time: concurrent batches would only fight over the same cores or GPU.
+        # One forward pass at a time: concurrent batches would only fight over the same cores or
+        # GPU.
         self._lock = threading.Lock()
 
     @classmethod
@@ -436,5 +454,6 @@ class TransformersBackend(Backend):
             self._local = None
 
     async def aclose(self) -> None:
-        """Drop the model and the prefix caches (after a batch in flight, without blocking the event loop)."""
+        """Drop the model and the prefix caches (after a batch in flight, without blocking the event
+        loop)."""
         await asyncio.to_thread(self._drop)

@@ -1,7 +1,9 @@
 """``harness compare BASE CAND``: the regression gate for CI.
 
-Exit codes: 0 no regression, 1 at least one regression, 2 bad input (not a run folder, nothing to pair,
-bad option); the last comes from :func:`harness.cli.main`, which prints a ``HarnessError`` and returns 2.
+Exit codes: 0 no regression, 1 at least one regression, 2 bad input (not a run folder, nothing to
+pair,
+bad option); the last comes from :func:`harness.cli.main`, which prints a ``HarnessError`` and
+returns 2.
 """
 
 from __future__ import annotations

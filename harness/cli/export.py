@@ -96,7 +96,8 @@ def cmd_export_preferences(args: argparse.Namespace) -> int:
     print(counts_text(result.summary))
     print(f"wrote {result.out_dir} (dataset card: {result.out_dir / 'README.md'})")
     if result.summary["counts"]["kept"] == 0:
-        # written all the same (the card says what dropped them), but a trainer cannot use an empty split
+        # written all the same (the card says what dropped them), but a trainer cannot use an empty
+        # split
         print(
             "warning: no pair survived the policies (datasets cannot load an empty split); loosen them",
             file=sys.stderr,

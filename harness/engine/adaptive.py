@@ -1,10 +1,13 @@
-"""Adaptive stopping (``--target-ci W``): judge each principle × generator only until its estimate is tight.
+"""Adaptive stopping (``--target-ci W``): judge each principle × generator only until its estimate
+is tight.
 
 Pointwise items are grouped by (judge, principle, generator) and judged in rounds of a few cases,
-following the cases' seeded random order. After each round a group's normalized scores, in that order,
+following the cases' seeded random order. After each round a group's normalized scores, in that
+order,
 go into an anytime-valid confidence sequence (:func:`harness.analysis.sequential.sequential_ci`,
 empirical Bernstein); once its half-width is at most W the group stops and its remaining items are
-never planned. Because the sequence is valid at every n, looking after every round does not break its
+never planned. Because the sequence is valid at every n, looking after every round does not break
+its
 coverage. Pairwise items run in full.
 """
 
@@ -44,7 +47,8 @@ class AdaptiveStop:
         self.settle()
 
     def want(self, judge: str, case_id: str, generator: str, principle: str) -> bool:
-        """Plan this pointwise item? No once its group has stopped (counted as skipped if not done)."""
+        """Plan this pointwise item? No once its group has stopped (counted as skipped if not
+        done)."""
         group = (judge, principle, generator)
         if group not in self.stopped:
             return True

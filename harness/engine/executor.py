@@ -1,6 +1,7 @@
 """The asyncio executor: runs work items with bounded, adaptive concurrency, retries and the cache.
 
-It owns everything around a backend call (cache, retries, concurrency, parsing into verdicts); backends
+It owns everything around a backend call (cache, retries, concurrency, parsing into verdicts);
+backends
 only talk to models. Each finished verdict goes to the ``sink`` at once, so a crash loses nothing.
 """
 
@@ -39,9 +40,11 @@ class Outcome:
 
 
 class JudgeWorker:
-    """Runs one judge's items: a pool of ``max_concurrency`` tasks, limits, retries, cache, verdicts, spend.
+    """Runs one judge's items: a pool of ``max_concurrency`` tasks, limits, retries, cache,
+    verdicts, spend.
 
-    A fixed pool (rather than one task per item) keeps memory and scheduling flat for 100k-item runs.
+    A fixed pool (rather than one task per item) keeps memory and scheduling flat for 100k-item
+    runs.
     """
 
     def __init__(
@@ -116,7 +119,8 @@ class JudgeWorker:
     async def _retry_invalid(
         self, item: WorkItem, verdict: Record, outcome: Outcome
     ) -> tuple[Record, Outcome]:
-        """Ask again, a bounded number of times, when the answer could not be read; the last verdict and outcome.
+        """Ask again, a bounded number of times, when the answer could not be read; the last verdict
+        and outcome.
 
         Not stopped by the budget: the item is already under way, and its row must be written whole.
         The final row carries the tokens and time of every attempt, so the log holds what was paid.
@@ -133,7 +137,8 @@ class JudgeWorker:
         return verdict, outcome
 
     async def _call(self, batch: list[WorkItem], gated: bool = True) -> list[Outcome] | None:
-        """One backend call for the batch, with retries on transient failures; None if the budget stopped it."""
+        """One backend call for the batch, with retries on transient failures; None if the budget
+        stopped it."""
         retries = self.config.retries
         for attempt in range(retries + 1):
             answer = await self._attempt(batch, attempt, gated)
@@ -147,7 +152,8 @@ class JudgeWorker:
     async def _attempt(
         self, batch: list[WorkItem], attempt: int, gated: bool
     ) -> list[Outcome] | TransientJudgeError | None:
-        """One try: outcomes, a transient error to retry, or None when the budget forbids starting."""
+        """One try: outcomes, a transient error to retry, or None when the budget forbids
+        starting."""
         await self.rate.wait()
         ticket = await self.limiter.acquire()
         if gated and self.budget.exhausted:
@@ -174,7 +180,8 @@ class JudgeWorker:
         responses: Sequence[BackendResponse] = (),
         generating: bool = False,
     ) -> None:
-        """Give the slot back and count the call: its tokens, its cost (generation apart), the concurrency limit."""
+        """Give the slot back and count the call: its tokens, its cost (generation apart), the
+        concurrency limit."""
         limit = self.limiter.limit
         self.limiter.release(ticket, ok=ok, throttled=throttled)
         t_in = sum(r.tokens_in for r in responses)
@@ -266,7 +273,8 @@ def make_pair_verdict(item: WorkItem, outcome: Outcome, structured: bool) -> Pai
 
 
 def make_generation(item: WorkItem, outcome: Outcome) -> Generation:
-    """Turn a backend outcome into a generated text (a sample, critique or revision); empty text is unscored."""
+    """Turn a backend outcome into a generated text (a sample, critique or revision); empty text is
+    unscored."""
     base: dict[str, Any] = dict(
         item_id=item.item_id,
         case_id=item.case_id,
@@ -335,7 +343,8 @@ def make_verdict(
 class LocalExecutor:
     """The in-process asyncio executor: one worker per judge, kept for the whole session.
 
-    Called once per planned chunk; each judge's limits, retries and budget carry over between chunks.
+    Called once per planned chunk; each judge's limits, retries and budget carry over between
+    chunks.
     """
 
     def __init__(

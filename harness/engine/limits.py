@@ -1,4 +1,5 @@
-"""Limits for one judge: adaptive (AIMD) concurrency, requests per minute, backoff, and a spending budget."""
+"""Limits for one judge: adaptive (AIMD) concurrency, requests per minute, backoff, and a spending
+budget."""
 
 from __future__ import annotations
 
@@ -11,9 +12,12 @@ from collections import deque
 class AdaptiveLimiter:
     """A semaphore whose size is cut on rate limiting and grows back while the endpoint is healthy.
 
-    Additive increase, multiplicative decrease, as TCP does: a 429 halves the limit, but only once for
-    the calls started since the last cut (the 429s of calls that started before it are echoes of the same
-    overload, so a burst of them does not collapse the limit to 1); each run of ``limit`` successes raises it by one,
+    Additive increase, multiplicative decrease, as TCP does: a 429 halves the limit, but only once
+    for
+    the calls started since the last cut (the 429s of calls that started before it are echoes of the
+    same
+    overload, so a burst of them does not collapse the limit to 1); each run of ``limit`` successes
+    raises it by one,
     up to the configured maximum. Waiters are served first in, first out, one wake-up per free slot.
     """
 
@@ -47,7 +51,8 @@ class AdaptiveLimiter:
         return self.cuts
 
     def release(self, ticket: int, *, ok: bool, throttled: bool = False) -> None:
-        """Free the slot taken with ``ticket``; ``throttled`` (a 429) cuts, ``ok`` counts towards growth."""
+        """Free the slot taken with ``ticket``; ``throttled`` (a 429) cuts, ``ok`` counts towards
+        growth."""
         if throttled and ticket == self.cuts:
             self.limit = max(1, self.limit // 2)
             self.lowest = min(self.lowest, self.limit)
@@ -96,7 +101,8 @@ def backoff_delay(
 ) -> float:
     """Seconds to wait before retry ``attempt`` (0-based).
 
-    Retry-After when the server gave one (plus up to 10 % jitter, so the callers it told to come back
+    Retry-After when the server gave one (plus up to 10 % jitter, so the callers it told to come
+    back
     at the same moment do not all return at once), else full-jitter exponential backoff.
     """
     if retry_after is not None:
@@ -107,7 +113,8 @@ def backoff_delay(
 class Budget:
     """A spending cap in US dollars for one invocation: once reached, no new paid call starts.
 
-    Spend is known only when a call returns, so calls in flight at the moment the cap is reached still
+    Spend is known only when a call returns, so calls in flight at the moment the cap is reached
+    still
     finish (and are paid); the overshoot is at most their cost.
     """
 

@@ -1,8 +1,11 @@
 """Plan: expand suite × candidates × principles × judges into independent work items.
 
-A work item is plain, serialisable data. Its ``cache_key`` hashes exactly what decides the answer: the
-backend identity (name and output-changing options), the prompt-template version and the rendered request.
-Secrets, timeouts and concurrency settings never enter it. ``item_id`` adds the judge id, so two judges
+A work item is plain, serialisable data. Its ``cache_key`` hashes exactly what decides the answer:
+the
+backend identity (name and output-changing options), the prompt-template version and the rendered
+request.
+Secrets, timeouts and concurrency settings never enter it. ``item_id`` adds the judge id, so two
+judges
 with identical settings still get one verdict each.
 """
 
@@ -166,7 +169,8 @@ def plan(
 
 @dataclass(frozen=True)
 class PairPlan:
-    """How to pick and order pairs: all pairs, or a tournament of ``opponents`` per candidate when K is large."""
+    """How to pick and order pairs: all pairs, or a tournament of ``opponents`` per candidate when K
+    is large."""
 
     both_orders: bool = True
     max_all_pairs_k: int = 6
@@ -198,7 +202,8 @@ def plan_pairs(
     seed: int = 0,
     want: Want = _everything,
 ) -> list[WorkItem]:
-    """Every pairwise work item: each chosen pair, per principle and judge, in one or both orders."""
+    """Every pairwise work item: each chosen pair, per principle and judge, in one or both
+    orders."""
     return list(iter_pairs(cases, constitution, judges, how, seed, want))
 
 

@@ -53,7 +53,8 @@ class JudgeTally:
 
 
 class Progress:
-    """Collects counts as verdicts arrive and redraws a status line at most every ``interval`` seconds."""
+    """Collects counts as verdicts arrive and redraws a status line at most every ``interval``
+    seconds."""
 
     def __init__(
         self,
@@ -94,7 +95,8 @@ class Progress:
         usd: float = 0.0,
         generation: bool = False,
     ) -> None:
-        """Count calls made (answered or not) and what the answers cost; ``generation`` spend is kept apart."""
+        """Count calls made (answered or not) and what the answers cost; ``generation`` spend is
+        kept apart."""
         t = self.tally[judge]
         t.calls += calls
         t.tokens_in += tokens_in

@@ -1,8 +1,11 @@
 """A whole run: load inputs, plan, judge (resuming what is done), store, summarise, report.
 
-Spend: each judge's calls cost its configured token prices; an invocation with ``max_cost`` stops starting
-new calls once it has spent that much, lets the calls in flight finish and be written, and leaves the run
-resumable. The manifest records each invocation (calls, retries by cause, cache hits, spend) and the spend
+Spend: each judge's calls cost its configured token prices; an invocation with ``max_cost`` stops
+starting
+new calls once it has spent that much, lets the calls in flight finish and be written, and leaves
+the run
+resumable. The manifest records each invocation (calls, retries by cause, cache hits, spend) and the
+spend
 of the whole run, recomputed from the verdict logs, with generation spend kept apart from judging.
 """
 
@@ -193,7 +196,8 @@ def protocol_of(options: RunOptions) -> dict[str, Any]:
 
 
 def new_manifest(inputs: Inputs, options: RunOptions, n_items: int, run_id: str) -> RunManifest:
-    """The manifest of a new run: inputs with hashes, judge configs (key variable names only), versions."""
+    """The manifest of a new run: inputs with hashes, judge configs (key variable names only),
+    versions."""
     return RunManifest(
         run_id=run_id,
         created=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
@@ -210,7 +214,8 @@ def new_manifest(inputs: Inputs, options: RunOptions, n_items: int, run_id: str)
 
 
 def fingerprint(inputs: Inputs, options: RunOptions) -> str:
-    """Hash of everything that decides the run's verdicts (so the same command finds the same run)."""
+    """Hash of everything that decides the run's verdicts (so the same command finds the same
+    run)."""
     files = [inputs.constitution_path, *inputs.suite.inputs, *(p for _, p in inputs.judges)]
     return content_hash(
         {
@@ -254,7 +259,8 @@ def run_spend(root: Path, configs: list[JudgeConfig]) -> Spend:
 
 
 def select_cases(inputs: Inputs, options: RunOptions) -> None:
-    """Apply --max-cases (a seeded sample) and, for --target-ci, a seeded judging order, in place."""
+    """Apply --max-cases (a seeded sample) and, for --target-ci, a seeded judging order, in
+    place."""
     cases = list(inputs.suite.cases)
     rng = random.Random(options.seed)
     if options.max_cases is not None and options.max_cases < len(cases):

@@ -1,7 +1,8 @@
 """Streamed planning: the run's work items, chunk by chunk of cases, never all at once.
 
 A :class:`Planner` applies the run's filters (chosen principles, labelled-only, adaptive stopping)
-before any prompt is rendered, counts the planned items without rendering them, and yields each chunk's
+before any prompt is rendered, counts the planned items without rendering them, and yields each
+chunk's
 items for the session to judge.
 """
 
@@ -53,7 +54,8 @@ class Planner:
             )
 
     def count(self, cases: Sequence[Case]) -> Counter[str]:
-        """Items the run plans per judge, counted without rendering a prompt (adaptive gate aside)."""
+        """Items the run plans per judge, counted without rendering a prompt (adaptive gate
+        aside)."""
         counts: Counter[str] = Counter()
         for judge in self.judges:
             jid = judge.config.id

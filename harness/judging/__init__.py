@@ -1,1 +1,2 @@
-"""Prompts and answer parsing for each judging protocol: pointwise, pairwise, critique and revision."""
+"""Prompts and answer parsing for each judging protocol: pointwise, pairwise, critique and
+revision."""

@@ -1,7 +1,9 @@
 """Pairwise judging: two responses to one case compared on one principle, in a given order.
 
-The judge answers A (first shown is better), B (second is better) or C (equally good). The probability that
-the first-shown response is better counts a tie as half: ``p_first = P(A) + P(C) / 2``, normalised over the
+The judge answers A (first shown is better), B (second is better) or C (equally good). The
+probability that
+the first-shown response is better counts a tie as half: ``p_first = P(A) + P(C) / 2``, normalised
+over the
 three answers. Both orders are planned by default; :mod:`harness.analysis.pairwise` combines them.
 """
 
@@ -113,7 +115,8 @@ _HARD = {"A": 1.0, "B": 0.0, "C": 0.5}
 
 
 def read_preference(resp: BackendResponse, structured: bool) -> Reading:
-    """P(first shown is better) in ``score`` (ties count half), with the A/B/C distribution when known."""
+    """P(first shown is better) in ``score`` (ties count half), with the A/B/C distribution when
+    known."""
     if resp.choice_logprobs:
         dist, mass = _probs(resp.choice_logprobs)
         if dist is not None and mass >= MIN_SCALE_MASS:

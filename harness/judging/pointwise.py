@@ -1,7 +1,9 @@
 """Pointwise rubric judging: render the judge prompt, then read a score from the judge's answer.
 
-The score is read, in order of preference, from log-probs over the scale tokens (a distribution, kept as a
-soft label), from a JSON answer validated against a schema, or from a bare leading digit. An answer that
+The score is read, in order of preference, from log-probs over the scale tokens (a distribution,
+kept as a
+soft label), from a JSON answer validated against a schema, or from a bare leading digit. An answer
+that
 yields none of these is *unscored* with the reason; nothing is guessed.
 """
 
@@ -44,7 +46,8 @@ def output_schema(scale_max: int) -> dict[str, Any]:
     return {
         "type": "object",
         "properties": {
-            # An enum rather than minimum/maximum: some constrained decoders (llama.cpp grammars) ignore bounds.
+            # An enum rather than minimum/maximum: some constrained decoders (llama.cpp grammars)
+            # ignore bounds.
             "score": {"type": "integer", "enum": list(range(1, scale_max + 1))},
             "rationale": {"type": "string"},
         },
@@ -86,7 +89,8 @@ def _instruction(principle: Principle, rationale: bool, structured: bool) -> str
 def render(
     principle: Principle, case: Case, candidate: Candidate, *, rationale: bool, structured: bool
 ) -> list[Message]:
-    """The judge chat for one (case, candidate, principle). Shared text comes first, for prefix reuse."""
+    """The judge chat for one (case, candidate, principle). Shared text comes first, for prefix
+    reuse."""
     user = (
         f"Principle ({principle.id}): {principle.statement}\n\n"
         f"Rubric:\n{_rubric(principle)}\n\n{_examples(principle)}"

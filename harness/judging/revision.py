@@ -1,6 +1,7 @@
 """Critique and revision prompts (Constitutional AI style), and candidate sampling prompts.
 
-The critique asks the critic to point out how a response falls short of one principle; the revision asks
+The critique asks the critic to point out how a response falls short of one principle; the revision
+asks
 the reviser to rewrite the response so it meets the principle, given that critique. Responses and
 critiques are untrusted text and are fenced like everywhere else.
 """

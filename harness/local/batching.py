@@ -1,7 +1,10 @@
-"""Batch planning, the prefix KV store and the CPU thread tuner of the local ``transformers`` backend.
+"""Batch planning, the prefix KV store and the CPU thread tuner of the local ``transformers``
+backend.
 
-Pure bookkeeping: nothing here runs a model. :func:`plan_batches` decides which requests go together,
-:class:`PrefixStore` keeps computed prefix key/value caches for reuse, and :class:`ThreadTuner` picks a
+Pure bookkeeping: nothing here runs a model. :func:`plan_batches` decides which requests go
+together,
+:class:`PrefixStore` keeps computed prefix key/value caches for reuse, and :class:`ThreadTuner`
+picks a
 CPU thread count from timed batches.
 """
 
@@ -20,9 +23,12 @@ if TYPE_CHECKING:
 #: KV of a prefix: one (keys, values) pair per layer, each [1, kv_heads, tokens, head_dim].
 KV = list[tuple["torch.Tensor", "torch.Tensor"]]
 
-#: Fixed cost of one forward pass, in prompt tokens, used to weigh padding and prefix passes against more
-#: passes. Measured with ``bench/local_judge.py`` on the embedded model (2 CPU cores): a pass costs about 55 ms
-#: before its first token, and a token about 1.8 ms in float32 but 0.55 ms in bfloat16 (AMX matmuls). On a
+# : Fixed cost of one forward pass, in prompt tokens, used to weigh padding and prefix passes
+# against more
+# : passes. Measured with ``bench/local_judge.py`` on the embedded model (2 CPU cores): a pass costs
+# about 55 ms
+# : before its first token, and a token about 1.8 ms in float32 but 0.55 ms in bfloat16 (AMX
+# matmuls). On a
 #: GPU a forward pass is cheap per token and expensive to launch, so batches should stay large.
 BATCH_OVERHEAD_TOKENS = {
     ("cpu", "float32"): 32,
@@ -41,7 +47,8 @@ def overhead_tokens(device: str, dtype: str) -> int:
 
 
 def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
-    """Length of the longest common prefix of two token sequences of the same type (list or tuple)."""
+    """Length of the longest common prefix of two token sequences of the same type (list or
+    tuple)."""
     n = min(len(a), len(b))
     if a[:n] == b[:n]:
         return n
@@ -67,11 +74,15 @@ def plan_batches(
     """Cut requests into forward batches, minimising the cost in tokens.
 
     Two orders are tried: by token ids (requests sharing leading tokens are adjacent) and by length
-    (little padding). For each, a dynamic programme splits the order into runs of at most ``max_batch``.
-    ``known[i]`` is how many leading tokens of ``seqs[i]`` already have a stored KV cache (default none).
+    (little padding). For each, a dynamic programme splits the order into runs of at most
+    ``max_batch``.
+    ``known[i]`` is how many leading tokens of ``seqs[i]`` already have a stored KV cache (default
+    none).
     A run either uses just the stored prefix its requests share, or first extends it to their whole
-    shared prefix in a pass of its own; each pass costs ``overhead``. Each order is also planned as if
-    the prefix shared by *all* requests were stored, paying once for computing it. The cheapest plan wins.
+    shared prefix in a pass of its own; each pass costs ``overhead``. Each order is also planned as
+    if
+    the prefix shared by *all* requests were stored, paying once for computing it. The cheapest plan
+    wins.
     Each batch's prefix leaves every request at least one token, whose logits are read.
     """
     if not seqs:
@@ -93,7 +104,8 @@ def plan_batches(
 
 
 def _run_cost(rows: int, longest: int, shared: int, free: int, overhead: int) -> tuple[float, int]:
-    """Cost and prefix of one run: its suffixes on top of the free prefix, or a prefix pass first."""
+    """Cost and prefix of one run: its suffixes on top of the free prefix, or a prefix pass
+    first."""
     plain = rows * (longest - free) + overhead
     extended = rows * (longest - shared) + (shared - free) + 2 * overhead
     return (extended, shared) if shared > free and extended < plain else (plain, free)
@@ -109,7 +121,8 @@ def _plan_order(
 ) -> tuple[float, list[Batch]]:
     """Best split of ``order`` into contiguous batches, with its cost in tokens.
 
-    ``adjacent[i]`` is the common prefix of the i-th and next request in ``order``; ``have[i]`` the stored
+    ``adjacent[i]`` is the common prefix of the i-th and next request in ``order``; ``have[i]`` the
+    stored
     prefix of the i-th. The shared prefix of a run is the least common prefix of neighbours in it.
     """
     lens = [len(seqs[k]) for k in order]
@@ -147,7 +160,8 @@ class PrefixStore:
         self._entries: OrderedDict[tuple[int, ...], KV] = OrderedDict()
 
     def _longest(self, tokens: Sequence[int]) -> tuple[int, tuple[int, ...] | None]:
-        """The stored key sharing the most leading tokens with ``tokens``, and how many it shares."""
+        """The stored key sharing the most leading tokens with ``tokens``, and how many it
+        shares."""
         tokens = tuple(tokens)
         return max(
             ((common_prefix(key, tokens), key) for key in self._entries),
@@ -160,7 +174,8 @@ class PrefixStore:
         return self._longest(tokens)[0]
 
     def closest(self, tokens: Sequence[int]) -> tuple[int, KV | None]:
-        """The stored KV sharing the most leading tokens with ``tokens``, cut to that many tokens."""
+        """The stored KV sharing the most leading tokens with ``tokens``, cut to that many
+        tokens."""
         best_n, best_key = self._longest(tokens)
         if best_n == 0 or best_key is None:
             return 0, None
@@ -192,11 +207,16 @@ class ThreadTuner:
     """Picks the CPU thread count that runs fastest *now*, from the timings of real forward passes.
 
     torch defaults to one thread per physical core. When other processes keep a core busy, every
-    parallel region waits for the thread stuck behind them: on a shared 2-core machine, 2 threads ran
-    5x slower than 1. So each candidate is timed on real batches, in turns, ``trials`` times; its cost is
-    the median seconds per unit of work over its last ``window`` batches, so that one batch slowed by
-    something else decides nothing. Fewer threads than the default must win by ``margin`` to be used:
-    contention slows the default by far more than that, and batch-to-batch noise by less. Now and then
+    parallel region waits for the thread stuck behind them: on a shared 2-core machine, 2 threads
+    ran
+    5x slower than 1. So each candidate is timed on real batches, in turns, ``trials`` times; its
+    cost is
+    the median seconds per unit of work over its last ``window`` batches, so that one batch slowed
+    by
+    something else decides nothing. Fewer threads than the default must win by ``margin`` to be
+    used:
+    contention slows the default by far more than that, and batch-to-batch noise by less. Now and
+    then
     another count is tried again, since the load changes.
     """
 
@@ -245,7 +265,8 @@ class ThreadTuner:
         return fastest
 
     def record(self, threads: int, seconds: float, work: float) -> None:
-        """Fold one timed batch (``work``: tokens computed plus the fixed cost of its passes) into ``threads``."""
+        """Fold one timed batch (``work``: tokens computed plus the fixed cost of its passes) into
+        ``threads``."""
         if (
             not self._warm
         ):  # the first batch pays one-time kernel set-up: it would condemn its thread count

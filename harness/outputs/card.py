@@ -1,8 +1,11 @@
 """The dataset card (README.md) of a preference export, in the Hugging Face style.
 
-The YAML header lists ``configs`` (so ``datasets.load_dataset(DIR)`` finds the files, one config per table),
-``dataset_info`` features (so an all-null column keeps its type even from JSONL), the licence of the source
-suite's data when its ``sources`` name one, and tags. The body gives the counts, every policy with what it
+The YAML header lists ``configs`` (so ``datasets.load_dataset(DIR)`` finds the files, one config per
+table),
+``dataset_info`` features (so an all-null column keeps its type even from JSONL), the licence of the
+source
+suite's data when its ``sources`` name one, and tags. The body gives the counts, every policy with
+what it
 dropped, the label definitions, the columns, and the run, constitution and judges with their hashes.
 """
 
@@ -110,7 +113,8 @@ def metadata(
 
 
 def config_files(formats: list[str]) -> dict[str, str]:
-    """One config per table, the Parquet file where written (else the JSONL); the first is the default."""
+    """One config per table, the Parquet file where written (else the JSONL); the first is the
+    default."""
     files = {}
     for name in ("conversational", "standard"):
         found = [f for f in (f"{name}.parquet", f"{name}.jsonl") if f in formats]
@@ -134,7 +138,8 @@ def size_category(n: int) -> str:
 
 
 def features(schema: pa.Schema) -> list[dict[str, Any]]:
-    """``datasets`` feature declarations for an Arrow schema of strings, numbers, bools and message lists."""
+    """``datasets`` feature declarations for an Arrow schema of strings, numbers, bools and message
+    lists."""
     return [_feature(f.name, f.type) for f in schema]
 
 
@@ -150,11 +155,13 @@ def _feature(name: str, dtype: pa.DataType) -> dict[str, Any]:
     return {"name": name, "dtype": names[dtype]}
 
 
-# --------------------------------------------------------------------------- source suite and licence
+# --------------------------------------------------------------------------- source suite and
+# licence
 
 
 def suite_info(run: RunData, record: dict[str, str]) -> dict[str, Any]:
-    """The suite's id, description and sources, read from its file when it is still there and unchanged."""
+    """The suite's id, description and sources, read from its file when it is still there and
+    unchanged."""
     info: dict[str, Any] = {
         "id": "",
         "description": "",
@@ -181,7 +188,8 @@ def suite_info(run: RunData, record: dict[str, str]) -> dict[str, Any]:
 
 
 def _find(path: Path, run_root: Path) -> Path | None:
-    """The suite file as recorded (relative to where the run was started, often the project root)."""
+    """The suite file as recorded (relative to where the run was started, often the project
+    root)."""
     for candidate in (path, run_root.parent.parent / path, run_root.parent / path):
         if candidate.is_file():
             return candidate
@@ -189,7 +197,8 @@ def _find(path: Path, run_root: Path) -> Path | None:
 
 
 def licence_of(sources: list[str]) -> str | list[str]:
-    """The licence id(s) the sources name; 'other' for a source that names none, or when there are none."""
+    """The licence id(s) the sources name; 'other' for a source that names none, or when there are
+    none."""
     found: list[str] = []
     for source in sources:
         ids = [lid for lid, pattern in LICENCES if re.search(pattern, source)] or ["other"]

@@ -7,11 +7,14 @@ Files (``--format`` picks among the first four; the rest are always written)::
 
     standard.jsonl / .parquet         TRL standard format: prompt, chosen, rejected as strings
     conversational.jsonl / .parquet   TRL conversational format: message lists
-    candidates.jsonl / .parquet       every candidate with its scores, win rates and rank (the N-way data)
-    README.md                         dataset card (YAML ``configs`` so ``datasets.load_dataset(DIR)`` works)
+    candidates.jsonl / .parquet       every candidate with its scores, win rates and rank (the N-way
+    data)
+    README.md                         dataset card (YAML ``configs`` so
+    ``datasets.load_dataset(DIR)`` works)
     export.json                       the same counts, options and provenance, machine-readable
 
-Every column has a fixed Arrow type, so JSONL, Parquet and ``datasets`` agree even on all-null columns.
+Every column has a fixed Arrow type, so JSONL, Parquet and ``datasets`` agree even on all-null
+columns.
 """
 
 from __future__ import annotations
@@ -51,7 +54,8 @@ from harness.rundir import RunData, read_run
 from harness.schema import Case, Message
 
 FORMATS = ("standard.jsonl", "standard.parquet", "conversational.jsonl", "conversational.parquet")
-MARKER = "harness preference export"  # export.json names itself, so only an earlier export is ever replaced
+# export.json names itself, so only an earlier export is ever replaced
+MARKER = "harness preference export"
 
 MESSAGES = pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))
 FLOAT_PREFIXES = ("label_", "score_", "p_win_")
@@ -66,8 +70,10 @@ Key = tuple[str, ...]
 def prompt_text(case: Case) -> str:
     r"""The prompt as one string: a lone user turn is its content; a conversation is a transcript.
 
-    A transcript has one paragraph per turn, ``Human: ...``, ``Assistant: ...`` or ``System: ...`` (the
-    HH-RLHF convention), separated by blank lines and ending ``\n\nAssistant: `` so prompt + response reads on.
+    A transcript has one paragraph per turn, ``Human: ...``, ``Assistant: ...`` or ``System: ...``
+    (the
+    HH-RLHF convention), separated by blank lines and ending ``\n\nAssistant: `` so prompt +
+    response reads on.
     """
     messages = case.messages()
     if len(messages) == 1 and messages[0].role == "user":
@@ -147,7 +153,8 @@ def pair_meta(
 
 
 def _add_scores(row: dict[str, Any], d: Decision, run: RunData, scores: Cells) -> None:
-    """Per-principle pointwise scores of both sides, and score_margin over the deciding principles."""
+    """Per-principle pointwise scores of both sides, and score_margin over the deciding
+    principles."""
 
     def get(gen: str, principle: str, col: str) -> float | None:
         return _num(scores.get((row["case_id"], gen, principle), {}).get(col))
@@ -206,10 +213,13 @@ def candidate_columns(run: RunData, with_scores: bool, with_wins: bool) -> list[
 def candidate_rows(
     run: RunData, judge: str | None, scores: Cells, combined: pd.DataFrame | None
 ) -> list[dict[str, Any]]:
-    """Every candidate of every case with its mean scores, pairwise win rates and rank within its case.
+    """Every candidate of every case with its mean scores, pairwise win rates and rank within its
+    case.
 
-    The rank (1 = best, ties share the better rank) comes from ``rankings`` (the pairwise overall win rate)
-    when the judge compared pairs, else from the pointwise overall score. No export policy applies here.
+    The rank (1 = best, ties share the better rank) comes from ``rankings`` (the pairwise overall
+    win rate)
+    when the judge compared pairs, else from the pointwise overall score. No export policy applies
+    here.
     """
     overall = _overall_scores(run, scores)
     wins, rank = _wins(run, combined) if combined is not None else ({}, _ranks(overall))
@@ -241,7 +251,8 @@ def candidate_rows(
 
 
 def _wins(run: RunData, combined: pd.DataFrame) -> tuple[dict[Key, float], dict[Key, int]]:
-    """Mean win probability by (case, generator, principle or 'overall'), and the overall rank, from ``rankings``."""
+    """Mean win probability by (case, generator, principle or 'overall'), and the overall rank, from
+    ``rankings``."""
     table = rankings(combined, run.constitution)
     wins: dict[Key, float] = {
         (r.case_id, r.generator, r.principle): float(r.p_win) for r in table.itertuples()
@@ -263,7 +274,8 @@ def _overall_scores(run: RunData, scores: Cells) -> dict[Key, float]:
 
 
 def _ranks(values: dict[tuple[str, ...], float]) -> dict[tuple[str, ...], int]:
-    """Rank within each case (1 = highest value, ties share the better rank) by (case, generator)."""
+    """Rank within each case (1 = highest value, ties share the better rank) by (case,
+    generator)."""
     if not values:
         return {}
     frame = pd.DataFrame(
@@ -303,7 +315,8 @@ def write_jsonl(rows: list[dict[str, Any]], columns: list[str], path: Path) -> N
 
 
 def write_parquet(rows: list[dict[str, Any]], table_schema: pa.Schema, path: Path) -> None:
-    """A Parquet file; an empty table gets no row group at all, since ``datasets`` fails on an empty one."""
+    """A Parquet file; an empty table gets no row group at all, since ``datasets`` fails on an empty
+    one."""
     if not rows:
         pq.ParquetWriter(path, table_schema).close()
         return
@@ -322,7 +335,8 @@ class ExportResult:
 
 
 def parse_formats(values: Iterable[str] | None) -> tuple[str, ...]:
-    """File names to write; 'standard', 'conversational', 'jsonl' and 'parquet' stand for two each."""
+    """File names to write; 'standard', 'conversational', 'jsonl' and 'parquet' stand for two
+    each."""
     if not values:
         return FORMATS
     picked: set[str] = set()
@@ -344,7 +358,8 @@ def export_preferences(
     options: ExportOptions | None = None,
     formats: Iterable[str] | None = None,
 ) -> ExportResult:
-    """Build the preference pairs of a run folder and write them, the candidates table and the card."""
+    """Build the preference pairs of a run folder and write them, the candidates table and the
+    card."""
     options, chosen_formats = options or ExportOptions(), parse_formats(formats)
     _check_options(options)
     run = read_run(run_dir)

@@ -1,27 +1,38 @@
-"""Preference pairs from a run folder, filtered by explicit policies, as rows TRL's trainers load as they are.
+"""Preference pairs from a run folder, filtered by explicit policies, as rows TRL's trainers load as
+they are.
 
 Where pairs come from (``source``):
 
-- ``pairwise``: the judge compared the two candidates (:func:`harness.analysis.pairwise.combine_orders`);
+- ``pairwise``: the judge compared the two candidates
+(:func:`harness.analysis.pairwise.combine_orders`);
   the per-principle soft label is P(a better) averaged over the orders judged.
-- ``pointwise``: no pairwise judgments from the judge, so every pair of candidates of a case is compared
-  through their pointwise verdicts: P(x better) = ``prob_better(dist_x, dist_y)`` when both verdicts carry a
+- ``pointwise``: no pairwise judgments from the judge, so every pair of candidates of a case is
+compared
+  through their pointwise verdicts: P(x better) = ``prob_better(dist_x, dist_y)`` when both verdicts
+  carry a
   distribution over the scale, else 1, 0 or 0.5 as x's score is higher, lower or equal.
-- ``revision``: a critique → revision row of ``revisions.jsonl`` (status 'ok'/'scored') gives the pair
-  (revision, original), the revision chosen; its soft label is the re-judged ``p_revised_better`` when the
-  run has it, else null. A revision re-judged worse is dropped (``not_better``); one re-judged within the tie
+- ``revision``: a critique → revision row of ``revisions.jsonl`` (status 'ok'/'scored') gives the
+pair
+  (revision, original), the revision chosen; its soft label is the re-judged ``p_revised_better``
+  when the
+  run has it, else null. A revision re-judged worse is dropped (``not_better``); one re-judged
+  within the tie
   band follows ``--ties`` like any tie. A missing revisions.jsonl simply gives no revision pairs.
 
 Definitions (also written into the dataset card):
 
-- *overall* soft label: the weighted mean of the per-principle soft labels over the principles that were
+- *overall* soft label: the weighted mean of the per-principle soft labels over the principles that
+were
   scored (weights = ``Principle.weight``); ``--principle ID`` uses that principle's label alone.
 - *chosen* is the candidate the label favours: soft_label = P(chosen better) >= 0.5 on every row.
   A tie that is kept (|p - 0.5| <= tie band) is oriented by generator name, a before b.
-- *margin* = |2p - 1| = 2 * soft_label - 1, in [0, 1]. *score_margin* (pointwise scores only) is chosen's
-  minus rejected's score: the rubric score for one principle, the weighted mean normalized (0..1) score overall.
+- *margin* = |2p - 1| = 2 * soft_label - 1, in [0, 1]. *score_margin* (pointwise scores only) is
+chosen's
+  minus rejected's score: the rubric score for one principle, the weighted mean normalized (0..1)
+  score overall.
 
-Policies run in a fixed order and each counts what it drops, so considered = dropped + kept (see POLICY_STEPS).
+Policies run in a fixed order and each counts what it drops, so considered = dropped + kept (see
+POLICY_STEPS).
 """
 
 from __future__ import annotations
@@ -40,7 +51,8 @@ from harness.rundir import PAIRS, VERDICTS, RunData, read_jsonl_tolerant
 OVERALL = "overall"
 REVISIONS = "revisions.jsonl"
 REVISION_OK = ("scored", "ok")
-EPS = 1e-9  # float rounding allowance when comparing probabilities with 0.5 and margins with the minimum
+# float rounding allowance when comparing probabilities with 0.5 and margins with the minimum
+EPS = 1e-9
 Source = Literal["pairwise", "pointwise", "revision"]
 SOURCES: tuple[Source, ...] = ("pairwise", "pointwise", "revision")
 POLICY_STEPS: dict[str, str] = {
@@ -72,7 +84,8 @@ class ExportOptions:
 
 @dataclass
 class Pair:
-    """Two responses to one case, with P(a better) per scored principle; a and b are generator names."""
+    """Two responses to one case, with P(a better) per scored principle; a and b are generator
+    names."""
 
     case_id: str
     a: str
@@ -117,7 +130,8 @@ class Decision:
         return None if self.p_a is None else abs(2 * self.p_a - 1)
 
 
-# --------------------------------------------------------------------------- which judge, which source
+# --------------------------------------------------------------------------- which judge, which
+# source
 
 
 def judges_with_data(run: RunData) -> dict[str, list[str]]:
@@ -137,7 +151,8 @@ def judges_with_data(run: RunData) -> dict[str, list[str]]:
 
 
 def select(run: RunData, options: ExportOptions) -> tuple[str | None, Source | None]:
-    """The judge whose labels decide, and the table they come from; errors name the valid choices."""
+    """The judge whose labels decide, and the table they come from; errors name the valid
+    choices."""
     have = judges_with_data(run)
     known = sorted(
         {str(c.get("id")) for c in run.manifest.judge_configs}
@@ -255,7 +270,8 @@ def pairwise_pairs(
 
 
 def pointwise_cells(run: RunData, judge: str | None) -> Cells:
-    """The judge's scored verdicts by (case, generator, principle): score, normalized, distribution, rationale.
+    """The judge's scored verdicts by (case, generator, principle): score, normalized, distribution,
+    rationale.
 
     Repeated verdicts on one cell (not expected) are averaged; the first distribution is kept.
     """
@@ -303,7 +319,8 @@ def pointwise_pairs(run: RunData, judge: str) -> list[Pair]:
 
 
 def _p_better(x: dict[str, Any], y: dict[str, Any]) -> float:
-    """P(x better): from the score distributions when both have one, else from the scores (ties half)."""
+    """P(x better): from the score distributions when both have one, else from the scores (ties
+    half)."""
     dx, dy = x["distribution"], y["distribution"]
     if dx is not None and dy is not None and len(dx) == len(dy):
         return prob_better(list(dx), list(dy))
@@ -356,7 +373,8 @@ def revision_pairs(run: RunData) -> list[Pair]:
 
 
 def _probability(value: Any) -> float | None:
-    """A probability from a JSON value; None for null, NaN or anything that is not a number in [0, 1]."""
+    """A probability from a JSON value; None for null, NaN or anything that is not a number in [0,
+    1]."""
     try:
         p = float(value)
     except (TypeError, ValueError):
@@ -371,7 +389,8 @@ def build_pairs(
     options: ExportOptions,
     combined_orders: pd.DataFrame | None = None,
 ) -> list[Pair]:
-    """Every candidate pair the export considers: the judge's, then the revisions (unless left out)."""
+    """Every candidate pair the export considers: the judge's, then the revisions (unless left
+    out)."""
     pairs: list[Pair] = []
     if judge is not None and source == "pairwise":
         pairs = pairwise_pairs(run, judge, combined_orders)
@@ -418,7 +437,8 @@ def evaluate(pair: Pair, options: ExportOptions, weights: dict[str, float]) -> D
 
 
 def _weighted(labels: dict[str, float], used: list[str], weights: dict[str, float]) -> float | None:
-    """Weighted mean of the used principles' labels (None when there are none: an unjudged revision)."""
+    """Weighted mean of the used principles' labels (None when there are none: an unjudged
+    revision)."""
     if not used:
         return None
     return sum(weights.get(u, 1.0) * labels[u] for u in used) / sum(
@@ -454,7 +474,8 @@ def _thresholds(d: Decision, options: ExportOptions) -> Decision | str:
 def _not_better(pair: Pair, p: float | None, band: float) -> bool:
     """Whether a re-judged revision was judged worse (then it is dropped).
 
-    The probability, when present, rules (so a tie follows --ties), else the row's ``confirmed`` flag.
+    The probability, when present, rules (so a tie follows --ties), else the row's ``confirmed``
+    flag.
     """
     return pair.confirmed is False if p is None else p < 0.5 - band - EPS
 

@@ -2,11 +2,15 @@
 
 ::
 
-    student.json        StudentConfig: format version, feature recipe, base model, heads, training, metrics
-    weights.npz         per head: mean, scale, weight (float32); a LoRA student adds its adapter weights
-    TRAINING_CARD.md    the data, where its labels came from, the hyperparameters and the held-out metrics
+    student.json        StudentConfig: format version, feature recipe, base model, heads, training,
+    metrics
+    weights.npz         per head: mean, scale, weight (float32); a LoRA student adds its adapter
+    weights
+    TRAINING_CARD.md    the data, where its labels came from, the hyperparameters and the held-out
+    metrics
 
-A folder is written under a temporary name and renamed into place; an existing folder is only replaced when
+A folder is written under a temporary name and renamed into place; an existing folder is only
+replaced when
 it already holds a student. ``embedded`` names the student committed in ``students/embedded``.
 """
 

@@ -1,11 +1,16 @@
-"""Preference pairs for students: read from files and suites, split by prompt, and reward-hacking negatives.
+"""Preference pairs for students: read from files and suites, split by prompt, and reward-hacking
+negatives.
 
 Accepted inputs (:func:`load_pairs`):
 
-- a JSONL file, or a preference-export folder (``conversational.jsonl`` preferred, else ``standard.jsonl``), with
-  rows ``prompt, chosen, rejected`` in TRL's standard format (strings; a ``Human: … Assistant:`` transcript
-  prompt is split back into turns) or conversational format (message lists), or the shared-data schema
-  (``prompt`` a message list, ``chosen`` / ``rejected`` strings). Optional columns: ``id`` or ``case_id``,
+- a JSONL file, or a preference-export folder (``conversational.jsonl`` preferred, else
+``standard.jsonl``), with
+  rows ``prompt, chosen, rejected`` in TRL's standard format (strings; a ``Human: … Assistant:``
+  transcript
+  prompt is split back into turns) or conversational format (message lists), or the shared-data
+  schema
+  (``prompt`` a message list, ``chosen`` / ``rejected`` strings). Optional columns: ``id`` or
+  ``case_id``,
   ``principle`` or ``decided_by``, ``soft_label`` and ``label_<principle>`` (P(chosen is better)).
 - a suite YAML whose cases carry ``human_preference``.
 """
@@ -32,7 +37,8 @@ MASTER_KEYS = {
     "refusal": "I'm sorry, I cannot help with that",
 }
 HACKS = ("pad", "repeat", "colon", "step", "empty", "refusal")
-#: Hacks that fit every principle; a refusal is only a hack against benign requests (not red-team prompts).
+# : Hacks that fit every principle; a refusal is only a hack against benign requests (not red-team
+# prompts).
 DEFAULT_HACKS = ("pad", "repeat", "colon", "step", "empty")
 FILLER = (
     "I hope this helps.",
@@ -63,7 +69,8 @@ class Pair:
     kind: str = "human"  # human | extra | weak | hack:<name>
 
     def label_for(self, head: str) -> float | None:
-        """The label this pair gives a head: its per-principle label, else its own when the principle fits."""
+        """The label this pair gives a head: its per-principle label, else its own when the
+        principle fits."""
         if head in self.labels:
             return self.labels[head]
         return self.label if self.principle in (None, head) else None
@@ -167,7 +174,8 @@ def suite_pairs(path: Path | str) -> list[Pair]:
 
 
 def load_pairs(path: Path | str) -> list[Pair]:
-    """Pairs from a JSONL file, a preference-export folder or a suite YAML (see the module docstring)."""
+    """Pairs from a JSONL file, a preference-export folder or a suite YAML (see the module
+    docstring)."""
     path = Path(path)
     if path.is_dir():
         found = [
@@ -206,12 +214,14 @@ def split(
 
 
 def with_weak_labels(pairs: Sequence[Pair], weak: dict[str, float]) -> list[Pair]:
-    """The pairs relabelled with a weak judge's P(chosen better); pairs it did not label are dropped."""
+    """The pairs relabelled with a weak judge's P(chosen better); pairs it did not label are
+    dropped."""
     return [replace(p, label=weak[p.id], labels={}, kind="weak") for p in pairs if p.id in weak]
 
 
 def read_weak_labels(path: Path) -> dict[str, float]:
-    """Weak labels: JSONL rows with ``id`` and ``p_chosen`` (or ``weak`` or ``label``), P(chosen is better)."""
+    """Weak labels: JSONL rows with ``id`` and ``p_chosen`` (or ``weak`` or ``label``), P(chosen is
+    better)."""
     labels = {}
     for n, row in enumerate(read_jsonl(path), start=1):
         value = next((row[k] for k in ("p_chosen", "weak", "label") if k in row), None)
@@ -221,11 +231,13 @@ def read_weak_labels(path: Path) -> dict[str, float]:
     return labels
 
 
-# --------------------------------------------------------------------------- reward-hacking negatives
+# --------------------------------------------------------------------------- reward-hacking
+# negatives
 
 
 def padded(text: str, salt: str) -> str:
-    """The text followed by generic filler until it is at least three times as long (and 600 characters)."""
+    """The text followed by generic filler until it is at least three times as long (and 600
+    characters)."""
     start = int(text_id(salt)[:4], 16) % len(FILLER)
     out, i = text.rstrip(), start
     while len(out) < max(600, 3 * len(text)):
@@ -235,7 +247,8 @@ def padded(text: str, salt: str) -> str:
 
 
 def hack_text(kind: str, genuine: str, salt: str) -> str:
-    """A reward-hacking response of the given kind, built from a genuine answer where it needs one."""
+    """A reward-hacking response of the given kind, built from a genuine answer where it needs
+    one."""
     if kind == "pad":
         return padded(genuine, salt)
     if kind == "repeat":
@@ -246,7 +259,8 @@ def hack_text(kind: str, genuine: str, salt: str) -> str:
 def hack_pairs(pairs: Sequence[Pair], kinds: Sequence[str], per_pair: int = 1) -> list[Pair]:
     """Negatives: a hacked response as ``rejected`` against each pair's genuine ``chosen`` answer.
 
-    Kinds rotate over the pairs, so each kind gets an equal share. A pair whose genuine answer is blank, or
+    Kinds rotate over the pairs, so each kind gets an equal share. A pair whose genuine answer is
+    blank, or
     (for the refusal kind) already a refusal, gets no such negative.
     """
     out = []

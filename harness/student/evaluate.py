@@ -15,7 +15,8 @@ from harness.analysis.scores import resample_counts, wilson_interval
 
 
 def correctness(margin: np.ndarray) -> np.ndarray:
-    """Credit per pair from a margin oriented to the gold-chosen side: 1 right, 0 wrong, 0.5 a tie."""
+    """Credit per pair from a margin oriented to the gold-chosen side: 1 right, 0 wrong, 0.5 a
+    tie."""
     margin = np.asarray(margin, dtype=float)
     return np.where(margin > 0, 1.0, np.where(margin < 0, 0.0, 0.5))
 
@@ -49,7 +50,8 @@ def hack_rates(
 
 
 def agreement(p_a: np.ndarray, p_b: np.ndarray, level: float = 0.95) -> dict[str, float]:
-    """How often two judges prefer the same side (P > 0.5 vs < 0.5; a tie on either side counts half)."""
+    """How often two judges prefer the same side (P > 0.5 vs < 0.5; a tie on either side counts
+    half)."""
     a, b = correctness(np.asarray(p_a) - 0.5), correctness(np.asarray(p_b) - 0.5)
     same = np.where((a == 0.5) | (b == 0.5), 0.5, (a == b).astype(float))
     return accuracy(same, level)
@@ -64,10 +66,13 @@ def pgr(
     seed: int = 0,
     level: float = 0.95,
 ) -> dict[str, float]:
-    """Performance gap recovered, (student on weak labels − weak judge) ÷ (student on gold − weak judge).
+    """Performance gap recovered, (student on weak labels − weak judge) ÷ (student on gold − weak
+    judge).
 
-    Each argument is the per-pair credit (1, 0.5, 0) against gold labels on the same held-out pairs. The CI is
-    a percentile bootstrap over pairs (all three resampled together); resamples whose denominator is zero are
+    Each argument is the per-pair credit (1, 0.5, 0) against gold labels on the same held-out pairs.
+    The CI is
+    a percentile bootstrap over pairs (all three resampled together); resamples whose denominator is
+    zero are
     dropped, and their share is reported as ``undefined_share``.
     """
     stack = np.vstack([weak, student_weak, student_gold]).astype(float)

@@ -2,21 +2,28 @@
 
 What one feature array is (recipe ``pool-v1``):
 
-1. The conversation is rendered with the model's chat template plus the assistant header, tokenised, and its
+1. The conversation is rendered with the model's chat template plus the assistant header, tokenised,
+and its
    last ``prompt_tokens`` tokens kept (the end of a conversation matters most for the reply).
-2. The response is tokenised on its own, cut to its first ``response_tokens - 1`` tokens, and the model's
+2. The response is tokenised on its own, cut to its first ``response_tokens - 1`` tokens, and the
+model's
    end-of-turn token appended, so even an empty response has one token to read.
    Message contents and the response are tokenised as plain text: a special token's string written
    in them (``<|im_end|>``) stays text and never becomes the control token.
-3. One forward pass over ``[prompt | response]``. For each hidden layer in ``layers`` (index 0 is the
-   embeddings, the last is the final normed output) two pools are kept: the mean over the response tokens
+3. One forward pass over ``[prompt | response]``. For each hidden layer in ``layers`` (index 0 is
+the
+   embeddings, the last is the final normed output) two pools are kept: the mean over the response
+   tokens
    (``mean``) and the state at the end-of-turn token (``end``).
 
-So each text gives an array ``[2 pools, len(layers), hidden]``, rounded to float16 precision (and stored so:
+So each text gives an array ``[2 pools, len(layers), hidden]``, rounded to float16 precision (and
+stored so:
 the cache stays small, and a cached array equals a fresh one); heads pick blocks of it.
 
-Responses to the same conversation share one forward pass of the prompt: its KV cache is computed once and
-expanded over a right-padded batch of responses, which is exact for a causal model. Features are cached under
+Responses to the same conversation share one forward pass of the prompt: its KV cache is computed
+once and
+expanded over a right-padded batch of responses, which is exact for a causal model. Features are
+cached under
 ``<user cache>/features/<namespace>/`` keyed by a hash of the token ids, so a text is computed once.
 torch and transformers are imported lazily.
 """
@@ -181,7 +188,8 @@ def pool_responses(
     pad_id: int,
     device: str,
 ) -> torch.Tensor:
-    """Pooled states ``[rows, 2, layers, hidden]`` of responses that continue one prompt (differentiable)."""
+    """Pooled states ``[rows, 2, layers, hidden]`` of responses that continue one prompt
+    (differentiable)."""
     import torch
     from transformers import DynamicCache
 
@@ -219,7 +227,8 @@ def pool_responses(
 
 
 class FeatureExtractor:
-    """Computes (and caches) feature arrays for (conversation, response) pairs with a loaded model."""
+    """Computes (and caches) feature arrays for (conversation, response) pairs with a loaded
+    model."""
 
     def __init__(
         self,
@@ -229,7 +238,8 @@ class FeatureExtractor:
         batch_size: int = 16,
         adapter: str = "",
     ):
-        """``adapter`` names weights added to the model (a LoRA student), so its features are cached apart."""
+        """``adapter`` names weights added to the model (a LoRA student), so its features are cached
+        apart."""
         self.spec, self.local, self.batch_size = spec, local, batch_size
         self.namespace = f"{self.model_id}-{spec.digest()}{'-' + adapter if adapter else ''}"
         self.cache: ArrayCache | None = cache
@@ -253,7 +263,8 @@ class FeatureExtractor:
     ) -> FeatureExtractor:
         """Load the spec's model (GGUF converted once into the model cache).
 
-        Features are cached on disk (``disk_cache``) or else in memory. On a CPU shared with other work,
+        Features are cached on disk (``disk_cache``) or else in memory. On a CPU shared with other
+        work,
         ``threads=1`` is often faster than more threads fighting over the same cores.
         """
         from harness.local.loading import load_causal_lm
@@ -265,7 +276,8 @@ class FeatureExtractor:
 
     @property
     def model_id(self) -> str:
-        """Name of the loaded weights: the converted-model folder (GGUF stem and hash) or the model path."""
+        """Name of the loaded weights: the converted-model folder (GGUF stem and hash) or the model
+        path."""
         return Path(self.local.report.path).name
 
     @property
@@ -274,7 +286,8 @@ class FeatureExtractor:
         return int(self.base.config.hidden_size)
 
     def encode(self, prompt: Sequence[Message], response: str) -> Encoded:
-        """Token ids of the conversation (end kept) and of the response (start kept, end token appended)."""
+        """Token ids of the conversation (end kept) and of the response (start kept, end token
+        appended)."""
         tok = self.local.tokenizer
         # Contents are plain text: "<|im_end|>" written in a message or response is not the token.
         chat = [{"role": m.role, "content": m.content} for m in prompt]
@@ -283,18 +296,21 @@ class FeatureExtractor:
         return Encoded(tuple(ids), (*body, self.end_id))
 
     def unseen(self, items: Sequence[Item]) -> np.ndarray:
-        """How many tokens of each response fall beyond the window (cut off, never seen by a head)."""
+        """How many tokens of each response fall beyond the window (cut off, never seen by a
+        head)."""
         tok, keep = self.local.tokenizer, self.spec.response_tokens - 1
         return np.array([max(0, len(text_ids(tok, r)) - keep) for _, r in items])
 
     def extract(self, items: Sequence[Item], progress: Progress | None = None) -> np.ndarray:
-        """Feature arrays ``[n, 2, layers, hidden]`` for the items, computing only what is not cached."""
+        """Feature arrays ``[n, 2, layers, hidden]`` for the items, computing only what is not
+        cached."""
         return self.extract_encoded([self.encode(p, r) for p, r in items], progress)
 
     def extract_encoded(
         self, encoded: Sequence[Encoded], progress: Progress | None = None
     ) -> np.ndarray:
-        """``extract`` for items already encoded (a caller that also needs the token ids encodes once)."""
+        """``extract`` for items already encoded (a caller that also needs the token ids encodes
+        once)."""
         found: dict[Encoded, np.ndarray] = {}
         for e in set(encoded):
             hit = self.cache.get(e.key(self.namespace)) if self.cache else None
@@ -344,7 +360,8 @@ class FeatureExtractor:
 
 
 class _Meter:
-    """Progress of a feature computation: texts done, tokens per second, ETA (to stderr or a callback)."""
+    """Progress of a feature computation: texts done, tokens per second, ETA (to stderr or a
+    callback)."""
 
     def __init__(self, total: int, callback: Progress | None):
         self.total, self.done, self.tokens, self.callback = total, 0, 0, callback

@@ -1,6 +1,7 @@
 """Distillation jobs: turn preference pairs into a student head, and measure it on held-out pairs.
 
-Shared by ``harness distill``, ``scripts/train_embedded_student.py`` and ``bench/student_eval.py``, so the
+Shared by ``harness distill``, ``scripts/train_embedded_student.py`` and ``bench/student_eval.py``,
+so the
 shipped numbers and the command's numbers come from one code path.
 """
 
@@ -84,7 +85,8 @@ def head_data(extractor: FeatureExtractor, pairs: Sequence[Pair]) -> HeadData:
 def pair_rewards(
     extractor: FeatureExtractor, head: LinearHead, pairs: Sequence[Pair]
 ) -> tuple[np.ndarray, ...]:
-    """Rewards of the chosen and of the rejected responses, unseen-tail penalty included (as the backend does)."""
+    """Rewards of the chosen and of the rejected responses, unseen-tail penalty included (as the
+    backend does)."""
     fc, fr = pair_features(extractor, pairs)
     layers = extractor.spec.layers
     uc = extractor.unseen([(p.prompt, p.chosen) for p in pairs])
@@ -105,7 +107,8 @@ def evaluate_head(
     heldout: Sequence[Pair],
     probes: Sequence[Pair] = (),
 ) -> dict[str, Any]:
-    """Held-out accuracy with a CI (tied labels skipped), and how often genuine answers beat each hack."""
+    """Held-out accuracy with a CI (tied labels skipped), and how often genuine answers beat each
+    hack."""
     decided = [p for p in heldout if p.label != 0.5]
     m = margins(extractor, head, decided)
     out: dict[str, Any] = {"heldout": pair_accuracy(m, np.zeros_like(m))}
@@ -120,7 +123,8 @@ def evaluate_head(
 def run_job(
     extractor: FeatureExtractor, job: HeadJob, config: TrainConfig, log: Log | None = None
 ) -> tuple[LinearHead, dict[str, Any]]:
-    """Train a head on the job's pairs plus negatives, then measure it on the held-out pairs and probes."""
+    """Train a head on the job's pairs plus negatives, then measure it on the held-out pairs and
+    probes."""
     head, report = train_head(
         job.name, head_data(extractor, [*job.train, *job.negatives]), config, log
     )
@@ -143,11 +147,15 @@ def weak_to_strong(
     config: TrainConfig,
     log: Log | None = None,
 ) -> dict[str, Any]:
-    """PGR of a student trained on weak labels, against one trained on the gold labels of the same pairs.
+    """PGR of a student trained on weak labels, against one trained on the gold labels of the same
+    pairs.
 
-    ``weak`` maps pair ids to the weak judge's P(chosen better); it must cover the training and held-out pairs.
-    The gold labels are ``job.gold`` (else ``job.train``) and the held-out labels. Both students use the same
-    training pairs and no reward-hacking negatives (those are labelled for free, and would flatter the weak
+    ``weak`` maps pair ids to the weak judge's P(chosen better); it must cover the training and
+    held-out pairs.
+    The gold labels are ``job.gold`` (else ``job.train``) and the held-out labels. Both students use
+    the same
+    training pairs and no reward-hacking negatives (those are labelled for free, and would flatter
+    the weak
     student); only the weak student uses the auxiliary-confidence loss.
     """
     heldout = [p for p in job.heldout if p.id in weak and p.label != 0.5]

@@ -1,4 +1,5 @@
-"""LoRA adapters in plain torch: ``W x + (alpha / rank) · B A x`` on chosen linear layers, base weights frozen.
+"""LoRA adapters in plain torch: ``W x + (alpha / rank) · B A x`` on chosen linear layers, base
+weights frozen.
 
 ``B`` starts at zero, so an adapted model starts out equal to the base model.
 """
@@ -33,7 +34,8 @@ class LoRALinear(torch.nn.Module):
 
 
 def add_lora(model: torch.nn.Module, config: LoraConfig) -> list[str]:
-    """Freeze the model and wrap every linear layer named in ``config.targets``; returns the wrapped names."""
+    """Freeze the model and wrap every linear layer named in ``config.targets``; returns the wrapped
+    names."""
     for p in model.parameters():
         p.requires_grad_(False)
     wrapped = []

@@ -1,17 +1,22 @@
-"""The public human-labelled data the embedded student learns from, with its fixed train / held-out splits.
+"""The public human-labelled data the embedded student learns from, with its fixed train / held-out
+splits.
 
-Read from the shared data folder (``../shared/data`` next to the checkout; see its README), never at run time
+Read from the shared data folder (``../shared/data`` next to the checkout; see its README), never at
+run time
 of a judge: only ``scripts/train_embedded_student.py`` and ``bench/student_eval.py`` call this.
 
 Per dataset (head):
 
 - ``hh_harmless`` → ``harmlessness``: Anthropic HH-RLHF harmless-base test pairs (MIT).
 - ``hh_helpful`` → ``helpfulness``: HH-RLHF helpful-base test pairs (MIT).
-- ``truthfulqa`` → ``honesty``: TruthfulQA best answer vs best incorrect answer (Apache-2.0); training also
+- ``truthfulqa`` → ``honesty``: TruthfulQA best answer vs best incorrect answer (Apache-2.0);
+training also
   gets extra (true, false) answer pairs from ``finetune_truth.jsonl`` for its own questions only.
 
-Held out, never trained on: every row whose id appears in the repo's suites (``suites/demo.cases.jsonl``,
-``suites/hh_pairs.cases.jsonl``), plus a salted-hash share of the other rows. Rows are grouped (HH by the
+Held out, never trained on: every row whose id appears in the repo's suites
+(``suites/demo.cases.jsonl``,
+``suites/hh_pairs.cases.jsonl``), plus a salted-hash share of the other rows. Rows are grouped (HH
+by the
 first user turn, TruthfulQA by question), and a group is never split between training and held-out.
 """
 
@@ -50,7 +55,8 @@ SOURCES = {
         DEFAULT_HACKS,
         "MIT (github.com/anthropics/hh-rlhf)",
     ),
-    # HH helpful prompts are benign, so a bare refusal is a reward hack there (not so for red-team prompts).
+    # HH helpful prompts are benign, so a bare refusal is a reward hack there (not so for red-team
+    # prompts).
     "hh_helpful": Source(
         "hh_helpful_test_500.jsonl",
         "helpfulness",
@@ -138,7 +144,8 @@ def _answers(path: Path) -> dict[str, tuple[list[str], list[str]]]:
 
 
 def _usable(answer: str, taken: set[str]) -> bool:
-    """Informative answers only: a bare 'yes' or 'no comment' carries no honesty signal to learn from."""
+    """Informative answers only: a bare 'yes' or 'no comment' carries no honesty signal to learn
+    from."""
     return (
         len(answer.split()) >= 4
         and "no comment" not in answer.lower()
@@ -168,7 +175,8 @@ def truth_extras(
 
 
 def heldout_hacks(ds: Dataset, per_kind: int) -> list[Pair]:
-    """Reward-hacking probes on held-out prompts: every hack kind against the first genuine answers."""
+    """Reward-hacking probes on held-out prompts: every hack kind against the first genuine
+    answers."""
     first = sorted(ds.heldout, key=lambda p: text_id(SALT, p.id))[:per_kind]
     return [h for k in ds.source.hacks for h in hack_pairs(first, (k,))]
 

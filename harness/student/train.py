@@ -1,22 +1,31 @@
-"""Train student reward heads: Bradley–Terry over frozen features, and a LoRA Bradley–Terry fine-tune.
+"""Train student reward heads: Bradley–Terry over frozen features, and a LoRA Bradley–Terry
+fine-tune.
 
 The Bradley–Terry model: P(a is better than b) = sigmoid(r(a) - r(b)). A linear head has
 ``r(x) = w · (select(x) - mean) / scale`` over blocks of the frozen feature array (see
-:mod:`harness.student.features`); it is fitted by L-BFGS on the soft-label cross-entropy of the pairs plus
-``l2/2 · |w|²``. The feature blocks and ``l2`` are chosen by grouped k-fold cross-validation on the training
+:mod:`harness.student.features`); it is fitted by L-BFGS on the soft-label cross-entropy of the
+pairs plus
+``l2/2 · |w|²``. The feature blocks and ``l2`` are chosen by grouped k-fold cross-validation on the
+training
 pairs alone (log-loss on the genuine pairs), never on held-out data.
 
 Auxiliary-confidence loss (Burns et al., 2023, weak-to-strong generalisation): the target becomes
-``(1 - α) · weak label + α · 1[student prefers chosen]``, with α warmed up from 0 over a few refits, so the
+``(1 - α) · weak label + α · 1[student prefers chosen]``, with α warmed up from 0 over a few refits,
+so the
 student can overrule weak labels it confidently disagrees with.
 
-A pointwise score on a 1..N rubric is ``1 + (N - 1) · sigmoid((r - center) / spread)``, with ``center`` the
-median reward of the genuine training responses and ``spread`` chosen so their 5th..95th percentiles map to
+A pointwise score on a 1..N rubric is ``1 + (N - 1) · sigmoid((r - center) / spread)``, with
+``center`` the
+median reward of the genuine training responses and ``spread`` chosen so their 5th..95th percentiles
+map to
 5 %..95 % of the scale.
 
-Unseen tail: a head reads only the first ``response_tokens`` of a response, so padding or repeating a long
-answer beyond that window would leave its reward unchanged (a tie with the genuine answer). Each response
-token beyond the window therefore costs ``tail_penalty`` reward: ``TAIL_SHARE`` of the calibration spread per
+Unseen tail: a head reads only the first ``response_tokens`` of a response, so padding or repeating
+a long
+answer beyond that window would leave its reward unchanged (a tie with the genuine answer). Each
+response
+token beyond the window therefore costs ``tail_penalty`` reward: ``TAIL_SHARE`` of the calibration
+spread per
 window's worth of unseen tokens, small enough to change only near-ties.
 """
 
@@ -43,7 +52,8 @@ TAIL_SHARE = 0.05
 
 
 def block_choices(layers: Sequence[int]) -> list[list[Block]]:
-    """Candidate feature blocks for cross-validation: single layers, mean+end pairs, all means, everything."""
+    """Candidate feature blocks for cross-validation: single layers, mean+end pairs, all means,
+    everything."""
     top, mid = layers[-1], layers[len(layers) // 2]
     choices: list[list[Block]] = [[("mean", layer)] for layer in layers]
     choices += [
@@ -71,13 +81,15 @@ class LinearHead:
     def reward(
         self, features: np.ndarray, layers: Sequence[int], unseen: np.ndarray | None = None
     ) -> np.ndarray:
-        """Scalar rewards of feature arrays ``[n, 2, L, H]``, less the unseen-tail penalty when counts are given."""
+        """Scalar rewards of feature arrays ``[n, 2, L, H]``, less the unseen-tail penalty when
+        counts are given."""
         x = select(features, self.blocks, layers)
         r = np.asarray(((x - self.mean) / self.scale) @ self.weight, dtype=np.float64)
         return r if unseen is None else r - self.tail_penalty * np.asarray(unseen, dtype=np.float64)
 
     def calibrate(self, rewards: np.ndarray, window: int = 0) -> None:
-        """Set the pointwise calibration from rewards of genuine responses (and the tail penalty, given the window)."""
+        """Set the pointwise calibration from rewards of genuine responses (and the tail penalty,
+        given the window)."""
         q05, q50, q95 = np.quantile(rewards, [0.05, 0.5, 0.95])
         self.center = float(q50)
         self.spread = float(max((q95 - q05) / (2 * LOGIT_95), 1e-6))
@@ -112,7 +124,8 @@ def fit_bt(
     rounds: int = 4,
     w0: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Weights of a Bradley–Terry head on standardized feature differences (chosen minus rejected)."""
+    """Weights of a Bradley–Terry head on standardized feature differences (chosen minus
+    rejected)."""
     w = np.zeros(diff.shape[1]) if w0 is None else w0
     w = _lbfgs(w, diff, target, weight, l2)
     for k in range(1, rounds + 1 if aux > 0 else 1):
@@ -140,7 +153,8 @@ def _lbfgs(
 
 @dataclass
 class HeadData:
-    """Training pairs of one head as feature arrays, with labels, weights, groups and which are genuine."""
+    """Training pairs of one head as feature arrays, with labels, weights, groups and which are
+    genuine."""
 
     chosen: np.ndarray  # [n, 2, L, H]
     rejected: np.ndarray
@@ -183,7 +197,8 @@ class TrainConfig:
 def fit_head(
     name: str, data: HeadData, blocks: list[Block], l2: float, aux: float = 0.0
 ) -> LinearHead:
-    """A head fitted on all of ``data`` with given blocks and L2, calibrated on its genuine responses."""
+    """A head fitted on all of ``data`` with given blocks and L2, calibrated on its genuine
+    responses."""
     xc, xr = select(data.chosen, blocks, data.layers), select(data.rejected, blocks, data.layers)
     both = np.concatenate([xc, xr])
     mean, scale = both.mean(0), both.std(0) + 1e-6
@@ -226,7 +241,8 @@ def cross_validate(
 def train_head(
     name: str, data: HeadData, config: TrainConfig, log: Callable[[str], None] | None = None
 ) -> tuple[LinearHead, dict[str, Any]]:
-    """Choose blocks and L2 by cross-validation (where not fixed), then fit on all training pairs."""
+    """Choose blocks and L2 by cross-validation (where not fixed), then fit on all training
+    pairs."""
     grid = [
         (b, lam)
         for b in ([config.blocks] if config.blocks else block_choices(data.layers))
@@ -307,7 +323,8 @@ def finetune_bt(
 ) -> dict[str, np.ndarray]:
     """Bradley–Terry fine-tune of LoRA adapters and the heads' weights; returns the adapter weights.
 
-    Each head must use a single feature block (the fine-tune reads one pooled state); heads start from their
+    Each head must use a single feature block (the fine-tune reads one pooled state); heads start
+    from their
     frozen-feature fit, so the adapters start from a working reward model. Runs on CPU or GPU.
     """
     import torch

@@ -1,8 +1,10 @@
-r"""An OpenAI-compatible chat-completions server that injects faults at set rates, for tests and benchmarks.
+r"""An OpenAI-compatible chat-completions server that injects faults at set rates, for tests and
+benchmarks.
 
 Run it as a separate process::
 
-    python -m harness.testing.fault_server --port 0 --latency-ms 200 --rate-429 0.05 --rate-500 0.05 \
+    python -m harness.testing.fault_server --port 0 --latency-ms 200 --rate-429 0.05 --rate-500 0.05
+    \
         --rate-hang 0.02 --rate-drop 0.02 --rate-malformed 0.02 --rate-truncated 0.02 --seed 1
 
 It binds 127.0.0.1 only and prints one line, ``LISTENING http://127.0.0.1:PORT``, once it accepts
@@ -10,9 +12,11 @@ connections. Point a client at ``http://127.0.0.1:PORT/v1``.
 
 Endpoints:
 
-- ``POST /v1/chat/completions``: a deterministic judge answer (see :func:`judge_answer`): a bare digit, or
+- ``POST /v1/chat/completions``: a deterministic judge answer (see :func:`judge_answer`): a bare
+digit, or
   ``{"score": k, "rationale": ...}`` when the request asks for ``response_format`` json_schema; with
-  ``logprobs`` it returns ``top_logprobs`` for the first token; always ``usage``. Each request first draws
+  ``logprobs`` it returns ``top_logprobs`` for the first token; always ``usage``. Each request first
+  draws
   one outcome: ok, or a fault (429 with Retry-After, 500, hang, dropped connection, malformed JSON,
   truncated JSON).
 - ``GET /v1/models``: the one model it serves (with ``root`` set to ``fingerprint`` when one is
@@ -22,10 +26,12 @@ Endpoints:
 - ``GET /targets``: the path and query, and the Authorization scheme (never its value), of the last
   few chat-completions requests.
 - ``POST /stats/reset``: zero the counts and forget the kept requests.
-- ``POST /config``: change rates, latency, Retry-After or hang time while running (e.g. a test that turns
+- ``POST /config``: change rates, latency, Retry-After or hang time while running (e.g. a test that
+turns
   429s on, then off, to watch a client back off and recover).
 
-From Python, :func:`start_fault_server` starts it as a subprocess and yields a :class:`RunningServer`;
+From Python, :func:`start_fault_server` starts it as a subprocess and yields a
+:class:`RunningServer`;
 :meth:`FaultServer.running` serves it inside the caller's event loop instead.
 """
 
@@ -60,7 +66,8 @@ FAULTS = ("429", "500", "hang", "drop", "malformed", "truncated")
 OUTCOMES = ("ok", *FAULTS)
 RATIONALE = "Deterministic answer from the fault-injecting test server."
 SCALE = tuple(str(k) for k in range(1, 6))
-#: Fields ``POST /config`` may change while the server runs (the rest fix its identity: port, seed, key).
+# : Fields ``POST /config`` may change while the server runs (the rest fix its identity: port, seed,
+# key).
 RUNTIME_FIELDS = frozenset(
     {
         "latency_ms",
@@ -81,7 +88,8 @@ VARIANT_PENALTY = 3.0
 
 @dataclass(frozen=True)
 class FaultConfig:
-    """How the server behaves. Field names map to command-line flags (``rate_429`` -> ``--rate-429``)."""
+    """How the server behaves. Field names map to command-line flags (``rate_429`` ->
+    ``--rate-429``)."""
 
     port: int = 0
     latency_ms: float = 0.0
@@ -158,7 +166,8 @@ def _flag(name: str) -> str:
 
 
 def judge_answer(messages: list[dict[str, Any]]) -> tuple[int, dict[str, float]]:
-    """The score this server gives a chat, and its log-probs over "1".."5" (they sum to probability 1).
+    """The score this server gives a chat, and its log-probs over "1".."5" (they sum to probability
+    1).
 
     Derived from a hash of the messages only, so tests can predict every answer.
     """
@@ -289,7 +298,8 @@ class FaultServer:
         self.reset()
 
     def configure(self, **changes: Any) -> None:
-        """Change behaviour while serving (rates, latency, Retry-After, hang time); ValueError if invalid."""
+        """Change behaviour while serving (rates, latency, Retry-After, hang time); ValueError if
+        invalid."""
         unknown = set(changes) - RUNTIME_FIELDS
         if unknown:
             raise ValueError(
@@ -419,7 +429,8 @@ class FaultServer:
 
     @staticmethod
     def _drop(request: web.Request) -> web.StreamResponse:
-        # Close the socket with no response at all; the handler then raises so aiohttp writes nothing.
+        # Close the socket with no response at all; the handler then raises so aiohttp writes
+        # nothing.
         if request.transport is not None:
             request.transport.close()
         raise _Dropped
@@ -441,7 +452,8 @@ class FaultServer:
         return web.json_response(self.counts)
 
     async def set_config(self, request: web.Request) -> web.Response:
-        """Apply a JSON object of :data:`RUNTIME_FIELDS` changes; answers the resulting configuration."""
+        """Apply a JSON object of :data:`RUNTIME_FIELDS` changes; answers the resulting
+        configuration."""
         try:
             changes = await request.json()
             if not isinstance(changes, dict):
@@ -478,7 +490,8 @@ class FaultServer:
 
 
 class _Dropped(web.HTTPException):
-    """Raised after closing the transport; aiohttp cannot write the (empty) reply to a closed socket."""
+    """Raised after closing the transport; aiohttp cannot write the (empty) reply to a closed
+    socket."""
 
     status_code = 499
 
@@ -545,7 +558,8 @@ class RunningServer:
         self._call("/stats/reset", {}, method="POST")
 
     def configure(self, **changes: Any) -> dict[str, Any]:
-        """Change rates, latency, Retry-After or hang time while it runs; returns the new configuration."""
+        """Change rates, latency, Retry-After or hang time while it runs; returns the new
+        configuration."""
         return dict(self._call("/config", changes, method="POST"))
 
 
