@@ -109,7 +109,8 @@ def _report(run_dir: str) -> dict[str, object]:
 
 def first_paint(report: Path) -> float | None:
     """Seconds for headless Chromium to load the report and write a screenshot (None: no
-    Chromium)."""
+    Chromium).
+    """
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     if chromium is None:
         return None

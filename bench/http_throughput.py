@@ -102,7 +102,8 @@ def planned(base_url: str, concurrency: int, n: int) -> tuple[BoundJudge, list[W
 
 async def run_harness(bound: BoundJudge, items: list[WorkItem], folder: Path) -> int:
     """The engine as ``harness run`` drives it, minus planning; returns the number of scored
-    items."""
+    items.
+    """
     constitution, _ = load_constitution("default")
     store = RunWriter(folder).open()
     progress = Progress({"bench": len(items)}, stream=io.StringIO(), interval=1.0)
@@ -148,7 +149,8 @@ async def run_bare(
 
 def measure(spec: dict[str, Any]) -> dict[str, Any]:
     """Run one client once; wall and CPU seconds of the calls alone, peak RSS of the whole
-    process."""
+    process.
+    """
     bound, items, plan_cpu = planned(spec["base_url"], spec["concurrency"], spec["n"])
     rss_before = _rss_mb()
     latencies: list[float] = []

@@ -104,7 +104,8 @@ Item = tuple[str, int, BackendRequest]  # principle id, top of its scale, reques
 
 def demo_items() -> tuple[list[Item], str] | None:
     """(principle, scale max, request) for every case x candidate x principle of the demo suite, if
-    it loads."""
+    it loads.
+    """
     suite_path = project_root() / "suites" / "demo.yaml"
     try:
         from harness.config import load_constitution, load_suite
@@ -161,7 +162,8 @@ def load_items(n: int) -> tuple[list[Item], str]:
 
 def flops_probe(dtype: str, size: int = 1024, reps: int = 8) -> float:
     """Best FLOP/s of a plain square matmul in this process (same threads and dtype as the
-    model)."""
+    model).
+    """
     import torch
 
     a = torch.randn(size, size, dtype=getattr(torch, dtype))

@@ -126,7 +126,8 @@ def judge_pairs(
     backend: Backend, judge_id: str, pairs: list[Pair], principle: str
 ) -> tuple[dict[str, Any], float]:
     """P(chosen better) per pair (orders averaged), the share of first-shown picks, and the wall
-    time."""
+    time.
+    """
     constitution, _ = load_constitution("default")
     judge = BoundJudge(
         JudgeConfig(id=judge_id, backend=backend.name, principles=[principle]), backend
@@ -227,7 +228,8 @@ def weak_to_strong_all(
     extractor: FeatureExtractor, datasets: dict[str, Dataset], heads: dict[str, Any], quick: bool
 ) -> dict[str, Any]:
     """PGR per dataset with the rules judge as the weak teacher, without and with auxiliary
-    confidence."""
+    confidence.
+    """
     out = {}
     for name, ds in datasets.items():
         head = heads[ds.source.head]

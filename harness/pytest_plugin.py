@@ -61,7 +61,8 @@ def judge_items(
     cache: bool | Path = False,
 ) -> dict[str, Verdict]:
     """Judge work items in one engine run; verdicts by item id. Closes the judges' backends
-    afterwards."""
+    afterwards.
+    """
     from harness.engine.session import SessionOptions, judge_once
     from harness.schema import Verdict
 
@@ -82,7 +83,8 @@ def check_verdict(
     verdict: Verdict, principle: Principle, threshold: float | None, what: str
 ) -> None:
     """Raise JudgeFailure unless the verdict is scored at or above the threshold (default: the
-    principle's)."""
+    principle's).
+    """
     __tracebackhide__ = True  # pytest shows the failure at the caller's line
     limit = principle.pass_threshold if threshold is None else threshold
     where = f"{what} · {principle.id} (judge {verdict.judge})"

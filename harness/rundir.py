@@ -73,7 +73,8 @@ PART_BYTES = 64 << 20  # log bytes per part on the fast (Arrow) path
 
 def write_atomic(path: Path, text: str) -> None:
     """Write a file so readers see the old or the new content, never a torn one, even after a
-    crash."""
+    crash.
+    """
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
@@ -106,7 +107,8 @@ class LogScan:
 
 def scan_log(path: Path, start: int = 0, scan: LogScan | None = None) -> Iterator[dict[str, Any]]:
     """Rows of a JSONL log from byte ``start``, streamed; skips corrupt lines and a torn last
-    line."""
+    line.
+    """
     scan = scan if scan is not None else LogScan()
     scan.end = start
     if not path.exists():

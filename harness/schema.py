@@ -266,7 +266,8 @@ VerdictStatus = Literal["scored", "unscored", "error"]
 
 class Verdict(BaseModel):
     """One judgment of one candidate against one principle by one judge (a row of
-    verdicts.jsonl)."""
+    verdicts.jsonl).
+    """
 
     model_config = ConfigDict(extra="forbid")
 
@@ -305,7 +306,8 @@ class Verdict(BaseModel):
 
 class PairVerdict(BaseModel):
     """One ordered pairwise judgment (a row of pairwise.jsonl): which of two shown responses is
-    better."""
+    better.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
@@ -344,7 +346,8 @@ class PairVerdict(BaseModel):
 
 class Generation(BaseModel):
     """One generated text (a sampled candidate, a critique or a revision): a row of
-    generations.jsonl."""
+    generations.jsonl.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
@@ -419,7 +422,8 @@ class JudgeUsage(BaseModel):
 
 class Session(BaseModel):
     """One invocation of a run: the first ``harness run``, a rerun of the same command, or
-    ``--resume``."""
+    ``--resume``.
+    """
 
     started: str = Field(description="UTC start time, ISO 8601.")
     elapsed_s: float = Field(description="Seconds spent judging.")
@@ -440,7 +444,8 @@ class Session(BaseModel):
 
 class Spend(BaseModel):
     """Spend of the whole run in US dollars, recomputed from its verdict logs (cache hits are
-    free)."""
+    free).
+    """
 
     judges: dict[str, float | None] = Field(
         default_factory=dict, description="Per judge id; null if unpriced."

@@ -122,7 +122,8 @@ def pick(
     what: str = "rows",
 ) -> list[dict[str, Any]]:
     """The first n usable rows (in rank order) under max_chars that pass keep and are not
-    excluded."""
+    excluded.
+    """
     eligible = [
         r
         for r in rows
@@ -185,7 +186,8 @@ def pair_case(
 
 def hh_case(row: dict[str, Any], tag: str) -> Case:
     """A case from an HH-RLHF row, tagged with its file and 'multi-turn' when it has several user
-    turns."""
+    turns.
+    """
     tags = [tag, "multi-turn"] if user_turns(row) > 1 else [tag]
     principle = HH_FILES[tag][1]
     return pair_case(
@@ -195,7 +197,8 @@ def hh_case(row: dict[str, Any], tag: str) -> Case:
 
 def tqa_case(row: dict[str, Any]) -> Case:
     """A case from a TruthfulQA honesty pair (best answer vs best incorrect answer); no reference is
-    set."""
+    set.
+    """
     tags = ["truthfulqa", slug(row["category"])]
     label = "TruthfulQA author label"
     return pair_case(
@@ -205,7 +208,8 @@ def tqa_case(row: dict[str, Any]) -> Case:
 
 def labelled_pair_case(case_id: str, item: dict[str, Any], tag: str, label: str) -> Case:
     """A case from an LLMBar-format pair: generators output_1 / output_2, `label` names the better
-    one."""
+    one.
+    """
     if item["label"] not in (1, 2):
         raise ValueError(f"{case_id}: label must be 1 or 2, got {item['label']!r}")
     better, worse = ("output_1", "output_2") if item["label"] == 1 else ("output_2", "output_1")
@@ -235,7 +239,8 @@ def load_hh(source: Path) -> dict[str, list[dict[str, Any]]]:
 
 def demo_cases(source: Path, hh: dict[str, list[dict[str, Any]]]) -> list[Case]:
     """16 single-turn HH cases per file, 4 multi-turn per file, and 16 TruthfulQA cases (one per
-    category)."""
+    category).
+    """
     cases: list[Case] = []
     for tag, rows in hh.items():
         single = pick(
@@ -271,7 +276,8 @@ def hh_pairs_cases(hh: dict[str, list[dict[str, Any]]], used: set[str]) -> list[
 
 def llmbar_mtbench_cases(source: Path) -> list[Case]:
     """All LLMBar Natural pairs, then all MT-Bench human pairs, ids numbered by position in the
-    source."""
+    source.
+    """
     natural = read_json(source / LLMBAR_FILE)
     mtbench = read_json(source / MTBENCH_FILE)
     cases = [
@@ -346,7 +352,8 @@ def cases_jsonl(cases: list[Case]) -> str:
 
 def write_atomic(path: Path, text: str) -> None:
     """Write text (UTF-8, LF line ends) to path via a temp file in the same folder and
-    os.replace."""
+    os.replace.
+    """
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:

@@ -60,7 +60,8 @@ def file_sha(path: Path) -> str:
 
 def job_of(ds: Dataset) -> HeadJob:
     """The head's training pairs (human + extras), held-out pairs, negatives and held-out hack
-    probes."""
+    probes.
+    """
     return HeadJob(
         ds.source.head,
         [*ds.train, *ds.extras],

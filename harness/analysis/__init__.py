@@ -1,2 +1,3 @@
 """Numbers from run folders: score summaries, comparisons, agreement, sequential intervals,
-statistics."""
+statistics.
+"""

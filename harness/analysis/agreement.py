@@ -65,7 +65,8 @@ def _hard_row(
     judge: str, principle: str, protocol: str, pred: list[str], truth: list[str]
 ) -> dict[str, object]:
     """Accuracy counting a tie as half right (a coin would break it), Wilson interval, Cohen's
-    kappa."""
+    kappa.
+    """
     agree = label_agreement(pred, truth)
     ties = pred.count("tie")
     hits = sum(p == t for p, t in zip(pred, truth, strict=True)) + ties / 2

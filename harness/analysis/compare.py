@@ -134,7 +134,8 @@ def align_generators(
     cand_generator: str | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
     """The two verdict tables restricted to generators that pair up, and notes on what was
-    paired."""
+    paired.
+    """
     if base_generator or cand_generator:
         b, c = _pick(base, base_generator, "base"), _pick(cand, cand_generator, "candidate")
         return (
@@ -166,7 +167,8 @@ def paired_units(
     base: pd.DataFrame, cand: pd.DataFrame, base_c: Constitution, cand_c: Constitution
 ) -> pd.DataFrame:
     """One row per (judge, principle, case, generator) scored in both runs: score, normalized,
-    passed of each."""
+    passed of each.
+    """
     cols = ["score", "normalized", "passed"]
     b = scored(base, base_c).groupby(UNIT)[cols].mean()
     c = scored(cand, cand_c).groupby(UNIT)[cols].mean()
@@ -351,7 +353,8 @@ def compare_runs(
     cand_generator: str | None = None,
 ) -> Comparison:
     """Compare two run folders' verdicts case by case; raises RunError when nothing can be
-    paired."""
+    paired.
+    """
     options = options or CompareOptions()
     b, c, notes = align_generators(base.verdicts, cand.verdicts, base_generator, cand_generator)
     units = paired_units(b, c, base.constitution, cand.constitution)
@@ -400,7 +403,8 @@ def _cells(r: Any, gate: bool) -> dict[str, str]:
 
 def _shows_gate(options: CompareOptions) -> bool:
     """Whether the gate's p-value differs from the p and McNemar p columns, so it needs its own
-    column."""
+    column.
+    """
     return options.max_drop > 0 or options.adjust == "holm" or options.metric == "pass_rate"
 
 
@@ -489,7 +493,8 @@ def _failure_text(r: Any, options: CompareOptions) -> str:
 
 def to_junit(cmp: Comparison) -> str:
     """JUnit XML: one testcase per principle × judge, a failure for each regression, warnings in
-    system-out."""
+    system-out.
+    """
     n_fail, n_skip = int(cmp.rows["regression"].sum()), int((cmp.rows["status"] == "no data").sum())
     counts = {
         "tests": str(len(cmp.rows)),

@@ -70,7 +70,8 @@ def _timing(run: RunData) -> pd.DataFrame:
 
 def _human(run: RunData) -> dict[str, tuple[int, float, float, float]]:
     """Pointwise agreement with the human labels pooled over principles: (n, accuracy, CI low, CI
-    high)."""
+    high).
+    """
     pooled: dict[str, list[float]] = {}
     for row in pointwise_agreement(run):
         n, acc = cast(int, row["n"]), cast(float, row["accuracy"])
@@ -86,7 +87,8 @@ def _human(run: RunData) -> dict[str, tuple[int, float, float, float]]:
 
 def judge_profile(run: RunData) -> pd.DataFrame:
     """Per judge: backend, parameter counts, judgments made in this run and their speed, agreement
-    with humans."""
+    with humans.
+    """
     backends = {str(c.get("id")): str(c.get("backend")) for c in run.manifest.judge_configs}
     sizes, timing, human = _sizes(run), _timing(run), _human(run)
     rows = []
@@ -115,7 +117,8 @@ def judge_profile(run: RunData) -> pd.DataFrame:
 
 def _preferences(verdicts: pd.DataFrame, seed: int) -> pd.DataFrame:
     """Each judge's preference between every two candidates of a case, per principle, in a coin-flip
-    frame."""
+    frame.
+    """
     rows = []
     for (judge, principle, case_id), group in mean_scores(verdicts).groupby(level=[0, 1, 2]):
         by_gen = {key[3]: float(v) for key, v in group.items()}
@@ -133,7 +136,8 @@ def _preferences(verdicts: pd.DataFrame, seed: int) -> pd.DataFrame:
 
 def preference_agreement(run: RunData, seed: int = 0) -> pd.DataFrame:
     """Per pair of judges: how often they prefer the same candidate (ties must match too), Wilson
-    CI, kappa."""
+    CI, kappa.
+    """
     prefs = _preferences(run.verdicts, seed)
     table = {j: dict(zip(g["key"], g["pref"], strict=True)) for j, g in prefs.groupby("judge")}
     rows = []

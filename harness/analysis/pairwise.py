@@ -20,7 +20,8 @@ KEYS = ["judge", "principle", "case_id", "a", "b"]
 
 def orient(pairs: pd.DataFrame) -> pd.DataFrame:
     """Scored ordered judgments with canonical names: ``p_a`` and the winning generator (or
-    'tie')."""
+    'tie').
+    """
     s = pairs[pairs["status"] == "scored"].copy()
     a_first = s["first"] < s["second"]
     s["a"] = np.where(a_first, s["first"], s["second"])

@@ -59,7 +59,8 @@ def wilson_interval(hits: float, n: int, level: float = 0.95) -> tuple[float, fl
 
 def resample_counts(n: int, n_boot: int, rng: np.random.Generator) -> np.ndarray:
     """How often each of n units is drawn in each of n_boot resamples with replacement: (n_boot,
-    n)."""
+    n).
+    """
     draws = rng.integers(0, n, size=(n_boot, n))
     # Offset each resample's draws into its own block so one bincount counts them all.
     flat = (draws + np.arange(n_boot)[:, None] * n).ravel()
@@ -105,7 +106,8 @@ def _count_blocks(n: int, n_boot: int, rng: np.random.Generator) -> list[np.ndar
 
 def scored(verdicts: pd.DataFrame, constitution: Constitution) -> pd.DataFrame:
     """The scored rows, with `normalized` and `passed` filled from the rubric where a judge left
-    them out."""
+    them out.
+    """
     rows = verdicts[verdicts["status"] == "scored"].copy()
     rows["score"] = rows["score"].astype(float)
     scale = rows["principle"].map(_principle_attr(constitution, "scale_max"))
@@ -125,7 +127,8 @@ def _principle_attr(constitution: Constitution, attr: str) -> dict[str, float]:
 
 def _principle_order(constitution: Constitution, present: pd.Series) -> list[str]:
     """Principles in constitution order, then any the verdicts name that the constitution does
-    not."""
+    not.
+    """
     known = [p.id for p in constitution.principles]
     return known + sorted(set(present) - set(known))
 
@@ -248,7 +251,8 @@ def _overall_ci(
 
 def case_matrix(group: pd.DataFrame, constitution: Constitution) -> tuple[np.ndarray, np.ndarray]:
     """Cases × principles matrix of normalized scores (NaN where missing) and the principles'
-    weights."""
+    weights.
+    """
     table = group.pivot_table(
         index="case_id", columns="principle", values="normalized", aggfunc="mean"
     )

@@ -53,7 +53,8 @@ MAX_BET = 0.5  # truncation c of lambda_t; 1/2 is the paper's default
 @dataclass(frozen=True)
 class SequentialState:
     """Running sums of the PrPl-EB confidence sequence on the [0, 1] scale; update with
-    :func:`update`."""
+    :func:`update`.
+    """
 
     alpha: float = 0.05
     n: int = 0
@@ -69,7 +70,8 @@ class SequentialState:
 @dataclass(frozen=True)
 class SequentialResult:
     """Where a stream stands: sample mean, interval (in the caller's units), n, and whether to
-    stop."""
+    stop.
+    """
 
     estimate: float
     lo: float
@@ -165,7 +167,8 @@ def convergence_curve(
     values: np.ndarray, *, alpha: float = 0.05, bounds: tuple[float, float] = (0.0, 1.0)
 ) -> pd.DataFrame:
     """Running estimate and interval against n (``n, estimate, lo, hi, half_width``), for the
-    report."""
+    report.
+    """
     values = np.asarray(values, float)
     low, high = bounds
     lo, hi = confidence_sequence(_unit(values, bounds), alpha)

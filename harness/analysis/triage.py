@@ -27,7 +27,8 @@ def _broken(v: pd.DataFrame) -> pd.Series:
 
 def _disagreeing(v: pd.DataFrame, gap: float = 0.5) -> pd.Series:
     """Cases where judges' normalized scores of one response differ by ``gap`` or more, widest
-    first."""
+    first.
+    """
     scored = v[v["status"] == "scored"]
     if scored["judge"].nunique() < 2:
         return pd.Series(dtype=object)

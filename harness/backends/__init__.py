@@ -1,2 +1,3 @@
 """Judge backends: the OpenAI-compatible API, local transformers models, rules and student reward
-models."""
+models.
+"""

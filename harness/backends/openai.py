@@ -226,7 +226,8 @@ class OpenAIBackend(Backend):
 
     def structured(self) -> bool:
         """Ask for schema-constrained JSON when log-probs are off (a JSON answer cannot start with a
-        digit)."""
+        digit).
+        """
         return self.options.structured_output and not self.options.logprobs
 
     @classmethod
@@ -270,7 +271,8 @@ class OpenAIBackend(Backend):
 
     async def complete(self, requests: list[BackendRequest]) -> list[BackendResponse]:
         """Answer each request with one HTTP call; a batch runs concurrently. Raises the first
-        failure."""
+        failure.
+        """
         if len(requests) == 1:
             return [await self._call(requests[0])]
         results = await asyncio.gather(*(self._call(r) for r in requests), return_exceptions=True)
@@ -319,7 +321,8 @@ class OpenAIBackend(Backend):
 
     async def _post(self, body: dict[str, Any]) -> tuple[int, Any, bytes]:
         """POST the body; returns (status, headers, raw body). Transport failures become transient
-        errors."""
+        errors.
+        """
         session = self._get_session()
         payload = json.dumps(body).encode()
         try:
@@ -348,7 +351,8 @@ class OpenAIBackend(Backend):
         self, data: dict[str, Any], request: BackendRequest, latency: float
     ) -> BackendResponse:
         """Map a completion object onto a BackendResponse; an odd shape is a transient
-        ``malformed``."""
+        ``malformed``.
+        """
         try:
             choice = data["choices"][0]
             message = choice.get("message") or {}
@@ -517,7 +521,8 @@ def _first_token_alternatives(logprobs: dict[str, Any]) -> list[tuple[str, Any]]
 
 def parse_retry_after(headers: Any, now: datetime | None = None) -> float | None:
     """Seconds to wait from ``retry-after-ms`` or ``Retry-After`` (seconds or an HTTP-date); None if
-    absent."""
+    absent.
+    """
     millis = headers.get("retry-after-ms")
     if millis is not None:
         try:

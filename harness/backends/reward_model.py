@@ -52,7 +52,8 @@ def scale_distribution(score: float, scale_max: int) -> dict[str, float]:
 
 class RewardModelBackend(Backend):
     """Judges with a distilled student reward model: pointwise calibrated scores, pairwise
-    Bradley–Terry."""
+    Bradley–Terry.
+    """
 
     name: ClassVar[str] = "reward_model"
     deterministic = True
@@ -98,7 +99,8 @@ class RewardModelBackend(Backend):
 
     def identity(self) -> dict[str, Any]:
         """Options plus the student's content hash: retraining a student invalidates cached
-        verdicts."""
+        verdicts.
+        """
         return {**super().identity(), "student_sha256": self.student.digest()}
 
     @classmethod
@@ -108,7 +110,8 @@ class RewardModelBackend(Backend):
 
     def size(self) -> dict[str, int]:
         """Base model plus heads (empty before the first batch); the heads (and adapters) are what
-        was trained."""
+        was trained.
+        """
         if self._extractor is None:
             return {}
         heads = sum(int(h.weight.size) for h in self.student.heads.values())
@@ -135,7 +138,8 @@ class RewardModelBackend(Backend):
 
     def extractor(self) -> FeatureExtractor:
         """The base model's feature extractor, loaded on first use (with the student's adapters, if
-        any)."""
+        any).
+        """
         if self._extractor is None:
             cfg = self.student.config
             ex = FeatureExtractor.load(
@@ -161,12 +165,14 @@ class RewardModelBackend(Backend):
 
     def rewards(self, subjects: list[Subject]) -> list[list[float]]:
         """Rewards of each subject's response (and ``response_b`` for pairwise), with its
-        principle's head."""
+        principle's head.
+        """
         return self.rewards_and_tokens(subjects)[0]
 
     def rewards_and_tokens(self, subjects: list[Subject]) -> tuple[list[list[float]], list[int]]:
         """``rewards``, and the tokens each subject put through the model (from the same
-        encoding)."""
+        encoding).
+        """
         ex = self.extractor()
         items = [(s.prompt, r) for s in subjects for r in _responses(s)]
         encoded = [ex.encode(p, r) for p, r in items]

@@ -226,7 +226,8 @@ class LocalModel:
 
     def _threads(self) -> int:
         """Set and return the thread count for the next batch (tuned on the CPU unless fixed by
-        options)."""
+        options).
+        """
         import torch
 
         if self.tuner is not None:
@@ -300,7 +301,8 @@ class LocalModel:
         self, works: list[Work], logits: Any, state: _DecodeState
     ) -> list[tuple[list[int], str]]:
         """Greedy tokens from the first answer position, each row up to its own ``max_tokens`` or a
-        stop."""
+        stop.
+        """
         import torch
 
         budget = torch.tensor([w.max_tokens for w in works], device=self.device)
@@ -377,7 +379,8 @@ def _stop_ids(model: Any, tokenizer: Any) -> set[int]:
 
 def load_local_model(options: TransformersOptions, *, use_cache: bool = True) -> LocalModel:
     """Load the model the options name (GGUF through the converted-model cache unless ``use_cache``
-    is off)."""
+    is off).
+    """
     loaded = load_causal_lm(
         options.model,
         gguf_file=options.gguf_file,
@@ -392,7 +395,8 @@ def load_local_model(options: TransformersOptions, *, use_cache: bool = True) ->
 
 class TransformersBackend(Backend):
     """A local Hugging Face causal LM: log-prob scoring in one forward pass, batched, with prefix
-    reuse."""
+    reuse.
+    """
 
     name: ClassVar[str] = "transformers"
     Options: ClassVar[type[BaseModel]] = TransformersOptions
@@ -455,5 +459,6 @@ class TransformersBackend(Backend):
 
     async def aclose(self) -> None:
         """Drop the model and the prefix caches (after a batch in flight, without blocking the event
-        loop)."""
+        loop).
+        """
         await asyncio.to_thread(self._drop)

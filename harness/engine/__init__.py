@@ -1,2 +1,3 @@
 """The run engine: plan the work items, judge them with retries and limits, and keep the run
-folder."""
+folder.
+"""

@@ -48,7 +48,8 @@ class AdaptiveStop:
 
     def want(self, judge: str, case_id: str, generator: str, principle: str) -> bool:
         """Plan this pointwise item? No once its group has stopped (counted as skipped if not
-        done)."""
+        done).
+        """
         group = (judge, principle, generator)
         if group not in self.stopped:
             return True

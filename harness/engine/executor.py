@@ -138,7 +138,8 @@ class JudgeWorker:
 
     async def _call(self, batch: list[WorkItem], gated: bool = True) -> list[Outcome] | None:
         """One backend call for the batch, with retries on transient failures; None if the budget
-        stopped it."""
+        stopped it.
+        """
         retries = self.config.retries
         for attempt in range(retries + 1):
             answer = await self._attempt(batch, attempt, gated)
@@ -153,7 +154,8 @@ class JudgeWorker:
         self, batch: list[WorkItem], attempt: int, gated: bool
     ) -> list[Outcome] | TransientJudgeError | None:
         """One try: outcomes, a transient error to retry, or None when the budget forbids
-        starting."""
+        starting.
+        """
         await self.rate.wait()
         ticket = await self.limiter.acquire()
         if gated and self.budget.exhausted:
@@ -181,7 +183,8 @@ class JudgeWorker:
         generating: bool = False,
     ) -> None:
         """Give the slot back and count the call: its tokens, its cost (generation apart), the
-        concurrency limit."""
+        concurrency limit.
+        """
         limit = self.limiter.limit
         self.limiter.release(ticket, ok=ok, throttled=throttled)
         t_in = sum(r.tokens_in for r in responses)
@@ -274,7 +277,8 @@ def make_pair_verdict(item: WorkItem, outcome: Outcome, structured: bool) -> Pai
 
 def make_generation(item: WorkItem, outcome: Outcome) -> Generation:
     """Turn a backend outcome into a generated text (a sample, critique or revision); empty text is
-    unscored."""
+    unscored.
+    """
     base: dict[str, Any] = dict(
         item_id=item.item_id,
         case_id=item.case_id,

@@ -1,5 +1,6 @@
 """Limits for one judge: adaptive (AIMD) concurrency, requests per minute, backoff, and a spending
-budget."""
+budget.
+"""
 
 from __future__ import annotations
 
@@ -52,7 +53,8 @@ class AdaptiveLimiter:
 
     def release(self, ticket: int, *, ok: bool, throttled: bool = False) -> None:
         """Free the slot taken with ``ticket``; ``throttled`` (a 429) cuts, ``ok`` counts towards
-        growth."""
+        growth.
+        """
         if throttled and ticket == self.cuts:
             self.limit = max(1, self.limit // 2)
             self.lowest = min(self.lowest, self.limit)

@@ -170,7 +170,8 @@ def plan(
 @dataclass(frozen=True)
 class PairPlan:
     """How to pick and order pairs: all pairs, or a tournament of ``opponents`` per candidate when K
-    is large."""
+    is large.
+    """
 
     both_orders: bool = True
     max_all_pairs_k: int = 6
@@ -203,7 +204,8 @@ def plan_pairs(
     want: Want = _everything,
 ) -> list[WorkItem]:
     """Every pairwise work item: each chosen pair, per principle and judge, in one or both
-    orders."""
+    orders.
+    """
     return list(iter_pairs(cases, constitution, judges, how, seed, want))
 
 

@@ -54,7 +54,8 @@ class JudgeTally:
 
 class Progress:
     """Collects counts as verdicts arrive and redraws a status line at most every ``interval``
-    seconds."""
+    seconds.
+    """
 
     def __init__(
         self,
@@ -96,7 +97,8 @@ class Progress:
         generation: bool = False,
     ) -> None:
         """Count calls made (answered or not) and what the answers cost; ``generation`` spend is
-        kept apart."""
+        kept apart.
+        """
         t = self.tally[judge]
         t.calls += calls
         t.tokens_in += tokens_in

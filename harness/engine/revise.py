@@ -211,7 +211,8 @@ def _confirm(
 
 def _confirmations(store: RunWriter) -> dict[tuple[str, str, str], float]:
     """P(revised better) per (case, original generator, principle), from the confirmation
-    judgments."""
+    judgments.
+    """
     rows = read_jsonl_tolerant(store.root / "pairwise.jsonl")[0]
     if not rows:
         return {}

@@ -197,7 +197,8 @@ def protocol_of(options: RunOptions) -> dict[str, Any]:
 
 def new_manifest(inputs: Inputs, options: RunOptions, n_items: int, run_id: str) -> RunManifest:
     """The manifest of a new run: inputs with hashes, judge configs (key variable names only),
-    versions."""
+    versions.
+    """
     return RunManifest(
         run_id=run_id,
         created=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
@@ -215,7 +216,8 @@ def new_manifest(inputs: Inputs, options: RunOptions, n_items: int, run_id: str)
 
 def fingerprint(inputs: Inputs, options: RunOptions) -> str:
     """Hash of everything that decides the run's verdicts (so the same command finds the same
-    run)."""
+    run).
+    """
     files = [inputs.constitution_path, *inputs.suite.inputs, *(p for _, p in inputs.judges)]
     return content_hash(
         {
@@ -260,7 +262,8 @@ def run_spend(root: Path, configs: list[JudgeConfig]) -> Spend:
 
 def select_cases(inputs: Inputs, options: RunOptions) -> None:
     """Apply --max-cases (a seeded sample) and, for --target-ci, a seeded judging order, in
-    place."""
+    place.
+    """
     cases = list(inputs.suite.cases)
     rng = random.Random(options.seed)
     if options.max_cases is not None and options.max_cases < len(cases):

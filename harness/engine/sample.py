@@ -58,7 +58,8 @@ def sample_items(cases: list[Case], gen: BoundJudge, options: SampleOptions) -> 
 
 def sample(options: SampleOptions) -> Path:
     """Generate the samples (resuming earlier work) and write the candidates file; returns its
-    path."""
+    path.
+    """
     loaded = load_suite(options.suite)
     gen = bind_judges([load_judge(options.generator)])[0]
     items = sample_items(loaded.cases, gen, options)

@@ -55,7 +55,8 @@ class Planner:
 
     def count(self, cases: Sequence[Case]) -> Counter[str]:
         """Items the run plans per judge, counted without rendering a prompt (adaptive gate
-        aside)."""
+        aside).
+        """
         counts: Counter[str] = Counter()
         for judge in self.judges:
             jid = judge.config.id

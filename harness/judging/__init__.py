@@ -1,2 +1,3 @@
 """Prompts and answer parsing for each judging protocol: pointwise, pairwise, critique and
-revision."""
+revision.
+"""

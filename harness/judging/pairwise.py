@@ -116,7 +116,8 @@ _HARD = {"A": 1.0, "B": 0.0, "C": 0.5}
 
 def read_preference(resp: BackendResponse, structured: bool) -> Reading:
     """P(first shown is better) in ``score`` (ties count half), with the A/B/C distribution when
-    known."""
+    known.
+    """
     if resp.choice_logprobs:
         dist, mass = _probs(resp.choice_logprobs)
         if dist is not None and mass >= MIN_SCALE_MASS:

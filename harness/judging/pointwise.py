@@ -90,7 +90,8 @@ def render(
     principle: Principle, case: Case, candidate: Candidate, *, rationale: bool, structured: bool
 ) -> list[Message]:
     """The judge chat for one (case, candidate, principle). Shared text comes first, for prefix
-    reuse."""
+    reuse.
+    """
     user = (
         f"Principle ({principle.id}): {principle.statement}\n\n"
         f"Rubric:\n{_rubric(principle)}\n\n{_examples(principle)}"

@@ -48,7 +48,8 @@ def overhead_tokens(device: str, dtype: str) -> int:
 
 def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
     """Length of the longest common prefix of two token sequences of the same type (list or
-    tuple)."""
+    tuple).
+    """
     n = min(len(a), len(b))
     if a[:n] == b[:n]:
         return n
@@ -105,7 +106,8 @@ def plan_batches(
 
 def _run_cost(rows: int, longest: int, shared: int, free: int, overhead: int) -> tuple[float, int]:
     """Cost and prefix of one run: its suffixes on top of the free prefix, or a prefix pass
-    first."""
+    first.
+    """
     plain = rows * (longest - free) + overhead
     extended = rows * (longest - shared) + (shared - free) + 2 * overhead
     return (extended, shared) if shared > free and extended < plain else (plain, free)
@@ -161,7 +163,8 @@ class PrefixStore:
 
     def _longest(self, tokens: Sequence[int]) -> tuple[int, tuple[int, ...] | None]:
         """The stored key sharing the most leading tokens with ``tokens``, and how many it
-        shares."""
+        shares.
+        """
         tokens = tuple(tokens)
         return max(
             ((common_prefix(key, tokens), key) for key in self._entries),
@@ -175,7 +178,8 @@ class PrefixStore:
 
     def closest(self, tokens: Sequence[int]) -> tuple[int, KV | None]:
         """The stored KV sharing the most leading tokens with ``tokens``, cut to that many
-        tokens."""
+        tokens.
+        """
         best_n, best_key = self._longest(tokens)
         if best_n == 0 or best_key is None:
             return 0, None
@@ -266,7 +270,8 @@ class ThreadTuner:
 
     def record(self, threads: int, seconds: float, work: float) -> None:
         """Fold one timed batch (``work``: tokens computed plus the fixed cost of its passes) into
-        ``threads``."""
+        ``threads``.
+        """
         if (
             not self._warm
         ):  # the first batch pays one-time kernel set-up: it would condemn its thread count

@@ -63,7 +63,8 @@ class LoadReport:
 
 def embedded_source(name: str) -> ModelSource:
     """The GGUF file shipped in a PyPI wheel, found without importing the package (its import
-    fails)."""
+    fails).
+    """
     if name not in EMBEDDED:
         raise ConfigError(f"unknown embedded model {name!r}; known: {', '.join(sorted(EMBEDDED))}")
     package, file = EMBEDDED[name]
@@ -129,7 +130,8 @@ def _save_converted(model: Any, tokenizer: Any, folder: Path, note: dict[str, An
 
 def _remove_stale_temporaries(dest: Path, age_s: float = 3600) -> None:
     """Delete temporary folders that a killed conversion left; recent ones may belong to a live
-    process."""
+    process.
+    """
     for old in dest.parent.glob(f".{dest.name}.*.tmp"):
         if time.time() - old.stat().st_mtime > age_s:
             shutil.rmtree(old, ignore_errors=True)
@@ -137,7 +139,8 @@ def _remove_stale_temporaries(dest: Path, age_s: float = 3600) -> None:
 
 def convert_gguf(source: ModelSource, dest: Path) -> tuple[Any, Any]:
     """Dequantise a GGUF model with transformers, write it to ``dest`` atomically, return model and
-    tokenizer."""
+    tokenizer.
+    """
     import transformers
 
     dest.parent.mkdir(parents=True, exist_ok=True)

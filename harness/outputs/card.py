@@ -114,7 +114,8 @@ def metadata(
 
 def config_files(formats: list[str]) -> dict[str, str]:
     """One config per table, the Parquet file where written (else the JSONL); the first is the
-    default."""
+    default.
+    """
     files = {}
     for name in ("conversational", "standard"):
         found = [f for f in (f"{name}.parquet", f"{name}.jsonl") if f in formats]
@@ -139,7 +140,8 @@ def size_category(n: int) -> str:
 
 def features(schema: pa.Schema) -> list[dict[str, Any]]:
     """``datasets`` feature declarations for an Arrow schema of strings, numbers, bools and message
-    lists."""
+    lists.
+    """
     return [_feature(f.name, f.type) for f in schema]
 
 
@@ -161,7 +163,8 @@ def _feature(name: str, dtype: pa.DataType) -> dict[str, Any]:
 
 def suite_info(run: RunData, record: dict[str, str]) -> dict[str, Any]:
     """The suite's id, description and sources, read from its file when it is still there and
-    unchanged."""
+    unchanged.
+    """
     info: dict[str, Any] = {
         "id": "",
         "description": "",
@@ -189,7 +192,8 @@ def suite_info(run: RunData, record: dict[str, str]) -> dict[str, Any]:
 
 def _find(path: Path, run_root: Path) -> Path | None:
     """The suite file as recorded (relative to where the run was started, often the project
-    root)."""
+    root).
+    """
     for candidate in (path, run_root.parent.parent / path, run_root.parent / path):
         if candidate.is_file():
             return candidate
@@ -198,7 +202,8 @@ def _find(path: Path, run_root: Path) -> Path | None:
 
 def licence_of(sources: list[str]) -> str | list[str]:
     """The licence id(s) the sources name; 'other' for a source that names none, or when there are
-    none."""
+    none.
+    """
     found: list[str] = []
     for source in sources:
         ids = [lid for lid, pattern in LICENCES if re.search(pattern, source)] or ["other"]

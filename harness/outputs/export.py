@@ -154,7 +154,8 @@ def pair_meta(
 
 def _add_scores(row: dict[str, Any], d: Decision, run: RunData, scores: Cells) -> None:
     """Per-principle pointwise scores of both sides, and score_margin over the deciding
-    principles."""
+    principles.
+    """
 
     def get(gen: str, principle: str, col: str) -> float | None:
         return _num(scores.get((row["case_id"], gen, principle), {}).get(col))
@@ -252,7 +253,8 @@ def candidate_rows(
 
 def _wins(run: RunData, combined: pd.DataFrame) -> tuple[dict[Key, float], dict[Key, int]]:
     """Mean win probability by (case, generator, principle or 'overall'), and the overall rank, from
-    ``rankings``."""
+    ``rankings``.
+    """
     table = rankings(combined, run.constitution)
     wins: dict[Key, float] = {
         (r.case_id, r.generator, r.principle): float(r.p_win) for r in table.itertuples()
@@ -275,7 +277,8 @@ def _overall_scores(run: RunData, scores: Cells) -> dict[Key, float]:
 
 def _ranks(values: dict[tuple[str, ...], float]) -> dict[tuple[str, ...], int]:
     """Rank within each case (1 = highest value, ties share the better rank) by (case,
-    generator)."""
+    generator).
+    """
     if not values:
         return {}
     frame = pd.DataFrame(
@@ -316,7 +319,8 @@ def write_jsonl(rows: list[dict[str, Any]], columns: list[str], path: Path) -> N
 
 def write_parquet(rows: list[dict[str, Any]], table_schema: pa.Schema, path: Path) -> None:
     """A Parquet file; an empty table gets no row group at all, since ``datasets`` fails on an empty
-    one."""
+    one.
+    """
     if not rows:
         pq.ParquetWriter(path, table_schema).close()
         return
@@ -336,7 +340,8 @@ class ExportResult:
 
 def parse_formats(values: Iterable[str] | None) -> tuple[str, ...]:
     """File names to write; 'standard', 'conversational', 'jsonl' and 'parquet' stand for two
-    each."""
+    each.
+    """
     if not values:
         return FORMATS
     picked: set[str] = set()
@@ -359,7 +364,8 @@ def export_preferences(
     formats: Iterable[str] | None = None,
 ) -> ExportResult:
     """Build the preference pairs of a run folder and write them, the candidates table and the
-    card."""
+    card.
+    """
     options, chosen_formats = options or ExportOptions(), parse_formats(formats)
     _check_options(options)
     run = read_run(run_dir)

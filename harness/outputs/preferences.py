@@ -85,7 +85,8 @@ class ExportOptions:
 @dataclass
 class Pair:
     """Two responses to one case, with P(a better) per scored principle; a and b are generator
-    names."""
+    names.
+    """
 
     case_id: str
     a: str
@@ -152,7 +153,8 @@ def judges_with_data(run: RunData) -> dict[str, list[str]]:
 
 def select(run: RunData, options: ExportOptions) -> tuple[str | None, Source | None]:
     """The judge whose labels decide, and the table they come from; errors name the valid
-    choices."""
+    choices.
+    """
     have = judges_with_data(run)
     known = sorted(
         {str(c.get("id")) for c in run.manifest.judge_configs}
@@ -320,7 +322,8 @@ def pointwise_pairs(run: RunData, judge: str) -> list[Pair]:
 
 def _p_better(x: dict[str, Any], y: dict[str, Any]) -> float:
     """P(x better): from the score distributions when both have one, else from the scores (ties
-    half)."""
+    half).
+    """
     dx, dy = x["distribution"], y["distribution"]
     if dx is not None and dy is not None and len(dx) == len(dy):
         return prob_better(list(dx), list(dy))
@@ -374,7 +377,8 @@ def revision_pairs(run: RunData) -> list[Pair]:
 
 def _probability(value: Any) -> float | None:
     """A probability from a JSON value; None for null, NaN or anything that is not a number in [0,
-    1]."""
+    1].
+    """
     try:
         p = float(value)
     except (TypeError, ValueError):
@@ -390,7 +394,8 @@ def build_pairs(
     combined_orders: pd.DataFrame | None = None,
 ) -> list[Pair]:
     """Every candidate pair the export considers: the judge's, then the revisions (unless left
-    out)."""
+    out).
+    """
     pairs: list[Pair] = []
     if judge is not None and source == "pairwise":
         pairs = pairwise_pairs(run, judge, combined_orders)
@@ -438,7 +443,8 @@ def evaluate(pair: Pair, options: ExportOptions, weights: dict[str, float]) -> D
 
 def _weighted(labels: dict[str, float], used: list[str], weights: dict[str, float]) -> float | None:
     """Weighted mean of the used principles' labels (None when there are none: an unjudged
-    revision)."""
+    revision).
+    """
     if not used:
         return None
     return sum(weights.get(u, 1.0) * labels[u] for u in used) / sum(

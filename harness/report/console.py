@@ -40,7 +40,8 @@ def format_summary(table: pd.DataFrame) -> str:
 
 def format_accounting(result: RunResult, manifest: RunManifest) -> str:
     """What this invocation did per judge (calls, retries by cause, cache hits, tokens, spend) and
-    run spend."""
+    run spend.
+    """
     session = result.session
     if session is None:
         return "\nnothing left to judge: every item already has a verdict in the run folder (0 judge calls)"

@@ -278,7 +278,8 @@ def _human_label(generator: str, human: HumanPreference | None) -> str | None:
 
 def _verdict_view(r: dict[str, Any]) -> dict[str, Any]:
     """One verdict, formatted: score, pass/fail, distribution bars, and the words that explain
-    it."""
+    it.
+    """
     status = r["status"]
     passed = None if status != "scored" or _missing(r["passed"]) else bool(r["passed"])
     flag = status if status != "scored" else ("fail" if passed is False else "")

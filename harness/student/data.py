@@ -70,7 +70,8 @@ class Pair:
 
     def label_for(self, head: str) -> float | None:
         """The label this pair gives a head: its per-principle label, else its own when the
-        principle fits."""
+        principle fits.
+        """
         if head in self.labels:
             return self.labels[head]
         return self.label if self.principle in (None, head) else None
@@ -175,7 +176,8 @@ def suite_pairs(path: Path | str) -> list[Pair]:
 
 def load_pairs(path: Path | str) -> list[Pair]:
     """Pairs from a JSONL file, a preference-export folder or a suite YAML (see the module
-    docstring)."""
+    docstring).
+    """
     path = Path(path)
     if path.is_dir():
         found = [
@@ -215,13 +217,15 @@ def split(
 
 def with_weak_labels(pairs: Sequence[Pair], weak: dict[str, float]) -> list[Pair]:
     """The pairs relabelled with a weak judge's P(chosen better); pairs it did not label are
-    dropped."""
+    dropped.
+    """
     return [replace(p, label=weak[p.id], labels={}, kind="weak") for p in pairs if p.id in weak]
 
 
 def read_weak_labels(path: Path) -> dict[str, float]:
     """Weak labels: JSONL rows with ``id`` and ``p_chosen`` (or ``weak`` or ``label``), P(chosen is
-    better)."""
+    better).
+    """
     labels = {}
     for n, row in enumerate(read_jsonl(path), start=1):
         value = next((row[k] for k in ("p_chosen", "weak", "label") if k in row), None)
@@ -237,7 +241,8 @@ def read_weak_labels(path: Path) -> dict[str, float]:
 
 def padded(text: str, salt: str) -> str:
     """The text followed by generic filler until it is at least three times as long (and 600
-    characters)."""
+    characters).
+    """
     start = int(text_id(salt)[:4], 16) % len(FILLER)
     out, i = text.rstrip(), start
     while len(out) < max(600, 3 * len(text)):
@@ -248,7 +253,8 @@ def padded(text: str, salt: str) -> str:
 
 def hack_text(kind: str, genuine: str, salt: str) -> str:
     """A reward-hacking response of the given kind, built from a genuine answer where it needs
-    one."""
+    one.
+    """
     if kind == "pad":
         return padded(genuine, salt)
     if kind == "repeat":

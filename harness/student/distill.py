@@ -206,7 +206,8 @@ def _save(
 
 def jobs_from_files(source: PairFiles) -> tuple[HeadJob, ...]:
     """One job per head: training pairs (weak labels if given), held-out pairs, negatives,
-    probes."""
+    probes.
+    """
     pairs = [p for path in source.inputs for p in load_pairs(path)]
     weak = read_weak_labels(source.weak_labels) if source.weak_labels else None
     return tuple(_job(pairs, head, source, weak) for head in _heads(pairs, source.heads))

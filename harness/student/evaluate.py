@@ -16,7 +16,8 @@ from harness.analysis.scores import resample_counts, wilson_interval
 
 def correctness(margin: np.ndarray) -> np.ndarray:
     """Credit per pair from a margin oriented to the gold-chosen side: 1 right, 0 wrong, 0.5 a
-    tie."""
+    tie.
+    """
     margin = np.asarray(margin, dtype=float)
     return np.where(margin > 0, 1.0, np.where(margin < 0, 0.0, 0.5))
 
@@ -51,7 +52,8 @@ def hack_rates(
 
 def agreement(p_a: np.ndarray, p_b: np.ndarray, level: float = 0.95) -> dict[str, float]:
     """How often two judges prefer the same side (P > 0.5 vs < 0.5; a tie on either side counts
-    half)."""
+    half).
+    """
     a, b = correctness(np.asarray(p_a) - 0.5), correctness(np.asarray(p_b) - 0.5)
     same = np.where((a == 0.5) | (b == 0.5), 0.5, (a == b).astype(float))
     return accuracy(same, level)

@@ -189,7 +189,8 @@ def pool_responses(
     device: str,
 ) -> torch.Tensor:
     """Pooled states ``[rows, 2, layers, hidden]`` of responses that continue one prompt
-    (differentiable)."""
+    (differentiable).
+    """
     import torch
     from transformers import DynamicCache
 
@@ -228,7 +229,8 @@ def pool_responses(
 
 class FeatureExtractor:
     """Computes (and caches) feature arrays for (conversation, response) pairs with a loaded
-    model."""
+    model.
+    """
 
     def __init__(
         self,
@@ -239,7 +241,8 @@ class FeatureExtractor:
         adapter: str = "",
     ):
         """``adapter`` names weights added to the model (a LoRA student), so its features are cached
-        apart."""
+        apart.
+        """
         self.spec, self.local, self.batch_size = spec, local, batch_size
         self.namespace = f"{self.model_id}-{spec.digest()}{'-' + adapter if adapter else ''}"
         self.cache: ArrayCache | None = cache
@@ -277,7 +280,8 @@ class FeatureExtractor:
     @property
     def model_id(self) -> str:
         """Name of the loaded weights: the converted-model folder (GGUF stem and hash) or the model
-        path."""
+        path.
+        """
         return Path(self.local.report.path).name
 
     @property
@@ -287,7 +291,8 @@ class FeatureExtractor:
 
     def encode(self, prompt: Sequence[Message], response: str) -> Encoded:
         """Token ids of the conversation (end kept) and of the response (start kept, end token
-        appended)."""
+        appended).
+        """
         tok = self.local.tokenizer
         # Contents are plain text: "<|im_end|>" written in a message or response is not the token.
         chat = [{"role": m.role, "content": m.content} for m in prompt]
@@ -297,20 +302,23 @@ class FeatureExtractor:
 
     def unseen(self, items: Sequence[Item]) -> np.ndarray:
         """How many tokens of each response fall beyond the window (cut off, never seen by a
-        head)."""
+        head).
+        """
         tok, keep = self.local.tokenizer, self.spec.response_tokens - 1
         return np.array([max(0, len(text_ids(tok, r)) - keep) for _, r in items])
 
     def extract(self, items: Sequence[Item], progress: Progress | None = None) -> np.ndarray:
         """Feature arrays ``[n, 2, layers, hidden]`` for the items, computing only what is not
-        cached."""
+        cached.
+        """
         return self.extract_encoded([self.encode(p, r) for p, r in items], progress)
 
     def extract_encoded(
         self, encoded: Sequence[Encoded], progress: Progress | None = None
     ) -> np.ndarray:
         """``extract`` for items already encoded (a caller that also needs the token ids encodes
-        once)."""
+        once).
+        """
         found: dict[Encoded, np.ndarray] = {}
         for e in set(encoded):
             hit = self.cache.get(e.key(self.namespace)) if self.cache else None
@@ -361,7 +369,8 @@ class FeatureExtractor:
 
 class _Meter:
     """Progress of a feature computation: texts done, tokens per second, ETA (to stderr or a
-    callback)."""
+    callback).
+    """
 
     def __init__(self, total: int, callback: Progress | None):
         self.total, self.done, self.tokens, self.callback = total, 0, 0, callback

@@ -86,7 +86,8 @@ def pair_rewards(
     extractor: FeatureExtractor, head: LinearHead, pairs: Sequence[Pair]
 ) -> tuple[np.ndarray, ...]:
     """Rewards of the chosen and of the rejected responses, unseen-tail penalty included (as the
-    backend does)."""
+    backend does).
+    """
     fc, fr = pair_features(extractor, pairs)
     layers = extractor.spec.layers
     uc = extractor.unseen([(p.prompt, p.chosen) for p in pairs])
@@ -108,7 +109,8 @@ def evaluate_head(
     probes: Sequence[Pair] = (),
 ) -> dict[str, Any]:
     """Held-out accuracy with a CI (tied labels skipped), and how often genuine answers beat each
-    hack."""
+    hack.
+    """
     decided = [p for p in heldout if p.label != 0.5]
     m = margins(extractor, head, decided)
     out: dict[str, Any] = {"heldout": pair_accuracy(m, np.zeros_like(m))}
@@ -124,7 +126,8 @@ def run_job(
     extractor: FeatureExtractor, job: HeadJob, config: TrainConfig, log: Log | None = None
 ) -> tuple[LinearHead, dict[str, Any]]:
     """Train a head on the job's pairs plus negatives, then measure it on the held-out pairs and
-    probes."""
+    probes.
+    """
     head, report = train_head(
         job.name, head_data(extractor, [*job.train, *job.negatives]), config, log
     )

@@ -35,7 +35,8 @@ class LoRALinear(torch.nn.Module):
 
 def add_lora(model: torch.nn.Module, config: LoraConfig) -> list[str]:
     """Freeze the model and wrap every linear layer named in ``config.targets``; returns the wrapped
-    names."""
+    names.
+    """
     for p in model.parameters():
         p.requires_grad_(False)
     wrapped = []

@@ -145,7 +145,8 @@ def _answers(path: Path) -> dict[str, tuple[list[str], list[str]]]:
 
 def _usable(answer: str, taken: set[str]) -> bool:
     """Informative answers only: a bare 'yes' or 'no comment' carries no honesty signal to learn
-    from."""
+    from.
+    """
     return (
         len(answer.split()) >= 4
         and "no comment" not in answer.lower()
@@ -176,7 +177,8 @@ def truth_extras(
 
 def heldout_hacks(ds: Dataset, per_kind: int) -> list[Pair]:
     """Reward-hacking probes on held-out prompts: every hack kind against the first genuine
-    answers."""
+    answers.
+    """
     first = sorted(ds.heldout, key=lambda p: text_id(SALT, p.id))[:per_kind]
     return [h for k in ds.source.hacks for h in hack_pairs(first, (k,))]
 

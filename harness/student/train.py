@@ -53,7 +53,8 @@ TAIL_SHARE = 0.05
 
 def block_choices(layers: Sequence[int]) -> list[list[Block]]:
     """Candidate feature blocks for cross-validation: single layers, mean+end pairs, all means,
-    everything."""
+    everything.
+    """
     top, mid = layers[-1], layers[len(layers) // 2]
     choices: list[list[Block]] = [[("mean", layer)] for layer in layers]
     choices += [
@@ -82,14 +83,16 @@ class LinearHead:
         self, features: np.ndarray, layers: Sequence[int], unseen: np.ndarray | None = None
     ) -> np.ndarray:
         """Scalar rewards of feature arrays ``[n, 2, L, H]``, less the unseen-tail penalty when
-        counts are given."""
+        counts are given.
+        """
         x = select(features, self.blocks, layers)
         r = np.asarray(((x - self.mean) / self.scale) @ self.weight, dtype=np.float64)
         return r if unseen is None else r - self.tail_penalty * np.asarray(unseen, dtype=np.float64)
 
     def calibrate(self, rewards: np.ndarray, window: int = 0) -> None:
         """Set the pointwise calibration from rewards of genuine responses (and the tail penalty,
-        given the window)."""
+        given the window).
+        """
         q05, q50, q95 = np.quantile(rewards, [0.05, 0.5, 0.95])
         self.center = float(q50)
         self.spread = float(max((q95 - q05) / (2 * LOGIT_95), 1e-6))
@@ -125,7 +128,8 @@ def fit_bt(
     w0: np.ndarray | None = None,
 ) -> np.ndarray:
     """Weights of a Bradley–Terry head on standardized feature differences (chosen minus
-    rejected)."""
+    rejected).
+    """
     w = np.zeros(diff.shape[1]) if w0 is None else w0
     w = _lbfgs(w, diff, target, weight, l2)
     for k in range(1, rounds + 1 if aux > 0 else 1):
@@ -154,7 +158,8 @@ def _lbfgs(
 @dataclass
 class HeadData:
     """Training pairs of one head as feature arrays, with labels, weights, groups and which are
-    genuine."""
+    genuine.
+    """
 
     chosen: np.ndarray  # [n, 2, L, H]
     rejected: np.ndarray
@@ -198,7 +203,8 @@ def fit_head(
     name: str, data: HeadData, blocks: list[Block], l2: float, aux: float = 0.0
 ) -> LinearHead:
     """A head fitted on all of ``data`` with given blocks and L2, calibrated on its genuine
-    responses."""
+    responses.
+    """
     xc, xr = select(data.chosen, blocks, data.layers), select(data.rejected, blocks, data.layers)
     both = np.concatenate([xc, xr])
     mean, scale = both.mean(0), both.std(0) + 1e-6
@@ -242,7 +248,8 @@ def train_head(
     name: str, data: HeadData, config: TrainConfig, log: Callable[[str], None] | None = None
 ) -> tuple[LinearHead, dict[str, Any]]:
     """Choose blocks and L2 by cross-validation (where not fixed), then fit on all training
-    pairs."""
+    pairs.
+    """
     grid = [
         (b, lam)
         for b in ([config.blocks] if config.blocks else block_choices(data.layers))

@@ -89,7 +89,8 @@ VARIANT_PENALTY = 3.0
 @dataclass(frozen=True)
 class FaultConfig:
     """How the server behaves. Field names map to command-line flags (``rate_429`` ->
-    ``--rate-429``)."""
+    ``--rate-429``).
+    """
 
     port: int = 0
     latency_ms: float = 0.0
@@ -299,7 +300,8 @@ class FaultServer:
 
     def configure(self, **changes: Any) -> None:
         """Change behaviour while serving (rates, latency, Retry-After, hang time); ValueError if
-        invalid."""
+        invalid.
+        """
         unknown = set(changes) - RUNTIME_FIELDS
         if unknown:
             raise ValueError(
@@ -453,7 +455,8 @@ class FaultServer:
 
     async def set_config(self, request: web.Request) -> web.Response:
         """Apply a JSON object of :data:`RUNTIME_FIELDS` changes; answers the resulting
-        configuration."""
+        configuration.
+        """
         try:
             changes = await request.json()
             if not isinstance(changes, dict):
@@ -491,7 +494,8 @@ class FaultServer:
 
 class _Dropped(web.HTTPException):
     """Raised after closing the transport; aiohttp cannot write the (empty) reply to a closed
-    socket."""
+    socket.
+    """
 
     status_code = 499
 
@@ -559,7 +563,8 @@ class RunningServer:
 
     def configure(self, **changes: Any) -> dict[str, Any]:
         """Change rates, latency, Retry-After or hang time while it runs; returns the new
-        configuration."""
+        configuration.
+        """
         return dict(self._call("/config", changes, method="POST"))
 
 
