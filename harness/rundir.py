@@ -339,6 +339,18 @@ def write_case_index(root: Path, index: list[dict[str, Any]]) -> None:
     os.replace(tmp, final)
 
 
+def case_chunks(root: Path, size: int) -> Iterator[list[Case]]:
+    """The run's cases in suite order, ``size`` at a time, streamed from ``cases.jsonl``."""
+    chunk: list[Case] = []
+    for row in scan_log(root / CASES):
+        chunk.append(Case.model_validate(row))
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
 def read_case_index(root: Path) -> pd.DataFrame:
     """The case index (built from cases.jsonl for folders written before it existed)."""
     path = root / TABLES / "cases.parquet"

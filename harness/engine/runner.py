@@ -30,7 +30,7 @@ from harness.credentials import announce, redact_config, vet
 from harness.engine.adaptive import ROUND_CASES, AdaptiveStop
 from harness.engine.plan import BoundJudge, PairPlan, content_hash
 from harness.engine.session import JudgingSession, SessionOptions
-from harness.engine.stream import Planner, chunks
+from harness.engine.stream import Planner
 from harness.errors import RunError
 from harness.rundir import (
     GENERATIONS,
@@ -39,7 +39,9 @@ from harness.rundir import (
     VERDICTS,
     Record,
     RunWriter,
+    case_chunks,
     paid_tokens,
+    read_case_index,
     read_run,
     read_table,
 )
@@ -318,6 +320,9 @@ def run(options: RunOptions) -> RunResult:
             manifest = _check_same_run(writer.root, manifest)
         else:
             writer.initialise(manifest, inputs.constitution, inputs.suite.cases)
+        # From here the cases stream from the run folder's own copy, a chunk at a time: the
+        # suite's list is let go so that memory does not hold every case while judging.
+        inputs.suite.cases = []
         session, skipped = asyncio.run(_judge(writer, inputs, bound, planner, planned, options))
         result = finish(writer, manifest, sum(planned.values()) - skipped, session=session)
     result.left = session.stopped_items if session else 0
@@ -350,12 +355,12 @@ async def _judge(
     left = _left_per_judge(planned, done, pairs)
     if not any(left.values()):
         return None, 0
-    stop = _adaptive(planner, inputs, done, options)
+    stop = _adaptive(planner, writer, done, options)
     sink = _sink(writer, stop)
     size = ROUND_CASES if stop else CHUNK_CASES
     session: JudgingSession | None = None
     async with AsyncExitStack() as stack:
-        for chunk in chunks(inputs.suite.cases, size):
+        for chunk in case_chunks(writer.root, size):
             todo = [i for i in planner.items(chunk) if i.item_id not in finished]
             if todo and session is None:  # opened only once there is something to judge
                 opened = JudgingSession(
@@ -380,12 +385,13 @@ def _left_per_judge(
 
 
 def _adaptive(
-    planner: Planner, inputs: Inputs, done: pd.DataFrame, options: RunOptions
+    planner: Planner, writer: RunWriter, done: pd.DataFrame, options: RunOptions
 ) -> AdaptiveStop | None:
     """For --target-ci: the stopping rule, seeded with the verdicts already written."""
     if options.target_ci is None:
         return None
-    order = {c.id: i for i, c in enumerate(inputs.suite.cases)}
+    index = read_case_index(writer.root)
+    order = {c: i for i, c in enumerate(index["case_id"])}
     stop = AdaptiveStop(options.target_ci, order)
     stop.seed(done)
     planner.gate = stop.want
