@@ -207,6 +207,16 @@ class Suite(Strict):
 # --------------------------------------------------------------------------- judges
 
 
+class RayActors(Strict):
+    """How a judge runs under ``harness run --executor ray``: its pool of actors and what each reserves."""
+
+    actors: int = Field(
+        default=1, ge=1, description="Ray actors for this judge; each holds one backend instance."
+    )
+    num_cpus: float = Field(default=1.0, ge=0, description="CPUs Ray reserves for each actor.")
+    num_gpus: float = Field(default=0.0, ge=0, description="GPUs Ray reserves for each actor.")
+
+
 class JudgeConfig(Strict):
     """A judge: a backend with its options, and how to prompt it."""
 
@@ -243,6 +253,11 @@ class JudgeConfig(Strict):
         default=None,
         ge=0,
         description="US dollars per million generated tokens (see price_per_million_input).",
+    )
+    ray: RayActors = Field(
+        default_factory=RayActors,
+        description="Actor pool under --executor ray (max_concurrency then applies per actor); "
+        "ignored by the local executor.",
     )
 
     def cost(self, tokens_in: int, tokens_out: int) -> float:

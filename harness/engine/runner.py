@@ -308,6 +308,10 @@ def run(options: RunOptions) -> RunResult:
 
     The folder is locked for the whole call, so a second process on the same run stops at once.
     """
+    if options.executor == "ray":  # before any work: say what to install, if Ray is missing
+        from harness.engine.ray_executor import import_ray
+
+        import_ray()
     inputs = load_inputs(options)
     select_cases(inputs, options)
     bound = bind_judges(inputs.judges, trusted=inputs.judges_named or options.trust_suite_judges)
