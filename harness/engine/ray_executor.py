@@ -73,12 +73,27 @@ def connect(address: str | None) -> bool:
     ray = import_ray()
     if ray.is_initialized():
         return False
-    extra: dict[str, Any] = {} if address else {"include_dashboard": False}
+    # A cluster of its own stays on loopback: nothing outside this machine needs to reach it.
+    extra: dict[str, Any] = (
+        {} if address else {"include_dashboard": False, "_node_ip_address": "127.0.0.1"}
+    )
+    if address:
+        _use_cluster_token()
     try:
         ray.init(address=address, log_to_driver=False, configure_logging=False, **extra)
     except ConnectionError as exc:
         raise ConfigError(f"--ray-address {address}: no Ray cluster there ({exc})") from None
     return True
+
+
+def _use_cluster_token() -> None:
+    """Use the token a ``ray start`` cluster on this machine made (~/.ray/auth_token), as ``ray start``
+    itself does; a driver that joins one leaves token authentication off unless RAY_AUTH_MODE says."""
+    try:
+        from ray._private.authentication import authentication_token_setup as setup
+    except ImportError:  # another Ray version: its own defaults apply
+        return
+    setup.maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
 
 
 def build_backend(config: JudgeConfig, where: str) -> Backend:
