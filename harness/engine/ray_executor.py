@@ -280,22 +280,54 @@ def remote_judge(judge: BoundJudge, pool: ActorPool) -> BoundJudge:
     return BoundJudge(wider, RemoteBackend(judge.backend, pool))
 
 
+@dataclass
+class _Open:
+    """What this process holds open between calls: pools by judge and settings, and whether it
+    started the cluster itself (then :func:`close` stops it)."""
+
+    pools: dict[str, ActorPool]
+    started_cluster: bool = False
+
+
+_OPEN = _Open({})
+
+
+def _pool_key(config: JudgeConfig, settings: RaySettings) -> str:
+    return config.model_dump_json() + repr(settings)
+
+
 async def open_pools(
     judges: Sequence[BoundJudge], items: list[WorkItem], settings: RaySettings
 ) -> dict[str, ActorPool]:
-    """A started pool for each judge that has items (a judge with none needs no actor)."""
+    """A started pool for each judge that has items (a judge with none needs no actor).
+
+    Pools stay open for later calls in this process (an adaptive run judges in rounds; a local model
+    must not load again each round) until :func:`close`.
+    """
     wanted = {i.judge for i in items}
-    pools = {
-        j.config.id: ActorPool(j.config, f"judge {j.config.id}", settings)
-        for j in judges
-        if j.config.id in wanted
-    }
-    try:
-        await asyncio.gather(*(p.start() for p in pools.values()))
-    except BaseException:
-        await asyncio.gather(*(p.close() for p in pools.values()))
-        raise
+    pools: dict[str, ActorPool] = {}
+    for judge in (j for j in judges if j.config.id in wanted):
+        key = _pool_key(judge.config, settings)
+        if key not in _OPEN.pools or not _OPEN.pools[key].busy:
+            pool = ActorPool(judge.config, f"judge {judge.config.id}", settings)
+            try:
+                await pool.start()
+            except BaseException:
+                await pool.close()
+                raise
+            _OPEN.pools[key] = pool
+        pools[judge.config.id] = _OPEN.pools[key]
     return pools
+
+
+async def close() -> None:
+    """End every open pool (each backend releases what it holds) and the cluster this process
+    started, if any. Call once the session is done; safe to call when nothing is open."""
+    pools, _OPEN.pools = list(_OPEN.pools.values()), {}
+    await asyncio.gather(*(p.close() for p in pools))
+    if _OPEN.started_cluster:
+        _OPEN.started_cluster = False
+        import_ray().shutdown()
 
 
 async def execute(
@@ -311,30 +343,14 @@ async def execute(
     settings: RaySettings | None = None,
 ) -> int:
     """Run every item with the backend calls on Ray actors; the same contract as the local
-    ``execute``.
+    ``execute``. The actor pools stay open for the next call until :func:`close`.
 
     Returns how many items were left unstarted because the budget ran out (0 when all ran).
     """
     settings = settings or RaySettings()
-    started = connect(settings.address)
-    try:
-        pools = await open_pools(judges, items, settings)
-        try:
-            remote = [
-                remote_judge(j, pools[j.config.id]) if j.config.id in pools else j for j in judges
-            ]
-            return await execute_local(
-                items,
-                remote,
-                constitution,
-                cache,
-                sink,
-                progress,
-                refresh=refresh,
-                budget=budget,
-            )
-        finally:
-            await asyncio.gather(*(p.close() for p in pools.values()))
-    finally:
-        if started:
-            import_ray().shutdown()
+    _OPEN.started_cluster |= connect(settings.address)
+    pools = await open_pools(judges, items, settings)
+    remote = [remote_judge(j, pools[j.config.id]) if j.config.id in pools else j for j in judges]
+    return await execute_local(
+        items, remote, constitution, cache, sink, progress, refresh=refresh, budget=budget
+    )
