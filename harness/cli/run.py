@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 EXIT_BUDGET = 3  # stopped by --max-cost: nothing half-written, rerun to continue
@@ -84,7 +85,66 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--max-cases", type=int, metavar="N", help="judge a seeded random sample of N cases"
     )
+    _add_executor(p)
     p.set_defaults(func=cmd_run)
+
+
+def _add_executor(p: argparse.ArgumentParser) -> None:
+    """Where the judge calls run: in this process, or on Ray actors (needs the ``ray`` extra)."""
+    g = p.add_argument_group("executor")
+    g.add_argument(
+        "--executor",
+        choices=["local", "ray"],
+        default="local",
+        help="local: asyncio in this process (default); ray: pools of Ray actors, this process "
+        "stays the only writer (pip install 'constitutional-harness[ray]')",
+    )
+    g.add_argument(
+        "--ray-address",
+        metavar="ADDR",
+        help="Ray cluster to join ('auto': the running one); default: start a local cluster",
+    )
+    g.add_argument(
+        "--ray-actors", type=_positive(int), metavar="N", help="actors per judge (default: config)"
+    )
+    g.add_argument(
+        "--ray-num-cpus",
+        type=_positive(float),
+        metavar="X",
+        help="CPUs per actor (default: config)",
+    )
+    g.add_argument(
+        "--ray-num-gpus",
+        type=_positive(float),
+        metavar="X",
+        help="GPUs per actor (default: config)",
+    )
+
+
+def _ray_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The --ray-* flags that were given, as ``RaySettings`` fields (the rest: judge configs)."""
+    given = {
+        "address": args.ray_address,
+        "actors": args.ray_actors,
+        "num_cpus": args.ray_num_cpus,
+        "num_gpus": args.ray_num_gpus,
+    }
+    return {k: v for k, v in given.items() if v is not None}
+
+
+def _positive(kind: Callable[[str], Any]) -> Callable[[str], Any]:
+    """An argparse type: a number of ``kind`` that is at least 0 (more than 0 for int)."""
+
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        if value < 0 or (kind is int and value == 0):
+            raise argparse.ArgumentTypeError(f"must be more than 0, got {text!r}")
+        return value
+
+    return parse
 
 
 def _usd(text: str) -> float:
@@ -111,6 +171,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         quiet=args.quiet,
         max_cost=args.max_cost,
         trust_suite_judges=args.trust_suite_judges,
+        executor=args.executor,
+        ray=_ray_settings(args),
     )
     if args.resume:
         result = resume(args.resume, **common)

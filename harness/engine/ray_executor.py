@@ -22,7 +22,6 @@ import itertools
 import os
 import time
 import uuid
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,8 +33,7 @@ from harness.backends.base import (
     parse_options,
 )
 from harness.engine.cache import JudgeCache
-from harness.engine.executor import Sink
-from harness.engine.executor import execute as execute_local
+from harness.engine.executor import JudgeWorker, LocalExecutor, Sink
 from harness.engine.limits import Budget
 from harness.engine.plan import BoundJudge, WorkItem
 from harness.engine.progress import Progress
@@ -252,6 +250,7 @@ class RemoteBackend(Backend):
         self.Options = local.Options  # type: ignore[misc]
         self.local, self.pool = local, pool
         self.batch_size, self.deterministic = local.batch_size, local.deterministic
+        self.reads_prompt = local.reads_prompt
 
     def identity(self) -> dict[str, Any]:
         return self.local.identity()
@@ -280,54 +279,70 @@ def remote_judge(judge: BoundJudge, pool: ActorPool) -> BoundJudge:
     return BoundJudge(wider, RemoteBackend(judge.backend, pool))
 
 
-@dataclass
-class _Open:
-    """What this process holds open between calls: pools by judge and settings, and whether it
-    started the cluster itself (then :func:`close` stops it)."""
+class RayExecutor:
+    """The session's executor on Ray: a :class:`LocalExecutor` on the driver whose judges call actor
+    pools. A judge's pool opens when it first has items and stays for the whole session (a local
+    model loads once, however many chunks come)."""
 
-    pools: dict[str, ActorPool]
-    started_cluster: bool = False
+    def __init__(
+        self,
+        judges: list[BoundJudge],
+        constitution: Constitution,
+        cache: JudgeCache | None,
+        sink: Sink,
+        progress: Progress,
+        *,
+        refresh: bool = False,
+        budget: Budget | None = None,
+        settings: RaySettings | None = None,
+    ):
+        self.judges = {j.config.id: j for j in judges}
+        self.settings = settings or RaySettings()
+        self.constitution, self.cache, self.sink, self.progress = (
+            constitution,
+            cache,
+            sink,
+            progress,
+        )
+        self.refresh, self.budget = refresh, budget
+        self.driver = LocalExecutor([], constitution, cache, sink, progress, budget=budget)
+        self.pools: dict[str, ActorPool] = {}
+        self.started_cluster = False
 
+    async def run(self, items: list[WorkItem]) -> int:
+        """Judge ``items``; returns how many the budget left unstarted."""
+        self.started_cluster |= connect(self.settings.address)
+        for jid in sorted({i.judge for i in items} - set(self.pools)):
+            await self._open(self.judges[jid])
+        return await self.driver.run(items)
 
-_OPEN = _Open({})
+    async def _open(self, judge: BoundJudge) -> None:
+        """Start the judge's pool and give the driver a worker that calls it."""
+        pool = ActorPool(judge.config, f"judge {judge.config.id}", self.settings)
+        try:
+            await pool.start()
+        except BaseException:
+            await pool.close()
+            raise
+        self.pools[judge.config.id] = pool
+        self.driver.workers[judge.config.id] = JudgeWorker(
+            remote_judge(judge, pool),
+            self.constitution,
+            self.cache,
+            self.progress,
+            self.sink,
+            refresh=self.refresh,
+            budget=self.budget,
+        )
 
-
-def _pool_key(config: JudgeConfig, settings: RaySettings) -> str:
-    return config.model_dump_json() + repr(settings)
-
-
-async def open_pools(
-    judges: Sequence[BoundJudge], items: list[WorkItem], settings: RaySettings
-) -> dict[str, ActorPool]:
-    """A started pool for each judge that has items (a judge with none needs no actor).
-
-    Pools stay open for later calls in this process (an adaptive run judges in rounds; a local model
-    must not load again each round) until :func:`close`.
-    """
-    wanted = {i.judge for i in items}
-    pools: dict[str, ActorPool] = {}
-    for judge in (j for j in judges if j.config.id in wanted):
-        key = _pool_key(judge.config, settings)
-        if key not in _OPEN.pools or not _OPEN.pools[key].busy:
-            pool = ActorPool(judge.config, f"judge {judge.config.id}", settings)
-            try:
-                await pool.start()
-            except BaseException:
-                await pool.close()
-                raise
-            _OPEN.pools[key] = pool
-        pools[judge.config.id] = _OPEN.pools[key]
-    return pools
-
-
-async def close() -> None:
-    """End every open pool (each backend releases what it holds) and the cluster this process
-    started, if any. Call once the session is done; safe to call when nothing is open."""
-    pools, _OPEN.pools = list(_OPEN.pools.values()), {}
-    await asyncio.gather(*(p.close() for p in pools))
-    if _OPEN.started_cluster:
-        _OPEN.started_cluster = False
-        import_ray().shutdown()
+    async def aclose(self) -> None:
+        """End the pools (each backend releases what it holds), and a cluster this executor
+        started."""
+        pools, self.pools = list(self.pools.values()), {}
+        await asyncio.gather(*(p.close() for p in pools))
+        if self.started_cluster:
+            self.started_cluster = False
+            import_ray().shutdown()
 
 
 async def execute(
@@ -342,15 +357,21 @@ async def execute(
     budget: Budget | None = None,
     settings: RaySettings | None = None,
 ) -> int:
-    """Run every item with the backend calls on Ray actors; the same contract as the local
-    ``execute``. The actor pools stay open for the next call until :func:`close`.
-
-    Returns how many items were left unstarted because the budget ran out (0 when all ran).
-    """
-    settings = settings or RaySettings()
-    _OPEN.started_cluster |= connect(settings.address)
-    pools = await open_pools(judges, items, settings)
-    remote = [remote_judge(j, pools[j.config.id]) if j.config.id in pools else j for j in judges]
-    return await execute_local(
-        items, remote, constitution, cache, sink, progress, refresh=refresh, budget=budget
+    """Run every item with the backend calls on Ray actors, then end the pools: the same contract as
+    the local ``execute``. Returns how many items the budget left unstarted (0 when all ran)."""
+    executor = RayExecutor(
+        judges,
+        constitution,
+        cache,
+        sink,
+        progress,
+        refresh=refresh,
+        budget=budget,
+        settings=settings,
     )
+    started = time.monotonic()
+    try:
+        return await executor.run(items)
+    finally:
+        await executor.aclose()
+        progress.finish(time.monotonic() - started)

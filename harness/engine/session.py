@@ -92,6 +92,19 @@ class JudgingSession:
                 refresh=opts.refresh,
                 budget=self.budget,
             )
+        if opts.executor == "ray":  # Ray is imported only here, and only when asked for
+            from harness.engine.ray_executor import RayExecutor, RaySettings
+
+            return RayExecutor(
+                self.judges,
+                self.constitution,
+                self.cache,
+                self.sink,
+                self.progress,
+                refresh=opts.refresh,
+                budget=self.budget,
+                settings=RaySettings(**opts.ray),
+            )
         raise ConfigError(f"unknown executor {opts.executor!r}; expected 'local' or 'ray'")
 
     async def judge(self, items: list[WorkItem]) -> int:
