@@ -1,5 +1,4 @@
-"""Benchmark the Ray executor: scaling of the embedded judge over actors, and the costs that model a
-cluster.
+"""Benchmark the Ray executor: scaling over actors, and the costs that model a cluster.
 
     python bench/ray_scale.py [--quick]
 
@@ -68,10 +67,12 @@ def cases(n_items: int) -> list[Case]:
 
 
 def bound(config: JudgeConfig) -> BoundJudge:
+    """The judge with its backend built from the config."""
     return BoundJudge(config, build_backend(config, "bench"))
 
 
 def items_for(judge: BoundJudge, n: int) -> list[WorkItem]:
+    """Exactly ``n`` planned items for the judge."""
     return plan(cases(n), CONSTITUTION, [judge])[:n]
 
 
@@ -84,9 +85,11 @@ class Machine:
         return sum(fields) - idle, sum(fields)
 
     def start(self) -> None:
+        """Start counting."""
         self.begin = self._read()
 
     def stop(self) -> float:
+        """The busy share since ``start``."""
         busy, total = self._read()
         return round((busy - self.begin[0]) / max(1, total - self.begin[1]), 3)
 
@@ -115,8 +118,7 @@ async def warm_pool(judge: BoundJudge, actors: int) -> ActorPool:
 async def timed_run(
     pool: ActorPool, judge: BoundJudge, items: list[WorkItem], folder: Path
 ) -> dict:
-    """Judge ``items`` on ``pool``: wall, CPU of the driver and of the actors, machine busy
-    share."""
+    """Judge ``items`` on ``pool``: wall, CPU of the driver and actors, machine busy share."""
     sink, kept = jsonl_sink(folder)
     progress = Progress({judge.config.id: len(items)}, stream=io.StringIO())
     cpu_before = sum(await asyncio.gather(*(a.cpu_s.remote() for a in pool.actors)))
@@ -157,6 +159,7 @@ async def timed_local(judge: BoundJudge, items: list[WorkItem], folder: Path) ->
 
 
 def per_item(result: dict[str, Any], n: int) -> dict[str, float]:
+    """Per-item figures of one timed run."""
     return {
         "cores_obtained": round(result["actor_cpu_s"] / result["wall_s"], 2),
         "wall_ms": round(1000 * result["wall_s"] / n, 3),
@@ -168,8 +171,7 @@ def per_item(result: dict[str, Any], n: int) -> dict[str, float]:
 
 
 async def scaling(n: int, rounds: int, folder: Path) -> dict[str, Any]:
-    """The embedded judge on 1 actor and on 2, alternating for ``rounds``, each keeping its
-    fastest."""
+    """The embedded judge on 1 actor and on 2, alternating ``rounds`` times, keeping the best."""
     config, _ = load_judge("smollm2")
     options = {**config.options, "threads": 1, "device": "cpu", "batch_size": 4}
     judge = bound(config.model_copy(update={"options": options, "max_concurrency": 2}))
@@ -221,6 +223,7 @@ async def driver_costs(n: int, folder: Path) -> dict[str, Any]:
 
 
 def main() -> None:
+    """Run the three measurements and print the figures."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer items (about 1.5 minutes)")
     args = parser.parse_args()

@@ -208,7 +208,7 @@ class Suite(Strict):
 
 
 class RayActors(Strict):
-    """How a judge runs under ``harness run --executor ray``: its pool of actors and what each reserves."""
+    """How a judge runs under ``--executor ray``: its pool of actors and what each reserves."""
 
     actors: int = Field(
         default=1, ge=1, description="Ray actors for this judge; each holds one backend instance."

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 EXIT_BUDGET = 3  # stopped by --max-cost: nothing half-written, rerun to continue

@@ -1,5 +1,4 @@
-"""Judge a Ray Dataset: rows of (prompt, response, optional id, generator, tags) in, verdict rows
-out.
+"""Judge a Ray Dataset: rows of prompt and response in, verdict rows out.
 
 For data that already lives in Ray. :func:`judge_dataset` maps the dataset with ``map_batches`` over
 a pool of actors; each actor holds one backend instance (a local model loads once per actor) and
@@ -46,8 +45,7 @@ DEFAULT_GENERATOR = "model"
 
 
 def row_case(row: dict[str, Any]) -> Case:
-    """One case with one candidate from a dataset row; the id defaults to a hash of prompt and
-    response."""
+    """One case with one candidate from a row; the id defaults to a hash of prompt and response."""
     prompt = row["prompt"]
     if not isinstance(prompt, str):  # a conversation: a list of {role, content}
         prompt = [Message.model_validate(dict(m)) for m in prompt]
@@ -87,6 +85,7 @@ class DatasetJudge:
         self.loop = asyncio.new_event_loop()  # one loop for the actor's life: clients bind to it
 
     def __call__(self, batch: Any) -> Any:
+        """Judge one batch of rows (a pandas DataFrame); one row per verdict."""
         import pandas as pd
 
         cases = [row_case(r) for r in batch.to_dict("records")]
@@ -115,7 +114,8 @@ def judge_dataset(
     """A Dataset of verdict rows (one per input row × principle the judge covers), judged lazily.
 
     ``judge`` and ``constitution`` are files or built-in names, as for ``harness run``; the actor
-    pool's size and resources default to the judge config's ``ray`` section."""
+    pool's size and resources default to the judge config's ``ray`` section.
+    """
     import_ray()
     config, path = load_judge(str(judge))
     const, _ = load_constitution(str(constitution))

@@ -1,5 +1,4 @@
-"""The Ray executor: the local executor's judging, with the backend calls made on pools of Ray
-actors.
+"""The Ray executor: the local executor's judging, with the backend calls on Ray actor pools.
 
 The driver keeps everything that touches the run: cache lookups, the budget, retries, progress and
 the sink, so it stays the single writer of the run folder. Each judge gets a pool of actors, and
@@ -74,8 +73,7 @@ def import_ray() -> Any:
 
 
 def connect(address: str | None) -> bool:
-    """Join the cluster at ``address`` (start a local one when None); True when this call
-    connected."""
+    """Join the cluster at ``address`` (None: start a local one); True if this call connected."""
     ray = import_ray()
     if ray.is_initialized():
         return False
@@ -93,9 +91,11 @@ def connect(address: str | None) -> bool:
 
 
 def _use_cluster_token() -> None:
-    """Use the token a ``ray start`` cluster on this machine made (~/.ray/auth_token), as ``ray
-    start`` itself does; a driver that joins one leaves token authentication off unless
-    RAY_AUTH_MODE says."""
+    """Use the token of a ``ray start`` cluster on this machine (~/.ray/auth_token).
+
+    ``ray start`` does; a driver that joins one leaves token authentication off unless
+    RAY_AUTH_MODE says otherwise.
+    """
     try:
         from ray._private.authentication import authentication_token_setup as setup
     except ImportError:  # another Ray version: its own defaults apply
@@ -104,8 +104,7 @@ def _use_cluster_token() -> None:
 
 
 def build_backend(config: JudgeConfig, where: str) -> Backend:
-    """One backend instance from a judge config (what ``bind_judges`` does for the local
-    executor)."""
+    """One backend instance from a judge config, as ``bind_judges`` builds it."""
     cls = backend_class(config.backend)
     return cls(parse_options(cls, config.options, where), judge=config.id)
 
@@ -126,8 +125,7 @@ class BackendHost:
         return os.getpid()
 
     async def complete(self, requests: list[BackendRequest]) -> Answer:
-        """The backend's answer to a batch; judge errors come back as values, keeping their
-        cause."""
+        """The backend's answer to a batch; judge errors come back as values, with their cause."""
         try:
             return ("ok", await self.backend.complete(requests))
         except TransientJudgeError as exc:
@@ -142,6 +140,7 @@ class BackendHost:
             await asyncio.to_thread(load)
 
     def size(self) -> dict[str, int]:
+        """The backend's parameter counts."""
         return self.backend.size()
 
     def cpu_s(self) -> float:
@@ -149,12 +148,12 @@ class BackendHost:
         return time.process_time()
 
     async def aclose(self) -> None:
+        """Release what the backend holds."""
         await self.backend.aclose()
 
 
 def unpack(answer: Answer) -> list[BackendResponse]:
-    """Responses from an actor's answer, or the judge error it carried, raised again on the
-    driver."""
+    """Responses from an actor's answer, or the judge error it carried, raised on the driver."""
     if answer[0] == "ok":
         return list(answer[1])
     if answer[0] == "transient":
@@ -191,6 +190,7 @@ class ActorPool:
 
     @property
     def actors(self) -> list[Any]:
+        """The live actors."""
         return list(self.busy)
 
     async def start(self) -> None:
@@ -201,6 +201,7 @@ class ActorPool:
             raise RunError(f"judge {self.config.id}: a Ray actor did not start: {exc}") from None
 
     async def warm(self) -> None:
+        """Load every actor's model now."""
         await asyncio.gather(*(a.warm.remote() for a in self.actors))
 
     async def call(self, requests: list[BackendRequest]) -> list[BackendResponse]:
@@ -253,21 +254,27 @@ class RemoteBackend(Backend):
         self.reads_prompt = local.reads_prompt
 
     def identity(self) -> dict[str, Any]:
+        """The local backend's identity (part of every cache key)."""
         return self.local.identity()
 
     def covers(self, principle: str) -> bool:
+        """Whether the local backend judges the principle."""
         return self.local.covers(principle)
 
     def pairwise(self) -> bool:
+        """Whether the local backend compares two responses."""
         return self.local.pairwise()
 
     def reads_logprobs(self) -> bool:
+        """Whether the local backend reads log-probs."""
         return self.local.reads_logprobs()
 
     def structured(self) -> bool:
+        """Whether the local backend asks for JSON answers."""
         return self.local.structured()
 
     async def complete(self, requests: list[BackendRequest]) -> list[BackendResponse]:
+        """The batch, answered on one of the pool's actors."""
         return await self.pool.call(requests)
 
 
@@ -280,9 +287,11 @@ def remote_judge(judge: BoundJudge, pool: ActorPool) -> BoundJudge:
 
 
 class RayExecutor:
-    """The session's executor on Ray: a :class:`LocalExecutor` on the driver whose judges call actor
-    pools. A judge's pool opens when it first has items and stays for the whole session (a local
-    model loads once, however many chunks come)."""
+    """The session's executor on Ray: a driver-side executor whose judges call actor pools.
+
+    A :class:`LocalExecutor` runs on the driver. A judge's pool opens when the judge first has items
+    and stays for the whole session, so a local model loads once, however many chunks come.
+    """
 
     def __init__(
         self,
@@ -336,8 +345,7 @@ class RayExecutor:
         )
 
     async def aclose(self) -> None:
-        """End the pools (each backend releases what it holds), and a cluster this executor
-        started."""
+        """End the pools (backends release what they hold) and a cluster this executor started."""
         pools, self.pools = list(self.pools.values()), {}
         await asyncio.gather(*(p.close() for p in pools))
         if self.started_cluster:
@@ -357,8 +365,11 @@ async def execute(
     budget: Budget | None = None,
     settings: RaySettings | None = None,
 ) -> int:
-    """Run every item with the backend calls on Ray actors, then end the pools: the same contract as
-    the local ``execute``. Returns how many items the budget left unstarted (0 when all ran)."""
+    """Run every item with the backend calls on Ray actors, then end the pools.
+
+    The same contract as the local ``execute``: returns how many items the budget left unstarted
+    (0 when all ran).
+    """
     executor = RayExecutor(
         judges,
         constitution,

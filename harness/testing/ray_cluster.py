@@ -1,6 +1,8 @@
-"""A real Ray cluster on loopback for tests and benchmarks: a head node and worker nodes, each a
-``ray start --block`` process, stopped on exit by killing that process and every process below it
-(never ``ray stop``, which would end every Ray process on the machine, other users' too).
+"""A real Ray cluster on loopback for tests and benchmarks: a head node and worker nodes.
+
+Each node is a ``ray start --block`` process, stopped on exit by killing that process and every
+process below it (never ``ray stop``, which would end every Ray process on the machine, other users'
+too).
 
     with local_cluster(nodes=2, cpus_per_node=2) as address:
         ...  # ray is connected here; other processes join with --ray-address ADDRESS
@@ -56,8 +58,7 @@ def _start_node(args: list[str], log: Path) -> subprocess.Popen[bytes]:
 
 
 def _wait_started(proc: subprocess.Popen[bytes], log: Path, timeout_s: float) -> None:
-    """Wait for the node's "Ray runtime started." line (its port opens before it can take
-    drivers)."""
+    """Wait for the node's "Ray runtime started." line (its port opens before drivers can join)."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         text = log.read_text(errors="replace") if log.exists() else ""
@@ -79,8 +80,7 @@ def _wait_nodes(ray: Any, count: int, timeout_s: float, logs: list[Path]) -> Non
 
 
 def _descendants(root: int) -> list[int]:
-    """Every process below ``root`` (Ray's workers start their own sessions, so a group misses
-    them)."""
+    """Every process below ``root`` (Ray's workers start sessions of their own)."""
     children: dict[int, list[int]] = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         with contextlib.suppress(OSError, ValueError, IndexError):
@@ -104,8 +104,7 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 
 @contextlib.contextmanager
 def local_cluster(nodes: int = 2, cpus_per_node: float = 2, timeout_s: float = 90) -> Iterator[str]:
-    """Start a head and ``nodes - 1`` worker nodes on 127.0.0.1, connect ``ray`` to it; yield the
-    address."""
+    """Start a head and ``nodes - 1`` worker nodes, connect ``ray`` to them; yield the address."""
     import ray
 
     port = _free_port()
