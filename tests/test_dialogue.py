@@ -46,12 +46,12 @@ def test_token_counts_are_the_callers() -> None:
 def test_prompted_judge_input_drops_the_oldest_turns_first() -> None:
     """The prompted judge's input (real tokenizer, no model): a dialogue longer than the limit loses
     its oldest turns whole, keeps the turns nearest the reply, the reply and the instructions."""
-    from harness.local.model_cache import embedded_source
     from transformers import AutoTokenizer
 
     from harness.backends.chat_tokens import chat_pieces, fit
     from harness.config import load_constitution
     from harness.judging.pointwise import Style, build_request
+    from harness.local.model_cache import embedded_source
     from harness.schema import Candidate, Case
 
     source = embedded_source("smollm2")

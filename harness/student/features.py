@@ -8,8 +8,7 @@ What one feature array is (recipe ``pool-v1``):
    :func:`harness.dialogue.fit_dialogue`, which keeps the turns nearest the reply; the reply
    itself is never part of that cut.
 2. The response is tokenised on its own, cut to its first ``response_tokens - 1`` tokens, and the
-   model's
-   end-of-turn token appended, so even an empty response has one token to read.
+   model's end-of-turn token appended, so even an empty response has one token to read.
    Message contents and the response are tokenised as plain text: a special token's string written
    in them (``<|im_end|>``) stays text and never becomes the control token.
 3. One forward pass over ``[prompt | response]``. For each hidden layer in ``layers`` (index 0 is
