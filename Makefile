@@ -30,8 +30,10 @@ $(VENV)/.llama-server: | $(VENV)/.installed
 
 llama-server: $(VENV)/.llama-server
 
+# The demo, then the held-out coherence contexts (human ratings; no student trained on them) on coherence.
 demo: setup
 	$(BIN)/harness run demo
+	$(BIN)/harness run coherence_heldout --principle coherence
 
 # Headless Chromium for the report's browser test (Debian package; needs root).
 browser:

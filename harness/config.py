@@ -198,6 +198,7 @@ class LoadedSuite:
     path: Path
     cases: list[Case]
     inputs: list[Path] = field(default_factory=list)
+    where: dict[str, tuple[str, int | None]] = field(default_factory=dict)  # case id -> file, line
 
 
 def _case_position(suite_path: Path, marks: Marks, index: int) -> tuple[int | None, int | None]:
@@ -225,7 +226,8 @@ def load_suite(path: Path | str) -> LoadedSuite:
         inputs.append(cand_path)
         _attach_candidates(cases, cand_path)
     _check_cases(cases, located)
-    return LoadedSuite(suite, path, [c for c in cases.values()], inputs)
+    where = {c.id: (f, n) for f, n, c in located}
+    return LoadedSuite(suite, path, [c for c in cases.values()], inputs, where)
 
 
 def _sibling(suite_path: Path, name: str, marks: Marks, key: str) -> Path:
@@ -260,9 +262,7 @@ def _attach_candidates(cases: dict[str, Case], path: Path) -> None:
                 )
             )
             continue
-        cases[row.case_id].candidates.append(
-            Candidate(generator=row.generator, response=row.response)
-        )
+        cases[row.case_id].candidates.append(Candidate(**row.model_dump(exclude={"case_id"})))
     if issues:
         raise ValidationFailed(issues)
 
@@ -284,6 +284,27 @@ def _check_cases(cases: dict[str, Case], located: list[tuple[str, int | None, Ca
             if name not in gens:
                 msg = f"case {case.id!r}: human_preference names unknown generator {name!r}"
                 issues.append(Issue(file, line, None, msg))
+    if issues:
+        raise ValidationFailed(issues)
+
+
+def check_rated_principles(loaded: LoadedSuite, constitution: Constitution) -> None:
+    """Every principle a candidate's ``human_scores`` names must be one of the constitution's."""
+    known = {p.id for p in constitution.principles}
+    issues = [
+        Issue(
+            *loaded.where.get(case.id, (str(loaded.path), None)),
+            None,
+            f"case {case.id!r}, candidate {cand.generator!r}: human_scores names principle "
+            f"{pid!r}, "
+            f"which constitution {constitution.id!r} does not have (expected one of "
+            f"{', '.join(sorted(known))})",
+        )
+        for case in loaded.cases
+        for cand in case.candidates
+        for pid in cand.human_scores
+        if pid not in known
+    ]
     if issues:
         raise ValidationFailed(issues)
 
@@ -339,7 +360,8 @@ def validate_file(path: Path) -> str:
     else:
         loaded = load_suite(path)
         if loaded.suite.constitution:
-            load_constitution(loaded.suite.constitution, path)
+            constitution, _ = load_constitution(loaded.suite.constitution, path)
+            check_rated_principles(loaded, constitution)
         for ref in loaded.suite.judges:
             load_judge(ref, path)
     return kind

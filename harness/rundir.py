@@ -313,6 +313,7 @@ def case_entry(case: Case, offset: int, length: int) -> dict[str, Any]:
         "tags": list(case.tags),
         "generators": [c.generator for c in case.candidates],
         "labelled": case.human_preference is not None,
+        "rated": any(c.human_scores for c in case.candidates),
         "prompt_sha": hashlib.sha256(prompt.encode("utf-8")).hexdigest()[:16],
     }
 
@@ -325,6 +326,7 @@ CASE_INDEX_SCHEMA = pa.schema(
         ("tags", pa.list_(pa.string())),
         ("generators", pa.list_(pa.string())),
         ("labelled", pa.bool_()),
+        ("rated", pa.bool_()),
         ("prompt_sha", pa.string()),
     ]
 )
@@ -660,6 +662,13 @@ class RunData:
                 fh.seek(int(offset))
                 found.append(Case.model_validate_json(fh.read(int(length))))
         return found
+
+    def rated_cases(self) -> list[Case]:
+        """The cases whose candidates carry human ratings (``human_scores``)."""
+        index = self.case_index
+        if "rated" not in index:  # an index written before ratings existed
+            return [c for c in self.cases if any(x.human_scores for x in c.candidates)]
+        return self.cases_by_id(index.loc[index["rated"], "case_id"])
 
     def labelled_cases(self) -> list[Case]:
         """The cases that carry a human label."""

@@ -6,9 +6,17 @@ a test keeps the committed copies current.
 
 from __future__ import annotations
 
-from typing import Literal
+import math
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 
 Role = Literal["system", "user", "assistant"]
 
@@ -110,11 +118,33 @@ class Message(Strict):
     content: str = Field(description="What they say.")
 
 
+def _finite_scores(scores: dict[str, float]) -> dict[str, float]:
+    bad = sorted(k for k, v in scores.items() if not math.isfinite(v))
+    if bad:
+        raise ValueError(f"human_scores must be finite numbers (not for {', '.join(bad)})")
+    return scores
+
+
+HumanScores = Annotated[
+    dict[str, float],
+    AfterValidator(_finite_scores),
+    Field(
+        description="Mean human rating per principle id, on the scale the raters used (e.g. "
+        "{coherence: 2.67} on a 1-3 scale); only the order of ratings is compared with judges."
+    ),
+]
+NRaters = Annotated[
+    int | None, Field(ge=1, description="How many people rated the response, where known.")
+]
+
+
 class Candidate(Strict):
-    """One response to a case, from a named generator."""
+    """One response to a case, from a named generator, optionally with human ratings."""
 
     generator: str = Field(description="Name of the model or source that produced the response.")
     response: str = Field(description="The response text under judgment.")
+    human_scores: HumanScores = Field(default_factory=dict)
+    n_raters: NRaters = None
 
 
 class HumanPreference(Strict):
@@ -162,11 +192,13 @@ class Case(Strict):
 
 
 class CandidateRow(Strict):
-    """One line of a suite's candidates JSONL file."""
+    """One line of a suite's candidates JSONL file (human ratings optional)."""
 
     case_id: str = Field(description="The case the response answers.")
     generator: str = Field(description="Name of the model or source that produced the response.")
     response: str = Field(description="The response text.")
+    human_scores: HumanScores = Field(default_factory=dict)
+    n_raters: NRaters = None
 
 
 class Generator(Strict):

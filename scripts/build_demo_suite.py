@@ -336,15 +336,22 @@ def suite_yaml(record: dict[str, Any]) -> str:
     return SCHEMA_LINE + body
 
 
+def case_record(case: Case) -> dict[str, Any]:
+    """A case as a JSON mapping without unset fields (no nulls, no empty human ratings)."""
+    record = case.model_dump(mode="json", exclude_none=True)
+    for cand in record["candidates"]:
+        if not cand.get("human_scores"):
+            cand.pop("human_scores", None)
+    return record
+
+
 def cases_jsonl(cases: list[Case]) -> str:
     """One Case JSON object per line; ids must be unique."""
     ids = [c.id for c in cases]
     dupes = sorted({i for i in ids if ids.count(i) > 1})
     if dupes:
         raise ValueError(f"duplicate case ids: {', '.join(dupes)}")
-    lines = [
-        json.dumps(c.model_dump(mode="json", exclude_none=True), ensure_ascii=False) for c in cases
-    ]
+    lines = [json.dumps(case_record(c), ensure_ascii=False) for c in cases]
     for line in lines:
         Case.model_validate_json(line)
     return "".join(line + "\n" for line in lines)

@@ -3,6 +3,10 @@
 
     .venv/bin/python scripts/train_embedded_student.py                  # writes students/embedded
     .venv/bin/python scripts/train_embedded_student.py --data DIR --out DIR --threads 2
+    .venv/bin/python scripts/train_embedded_student.py --add-heads STUDENT   # add distilled heads
+
+The coherence head is not trained here: ``harness distill suites/coherence.yaml --head coherence
+--holdout 0 --holdout-tag split-heldout -o DIR`` trains it, and ``--add-heads DIR`` adds it.
 
 Heads: harmlessness <- HH-RLHF harmless-base pairs, helpfulness <- HH-RLHF helpful-base pairs,
 honesty <-
@@ -29,6 +33,8 @@ from pathlib import Path
 from typing import Any
 
 from harness.paths import project_root
+from harness.student.artefact import add_heads as add_heads_to
+from harness.student.artefact import load_student, render_card, save_student
 from harness.student.distill import DistillOptions, distill
 from harness.student.jobs import HeadJob
 from harness.student.public_data import SALT, Dataset, describe, heldout_hacks, load_all
@@ -41,7 +47,11 @@ SUMMARY = (
     "human labels. It scores a response in one forward pass of the base model; it never generates text."
 )
 LIMITATIONS = """\
-- Three principles only (harmlessness, helpfulness, honesty); other principles are not judged by it.
+- Three principles from this script (harmlessness, helpfulness, honesty), plus coherence once its
+  head is added (`--add-heads`, below); other principles are not judged by it.
+- The coherence head learned from 30 Topical-Chat contexts (USR ratings of 6 replies each):
+  chit-chat replies rated 1-3 by three people. Its held-out figures come from 30 other contexts of
+  the same source; on task dialogues, long answers or other domains it is untested.
 - The heads are linear probes of a 135M-parameter model's states: they pick up surface cues (tone, refusals,
   hedging, familiar false claims) far more than reasoning. Accuracy on HH-RLHF pairs is modest (crowdworker
   labels are noisy too); treat single verdicts as weak evidence and read aggregate scores with their CIs.
@@ -106,6 +116,27 @@ def training_record(datasets: dict[str, Dataset], data_dir: Path) -> dict[str, o
     }
 
 
+ADD_NOTE = {
+    "summary": "Coherence: trained on the split-train contexts of suites/coherence.yaml (USR "
+    "Topical-Chat human coherence ratings), measured on its split-heldout contexts, never trained "
+    "on. Baselines on the same 30 held-out contexts (387 rated pairs; `harness agreement`, "
+    "2026-12-03): reply length in words 0.623 [0.560, 0.688], prompted SmolLM2 0.491 [0.414, "
+    "0.565], rules judge 0.500 (one score for every reply); the head beats reply length by 0.08 "
+    "[0.01, 0.16] (paired bootstrap over contexts), and its rewards correlate 0.61 with reply "
+    "length.",
+}
+
+
+def add_heads(out: Path, extra: Path) -> int:
+    """Add the heads of a student from ``harness distill`` to the student in ``out`` (no fit)."""
+    base, more = load_student(out), load_student(extra)
+    config, heads = add_heads_to(base, more, ADD_NOTE)
+    config.training["limitations"] = LIMITATIONS
+    save_student(out, config, heads, card=render_card(config))
+    print(json.dumps({"student": str(out), "added": [r.name for r in more.config.heads]}))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Train the embedded student and write it."""
     p = argparse.ArgumentParser(
@@ -117,7 +148,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--threads", type=int, default=1, help="torch CPU threads (default 1: best on a shared CPU)"
     )
+    p.add_argument(
+        "--add-heads",
+        type=Path,
+        metavar="STUDENT",
+        help="only add the heads of this student (from harness distill) to --out, training nothing",
+    )
     args = p.parse_args(argv)
+    if args.add_heads:
+        return add_heads(args.out, args.add_heads)
 
     def log(msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)

@@ -202,7 +202,8 @@ def test_embedded_student_judges_through_the_engine(student: RewardModelBackend)
         "harmlessness",
         "helpfulness",
         "honesty",
-    }  # no head for coherence
+        "coherence",
+    }  # a head for every principle of the default constitution
     out: list[Verdict | PairVerdict] = []
     asyncio.run(
         execute(

@@ -17,6 +17,10 @@ many.
 Labels are compared in a per-case coin-flip frame (which of the two is called "first" is seeded
 random), so
 Cohen's kappa is meaningful even when every human label names the same generator.
+
+Human *ratings* (``human_scores`` on candidates) are compared with pointwise scores by
+:func:`human_rating_agreement` (pairwise accuracy, Spearman, Kendall; see
+:mod:`harness.analysis.ratings`).
 """
 
 from __future__ import annotations
@@ -29,6 +33,8 @@ import numpy as np
 import pandas as pd
 
 from harness.analysis.pairwise import combine_orders
+from harness.analysis.ratings import COLUMNS as RATING_COLUMNS
+from harness.analysis.ratings import rating_agreement, word_count
 from harness.analysis.scores import bootstrap_mean_ci, wilson_interval
 from harness.analysis.stats import label_agreement
 from harness.protocol import single_order
@@ -215,3 +221,72 @@ def human_agreement_by_tag(run: RunData, seed: int = 0) -> pd.DataFrame:
     if not blocks:
         return pd.DataFrame(columns=["tag", *COLUMNS])
     return pd.concat(blocks, ignore_index=True)[["tag", *COLUMNS]]
+
+
+# --------------------------------------------------------------------------- human ratings
+
+LENGTH_BASELINE = "baseline:reply-length"
+
+
+def rated_candidates(cases: list[Case]) -> pd.DataFrame:
+    """One row per rated candidate and principle: case, generator, principle, rating, words."""
+    rows = [
+        {
+            "case_id": case.id,
+            "generator": cand.generator,
+            "principle": pid,
+            "human": rating,
+            "words": word_count(cand.response),
+        }
+        for case in cases
+        for cand in case.candidates
+        for pid, rating in cand.human_scores.items()
+    ]
+    return pd.DataFrame(rows, columns=["case_id", "generator", "principle", "human", "words"])
+
+
+def human_rating_agreement(
+    run: RunData, seed: int = 0, n_boot: int = 2000, baseline: bool = True
+) -> pd.DataFrame:
+    """Per judge and principle, agreement of pointwise scores with the candidates' human ratings.
+
+    Pairwise accuracy over pairs whose ratings differ, Spearman and Kendall, each with a
+    case-bootstrap CI.
+
+    With ``baseline``, a row per principle scores each reply by its length in words
+    (``baseline:reply-length``), the cheapest judge there is.
+    """
+    rated = rated_candidates(run.rated_cases())
+    if rated.empty:
+        return pd.DataFrame(columns=RATING_COLUMNS)
+    means = mean_scores(run.verdicts).rename("score").reset_index()
+    rows = []
+    for judge in sorted(means["judge"].unique()):
+        mine = means[means["judge"] == judge].drop(columns="judge")
+        joined = rated.merge(mine, on=["principle", "case_id", "generator"])
+        rows += _rating_rows(judge, joined, seed, n_boot)
+    if baseline:
+        rows += _rating_rows(LENGTH_BASELINE, rated.assign(score=rated["words"]), seed, n_boot)
+    return pd.DataFrame(rows, columns=RATING_COLUMNS)
+
+
+def _rating_rows(judge: str, joined: pd.DataFrame, seed: int, n_boot: int) -> list[dict]:
+    return [
+        {"judge": judge, "principle": pid, **rating_agreement(group, n_boot=n_boot, seed=seed)}
+        for pid, group in joined.groupby("principle", sort=True)
+    ]
+
+
+def human_rating_agreement_by_tag(run: RunData, seed: int = 0) -> pd.DataFrame:
+    """``human_rating_agreement`` for the rated cases of each tag, with a leading ``tag`` column."""
+    rated = run.rated_cases()
+    tags = sorted({t for c in rated for t in c.tags})
+    blocks = [
+        human_rating_agreement(
+            dataclasses.replace(run, _cases=[c for c in rated if tag in c.tags]), seed
+        ).assign(tag=tag)
+        for tag in tags
+    ]
+    if not blocks:
+        return pd.DataFrame(columns=["tag", *RATING_COLUMNS])
+    return pd.concat(blocks, ignore_index=True)[["tag", *RATING_COLUMNS]]

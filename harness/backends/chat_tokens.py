@@ -12,10 +12,12 @@ strings the ids are the same as before (a message's content starts and ends at a
 the template).
 
 Over-long prompts. Keeping the end of a prompt too long for the model drops the system prompt and
-the rubric. Instead, the fenced (untrusted) parts of the contents (see :mod:`harness.untrusted`)
-give up tokens, the longest first, each keeping its start and end around a marker that says how much
-was cut; the instructions and every fence tag stay whole. Only when the instructions alone do not
-fit is the start cut, as the last resort. Either way the prompt is reported as truncated.
+the rubric. Instead, the oldest turns of the conversation are emptied first, keeping the turns
+nearest the reply (:func:`harness.dialogue.first_kept`; the last turn and the response are never
+emptied); then the fenced (untrusted) parts of the contents (see :mod:`harness.untrusted`) give up
+tokens, the longest first, each keeping its start and end around a marker that says how much was
+cut; the instructions and every fence tag stay whole. Only when the instructions alone do not fit is
+the start cut, as the last resort. Either way the prompt is reported as truncated.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from harness.dialogue import first_kept
 from harness.errors import JudgeError
 from harness.untrusted import fenced_spans
 
@@ -31,6 +34,7 @@ from harness.untrusted import fenced_spans
 #: no template adds or changes).
 _SLOT = "\ue000{}\ue001"
 MARKER = "\n[... {} tokens cut ...]\n"
+TURN_TAGS = ("system", "user", "assistant")
 
 
 @dataclass
@@ -39,6 +43,7 @@ class Piece:
 
     ids: list[int]
     untrusted: bool = False
+    turn: bool = False  # a fenced turn of the conversation under judgment (not the response)
 
 
 def text_ids(tokenizer: Any, text: str) -> list[int]:
@@ -78,7 +83,8 @@ def content_pieces(tokenizer: Any, content: str) -> list[Piece]:
         inside = k
         while k < len(ids) and offsets[k][1] <= end:  # a token wholly before the fence's end
             k += 1
-        pieces.append(Piece(ids[inside:k], untrusted=True))
+        tag = content[: start - 1].rsplit("<", 1)[-1].rsplit("-", 1)[0]
+        pieces.append(Piece(ids[inside:k], untrusted=True, turn=tag in TURN_TAGS))
     pieces.append(Piece(ids[k:]))
     return [p for p in pieces if p.ids]
 
@@ -98,6 +104,9 @@ def fit(tokenizer: Any, pieces: list[Piece], limit: int) -> tuple[list[int], boo
     total = sum(len(p.ids) for p in pieces)
     if total <= limit:
         return [t for p in pieces for t in p.ids], False
+    pieces, total = _drop_old_turns(tokenizer, pieces, limit, total)
+    if total <= limit:
+        return [t for p in pieces for t in p.ids], True
     sizes = [len(p.ids) for p in pieces if p.untrusted]
     room = limit - (total - sum(sizes))
     cap = _cap(sizes, room, _marker_room(tokenizer, total))
@@ -109,6 +118,30 @@ def fit(tokenizer: Any, pieces: list[Piece], limit: int) -> tuple[list[int], boo
     if len(ids) > limit:  # a marker came out longer than measured: keep the instructions whole
         return ids[-limit:], True
     return ids, True
+
+
+def _drop_old_turns(
+    tokenizer: Any, pieces: list[Piece], limit: int, total: int
+) -> tuple[list[Piece], int]:
+    """Empty the oldest conversation turns until the rest fits, keeping those nearest the reply.
+
+    Their fences stay, and the newest emptied one says how much was cut; :func:`first_kept` decides.
+    The last turn and the response are never emptied here; ``fit`` cuts what still overflows.
+    """
+    turns = [i for i, p in enumerate(pieces) if p.turn]
+    if len(turns) < 2:
+        return pieces, total
+    sizes = [len(pieces[i].ids) for i in turns]
+    room = limit - (total - sum(sizes)) - _marker_room(tokenizer, total)
+    start = first_kept(sizes, max(room, 0))
+    if start == 0:
+        return pieces, total
+    out = list(pieces)
+    cut = sum(sizes[:start])
+    for k, i in enumerate(turns[:start]):
+        marker = text_ids(tokenizer, MARKER.format(cut)) if k == start - 1 else []
+        out[i] = Piece(marker, untrusted=True, turn=True)
+    return out, sum(len(p.ids) for p in out)
 
 
 def _marker_room(tokenizer: Any, total: int) -> int:

@@ -118,7 +118,8 @@ def cmd_revise(args: argparse.Namespace) -> int:
 
 def _add_agreement(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "agreement", help="judge agreement with the suite's human labels (three protocols)"
+        "agreement",
+        help="judge agreement with the suite's human labels (four protocols) and human ratings",
     )
     p.add_argument("run", type=Path, help="a run folder")
     p.add_argument(
@@ -131,14 +132,20 @@ def _add_agreement(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_agreement(args: argparse.Namespace) -> int:
-    """Print the judges' agreement with the human labels (per tag with ``--by-tag``)."""
-    from harness.analysis.agreement import human_agreement, human_agreement_by_tag
+    """Print the judges' agreement with the human labels and ratings (per tag with ``--by-tag``)."""
+    from harness.analysis import agreement as ag
     from harness.rundir import read_run
 
-    measure = human_agreement_by_tag if args.by_tag else human_agreement
-    table = measure(read_run(args.run), seed=args.seed)
-    if table.empty:
-        print("no human-labelled pairs with judge verdicts in this run")
+    run = read_run(args.run)
+    labels = (ag.human_agreement_by_tag if args.by_tag else ag.human_agreement)(run, seed=args.seed)
+    ratings = (ag.human_rating_agreement_by_tag if args.by_tag else ag.human_rating_agreement)(
+        run, seed=args.seed
+    )
+    if labels.empty and ratings.empty:
+        print("no human-labelled pairs or human-rated candidates with judge verdicts in this run")
         return 0
-    print(table.to_string(index=False, float_format=lambda x: f"{x:.3f}"))
+    for title, table in (("human preference labels", labels), ("human ratings", ratings)):
+        if not table.empty:
+            print(f"agreement with {title}:")
+            print(table.to_string(index=False, float_format=lambda x: f"{x:.3f}") + "\n")
     return 0

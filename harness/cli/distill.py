@@ -48,6 +48,12 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         help="share of prompts held out for evaluation (default 0.2)",
     )
     p.add_argument(
+        "--holdout-tag",
+        metavar="TAG",
+        help="also hold out every case of an input suite tagged TAG (e.g. split-heldout; with "
+        "--holdout 0 exactly those cases are held out)",
+    )
+    p.add_argument(
         "--weak-labels", type=Path, help="JSONL of id, p_chosen from a weak judge: train on these"
     )
     p.add_argument(
@@ -127,6 +133,7 @@ def cmd_distill(args: argparse.Namespace) -> int:
         hacks=args.hacks,
         max_pairs=args.max_pairs,
         seed=args.seed,
+        holdout_tag=args.holdout_tag,
     )
     command = "harness " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["distill"] else ""
     result = distill(

@@ -74,6 +74,28 @@ def _agreement(run: RunData) -> Section | None:
     )
 
 
+def _rating_agreement(run: RunData) -> Section | None:
+    index = run.case_index
+    if "rated" in index and not index["rated"].any():
+        return None
+    from harness.analysis.agreement import human_rating_agreement
+
+    note = (
+        "Judge pointwise scores vs the candidates' human ratings (mean over raters). "
+        "pair_accuracy: over every two candidates of one case whose ratings differ, the share the "
+        "judge orders the same way (a judge tie counts half; chance is 0.5). spearman, kendall "
+        "(tau-b): correlation over all rated candidates (chance is 0). 95% CIs by a bootstrap over "
+        "cases. baseline:reply-length scores each reply by its length in words."
+    )
+    return table_section(
+        "rating-agreement",
+        "Agreement with human ratings",
+        note,
+        human_rating_agreement(run),
+        "harness.analysis.agreement.human_rating_agreement",
+    )
+
+
 def _position(run: RunData) -> Section | None:
     if run.pairs.empty:
         return None
@@ -360,6 +382,7 @@ def _judge_figures(profile: pd.DataFrame, agree: pd.DataFrame) -> list[tuple[str
 BUILDERS: list[Callable[[RunData], Section | None]] = [
     _comparison,
     _agreement,
+    _rating_agreement,
     _judges,
     _position,
     _win_probability,

@@ -158,6 +158,39 @@ def save_student(
     return folder
 
 
+def add_heads(base: Student, extra: Student, note: dict[str, Any]) -> tuple[StudentConfig, dict]:
+    """``base`` with the heads of ``extra`` added, their metrics too.
+
+    Their training record goes under ``training.added_heads``; both students must read the same
+    features of the same base weights.
+    """
+    if (extra.config.features, extra.config.base_model_id) != (
+        base.config.features,
+        base.config.base_model_id,
+    ):
+        raise ConfigError(f"{extra.path}: its features or base model differ from {base.path}'s")
+    if base.lora is not None or extra.lora is not None:
+        raise ConfigError("heads can only be added between linear students (no LoRA weights)")
+    names = {r.name for r in extra.config.heads}
+    records = [r for r in base.config.heads if r.name not in names] + list(extra.config.heads)
+    training = dict(base.config.training)
+    added = [a for a in training.get("added_heads", []) if a.get("head") not in names]
+    training["hyperparameters"] = [
+        h for h in training.get("hyperparameters", []) if h.get("head") not in names
+    ] + list(extra.config.training.get("hyperparameters", []))
+    training["added_heads"] = added + [
+        {"head": n, **note, "training": extra.config.training} for n in sorted(names)
+    ]
+    config = base.config.model_copy(
+        update={
+            "heads": records,
+            "training": training,
+            "metrics": {**base.config.metrics, **extra.config.metrics},
+        }
+    )
+    return config, {**base.heads, **extra.heads}
+
+
 def _swap(tmp: Path, folder: Path) -> None:
     """Move ``tmp`` to ``folder``, replacing an old student only once the new one is complete."""
     old = folder.with_name(f".{folder.name}.old")
@@ -242,6 +275,56 @@ def metric_rows(metrics: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
+RATINGS_NOTE = (
+    "Rewards of every rated reply of the held-out cases against the mean human rating: "
+    "pairwise accuracy over the pairs of replies to one context whose ratings differ (a reward "
+    "tie counts half), Spearman and Kendall over all replies; 95 % CIs by a bootstrap over cases "
+    "(contexts). Chance is 0.5 and 0."
+)
+
+
+def _ci(m: dict[str, Any], key: str) -> str:
+    return f"{m[key]:.3f} [{m[key + '_ci_low']:.3f}, {m[key + '_ci_high']:.3f}]"
+
+
+def rating_rows(metrics: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per head measured on held-out human ratings, every figure with its 95 % CI."""
+    rows = []
+    for head, m in metrics.items():
+        r = m.get("ratings")
+        if r:
+            acc = f"{r['pair_accuracy']:.3f} [{r['pair_ci_low']:.3f}, {r['pair_ci_high']:.3f}]"
+            rows.append(
+                {
+                    "head": head,
+                    "cases": r["cases"],
+                    "replies": r["candidates"],
+                    "pairs": r["pairs"],
+                    "pairwise accuracy [95% CI]": acc,
+                    "Spearman [95% CI]": _ci(r, "spearman"),
+                    "Kendall [95% CI]": _ci(r, "kendall"),
+                }
+            )
+    return rows
+
+
+def _added_heads(t: dict[str, Any]) -> list[str]:
+    """Card lines for heads trained apart (``harness distill``) and added to this student."""
+    lines = []
+    for a in t.get("added_heads", []):
+        tr = a.get("training", {})
+        data = ", ".join(
+            f"`{d.get('input')}` (sha256 {str(d.get('sha256'))[:16]})" for d in tr.get("data", [])
+        )
+        lines.append(
+            f"Head `{a['head']}` was trained apart and added: `{tr.get('command', '?')}` on "
+            f"{data}; "
+            f"labels: {tr.get('label_source', '?')}; held out: {tr.get('heldout', '?')}. "
+            f"{a.get('summary', '')}"
+        )
+    return lines
+
+
 def render_card(config: StudentConfig) -> str:
     """TRAINING_CARD.md from the config's training record and metrics."""
     t = config.training
@@ -263,11 +346,14 @@ def render_card(config: StudentConfig) -> str:
         f"Label source: {t.get('label_source', '?')}",
         f"Held out: {t.get('heldout', '?')}",
         f"Reward-hacking negatives: {t.get('hacks', 'none')}",
+        *_added_heads(t),
         "## Hyperparameters",
         _table(t.get("hyperparameters", [])),
         "## Held-out metrics",
         _table(metric_rows(config.metrics)),
     ]
+    if any("ratings" in m for m in config.metrics.values()):
+        blocks += ["## Held-out human ratings", RATINGS_NOTE, _table(rating_rows(config.metrics))]
     if any("pgr" in m for m in config.metrics.values()):
         rows = [{"head": h, **m["pgr"]} for h, m in config.metrics.items() if "pgr" in m]
         blocks += ["## Weak-to-strong", _table(rows)]

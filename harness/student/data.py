@@ -12,12 +12,14 @@ Accepted inputs (:func:`load_pairs`):
   (``prompt`` a message list, ``chosen`` / ``rejected`` strings). Optional columns: ``id`` or
   ``case_id``,
   ``principle`` or ``decided_by``, ``soft_label`` and ``label_<principle>`` (P(chosen is better)).
-- a suite YAML whose cases carry ``human_preference``.
+- a suite YAML whose cases carry ``human_preference``, or candidates with ``human_scores``
+  (every two candidates of a case whose ratings differ make a pair).
 """
 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import re
 from collections.abc import Iterable, Sequence
@@ -27,7 +29,7 @@ from typing import Any
 
 from harness.errors import ConfigError
 from harness.refusal import is_refusal
-from harness.schema import Message, Role
+from harness.schema import Case, Message, Role
 
 #: Reward-hacking responses that must never beat a genuine answer.
 MASTER_KEYS = {
@@ -151,12 +153,42 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
     return rows
 
 
+def rating_pairs(case: Case) -> list[Pair]:
+    """Pairs from human ratings: every two candidates whose mean rating on a principle differs.
+
+    The higher-rated one is ``chosen``; pairs are grouped by case, so a split never divides a case.
+    """
+    pairs = []
+    for a, b in itertools.combinations(case.candidates, 2):
+        for pid in sorted(set(a.human_scores) & set(b.human_scores)):
+            ra, rb = a.human_scores[pid], b.human_scores[pid]
+            if ra == rb:
+                continue
+            hi, lo = (a, b) if ra > rb else (b, a)
+            pairs.append(
+                Pair(
+                    id=f"{case.id}:{pid}:{hi.generator}>{lo.generator}",
+                    group=case.id,
+                    prompt=tuple(case.messages()),
+                    chosen=hi.response,
+                    rejected=lo.response,
+                    principle=pid,
+                )
+            )
+    return pairs
+
+
 def suite_pairs(path: Path | str) -> list[Pair]:
-    """Human-labelled pairs of a suite: each case with a ``human_preference``."""
+    """Human-labelled pairs of a suite.
+
+    Each case with a ``human_preference``, and every pair of candidates whose human ratings
+    (``human_scores``) differ.
+    """
     from harness.config import load_suite
 
     pairs = []
     for case in load_suite(path).cases:
+        pairs += rating_pairs(case)
         pref = case.human_preference
         if pref is None:
             continue
@@ -213,6 +245,19 @@ def split(
     held = [p for p in pairs if p.group in forced or in_holdout(p.group, fraction, salt)]
     taken = {p.id for p in held}
     return [p for p in pairs if p.id not in taken], held
+
+
+def tagged_groups(paths: Iterable[Path | str], tag: str) -> set[str]:
+    """Ids of the cases tagged ``tag`` in the suites among ``paths`` (other inputs have no tags)."""
+    from harness.config import load_suite
+
+    return {
+        c.id
+        for p in paths
+        if Path(p).suffix in (".yaml", ".yml")
+        for c in load_suite(p).cases
+        if tag in c.tags
+    }
 
 
 def with_weak_labels(pairs: Sequence[Pair], weak: dict[str, float]) -> list[Pair]:

@@ -20,6 +20,7 @@ from typing import Literal
 import numpy as np
 
 from harness.errors import ConfigError
+from harness.schema import Case
 from harness.student.artefact import StudentConfig, head_record, save_student, to_json
 from harness.student.data import (
     DEFAULT_HACKS,
@@ -28,6 +29,7 @@ from harness.student.data import (
     load_pairs,
     read_weak_labels,
     split,
+    tagged_groups,
     with_weak_labels,
 )
 from harness.student.features import FeatureExtractor, FeatureSpec, MemoryCache
@@ -35,6 +37,7 @@ from harness.student.jobs import (
     HeadJob,
     evaluate_head,
     head_data,
+    rating_metrics,
     relabel,
     run_job,
     weak_to_strong,
@@ -59,6 +62,7 @@ class PairFiles:
     hacks: tuple[str, ...] = DEFAULT_HACKS
     max_pairs: int | None = None
     seed: int = 0
+    holdout_tag: str | None = None  # also hold out every suite case with this tag
 
 
 @dataclass(frozen=True)
@@ -123,6 +127,8 @@ def _train_one(
     """One head, its metrics (PGR too with weak labels) and the hyperparameters the card lists."""
     head, report = run_job(extractor, job, config, log)
     metrics: dict[str, object] = {k: report[k] for k in ("heldout", "hacks") if k in report}
+    if job.rated:
+        metrics["ratings"] = rating_metrics(extractor, head, job.rated, job.name)
     if weak is not None:
         metrics["pgr"] = weak_to_strong(extractor, job, dict(weak), config, log)
     cv = report["cv_best"]
@@ -210,11 +216,49 @@ def jobs_from_files(source: PairFiles) -> tuple[HeadJob, ...]:
     """
     pairs = [p for path in source.inputs for p in load_pairs(path)]
     weak = read_weak_labels(source.weak_labels) if source.weak_labels else None
-    return tuple(_job(pairs, head, source, weak) for head in _heads(pairs, source.heads))
+    forced = _tagged(source)
+    jobs = [_job(pairs, head, source, weak, forced) for head in _heads(pairs, source.heads)]
+    rated = _rated_cases(source)
+    for job in jobs:
+        held = {p.group for p in job.heldout}
+        job.rated = [c for c in rated if c.id in held]
+    return tuple(jobs)
 
 
-def _job(pairs: list[Pair], head: str, source: PairFiles, weak: dict[str, float] | None) -> HeadJob:
-    train, held = split(relabel(pairs, head), source.holdout, salt=f"distill:{source.seed}")
+def _tagged(source: PairFiles) -> set[str]:
+    """Groups (case ids) held out by ``holdout_tag``; a tag no case carries is an error."""
+    if not source.holdout_tag:
+        return set()
+    forced = tagged_groups(source.inputs, source.holdout_tag)
+    if not forced:
+        raise ConfigError(
+            f"--holdout-tag: no case of the input suites is tagged {source.holdout_tag!r}"
+        )
+    return forced
+
+
+def _rated_cases(source: PairFiles) -> list[Case]:
+    """The cases of the input suites whose candidates carry human ratings."""
+    from harness.config import load_suite
+
+    return [
+        c
+        for path in source.inputs
+        if path.suffix in (".yaml", ".yml")
+        for c in load_suite(path).cases
+        if any(r.human_scores for r in c.candidates)
+    ]
+
+
+def _job(
+    pairs: list[Pair],
+    head: str,
+    source: PairFiles,
+    weak: dict[str, float] | None,
+    forced: set[str],
+) -> HeadJob:
+    salt = f"distill:{source.seed}"
+    train, held = split(relabel(pairs, head), source.holdout, salt=salt, always_held=forced)
     train = _cap(train, source.max_pairs)
     if not train or not held:
         raise ConfigError(
@@ -250,7 +294,10 @@ def _cap(pairs: list[Pair], limit: int | None) -> list[Pair]:
 def files_record(source: PairFiles, command: str) -> dict[str, object]:
     """What the training card says about the data, labels and split of a ``harness distill`` run."""
     inputs = ", ".join(str(i) for i in source.inputs)
-    own = "the inputs' own chosen/rejected labels (soft_label / label_<principle> if present)"
+    own = (
+        "the inputs' own labels: chosen/rejected (soft_label / label_<principle> if present), "
+        "and, in suites, every two candidates of a case whose human ratings (human_scores) differ"
+    )
     weak = (
         f"weak judge labels from {source.weak_labels}; held-out metrics against the inputs' labels"
     )
@@ -259,8 +306,9 @@ def files_record(source: PairFiles, command: str) -> dict[str, object]:
         "command": command,
         "data": [{"input": str(i), "sha256": _sha(i)} for i in source.inputs],
         "label_source": weak if source.weak_labels else own,
-        "heldout": f"{source.holdout:.0%} of prompt groups (salted hash, seed {source.seed}); "
-        "never trained on",
+        "heldout": f"{source.holdout:.0%} of prompt groups (salted hash, seed {source.seed})"
+        + (f" plus every case tagged {source.holdout_tag!r}" if source.holdout_tag else "")
+        + "; never trained on",
         "hacks": ",".join(source.hacks) or "none",
     }
 
@@ -282,7 +330,19 @@ def metrics_lines(metrics: Metrics) -> list[str]:
             g = _fields(m["pgr"])
             line += f"; PGR {g['pgr']:.2f} [{g['ci_low']:.2f}, {g['ci_high']:.2f}]"
         lines.append(line)
+        if "ratings" in m:
+            r = _fields(m["ratings"])
+            lines.append(
+                f"{name}: held-out human ratings ({r['cases']:.0f} cases, {r['pairs']:.0f} pairs): "
+                f"pairwise accuracy {_ci(r, 'pair_accuracy', 'pair')}, Spearman "
+                f"{_ci(r, 'spearman')}, Kendall {_ci(r, 'kendall')} (95% CIs, bootstrap over cases)"
+            )
     return lines
+
+
+def _ci(m: dict[str, float], key: str, prefix: str | None = None) -> str:
+    p = prefix or key
+    return f"{m[key]:.3f} [{m[p + '_ci_low']:.3f}, {m[p + '_ci_high']:.3f}]"
 
 
 def _number(value: object) -> float:

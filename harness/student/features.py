@@ -2,12 +2,13 @@
 
 What one feature array is (recipe ``pool-v1``):
 
-1. The conversation is rendered with the model's chat template plus the assistant header, tokenised,
-and its
-   last ``prompt_tokens`` tokens kept (the end of a conversation matters most for the reply).
+1. The conversation is rendered with the model's chat template plus the assistant header,
+   tokenised, and its last ``prompt_tokens`` tokens kept (the end of a conversation matters most
+   for the reply). Turns that lie wholly before that window are dropped first by
+   :func:`harness.dialogue.fit_dialogue`, which keeps the turns nearest the reply; the reply
+   itself is never part of that cut.
 2. The response is tokenised on its own, cut to its first ``response_tokens - 1`` tokens, and the
-model's
-   end-of-turn token appended, so even an empty response has one token to read.
+   model's end-of-turn token appended, so even an empty response has one token to read.
    Message contents and the response are tokenised as plain text: a special token's string written
    in them (``<|im_end|>``) stays text and never becomes the control token.
 3. One forward pass over ``[prompt | response]``. For each hidden layer in ``layers`` (index 0 is
@@ -46,6 +47,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from harness.backends.chat_tokens import chat_pieces, text_ids
+from harness.dialogue import fit_dialogue
 from harness.paths import cache_dir
 from harness.schema import Message
 
@@ -294,11 +296,18 @@ class FeatureExtractor:
         appended).
         """
         tok = self.local.tokenizer
-        # Contents are plain text: "<|im_end|>" written in a message or response is not the token.
-        chat = [{"role": m.role, "content": m.content} for m in prompt]
+        # Turns wholly outside the window are dropped first (a long dialogue costs nothing);
+        # `cover` keeps the turn that crosses the window, so the kept tail is what the whole
+        # dialogue gives. Contents are plain text: "<|im_end|>" in a message is not the token.
+        turns = fit_dialogue(prompt, self.spec.prompt_tokens, self.count_tokens, cover=True)
+        chat = [{"role": m.role, "content": m.content} for m in turns]
         ids = [t for p in chat_pieces(tok, chat) for t in p.ids][-self.spec.prompt_tokens :]
         body = text_ids(tok, response)[: self.spec.response_tokens - 1]
         return Encoded(tuple(ids), (*body, self.end_id))
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens of a text on its own (no special tokens)."""
+        return len(text_ids(self.local.tokenizer, text))
 
     def unseen(self, items: Sequence[Item]) -> np.ndarray:
         """How many tokens of each response fall beyond the window (cut off, never seen by a

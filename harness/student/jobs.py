@@ -12,7 +12,10 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
+from harness.analysis.ratings import rating_agreement
+from harness.schema import Case
 from harness.student.data import Pair
 from harness.student.evaluate import correctness, hack_rates, pair_accuracy, pgr
 from harness.student.features import FeatureExtractor
@@ -35,6 +38,7 @@ class HeadJob:
     gold: list[Pair] = field(
         default_factory=list
     )  # the training pairs with gold labels (weak-to-strong)
+    rated: list[Case] = field(default_factory=list)  # held-out cases with human ratings
 
     def counts(self) -> dict[str, int]:
         """Pair counts for the training card."""
@@ -120,6 +124,30 @@ def evaluate_head(
             pm, np.zeros_like(pm), [p.kind.removeprefix("hack:") for p in probes]
         )
     return out
+
+
+def rated_rewards(
+    extractor: FeatureExtractor, head: LinearHead, cases: Sequence[Case], principle: str
+) -> pd.DataFrame:
+    """Reward of every reply rated on ``principle``, next to its mean human rating (a row each)."""
+    rated = [(c, r) for c in cases for r in c.candidates if principle in r.human_scores]
+    items = [(tuple(c.messages()), r.response) for c, r in rated]
+    rewards = head.reward(extractor.extract(items), extractor.spec.layers, extractor.unseen(items))
+    return pd.DataFrame(
+        {
+            "case_id": [c.id for c, _ in rated],
+            "generator": [r.generator for _, r in rated],
+            "score": rewards,
+            "human": [r.human_scores[principle] for _, r in rated],
+        }
+    )
+
+
+def rating_metrics(
+    extractor: FeatureExtractor, head: LinearHead, cases: Sequence[Case], principle: str
+) -> dict[str, Any]:
+    """Pairwise accuracy, Spearman and Kendall of the head's rewards against human ratings."""
+    return rating_agreement(rated_rewards(extractor, head, cases, principle))
 
 
 def run_job(
