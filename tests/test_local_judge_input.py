@@ -25,7 +25,7 @@ STYLE = Style(logprobs=True, structured=False, rationale=False)
 
 @pytest.fixture(scope="module")
 def tokenizer() -> Any:
-    from harness.backends.model_cache import embedded_source
+    from harness.local.model_cache import embedded_source
     from transformers import AutoTokenizer
 
     source = embedded_source("smollm2")
