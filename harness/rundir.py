@@ -16,13 +16,10 @@ A run folder holds::
 
 The JSONL logs are the truth: append-only, so a crash loses at most a torn last line, which the next
 writer cuts off (and nothing else). A line that cannot be parsed is skipped and counted, never
-allowed
-to hide the rows after it. The Parquet parts are derived from the logs and only ever cover whole
-lines;
-readers take the parts and parse whatever the logs hold beyond them, so a run still in progress
-reads
-correctly too. Later rows for the same ``item_id`` supersede earlier ones (an error redone on
-resume).
+allowed to hide the rows after it. The Parquet parts are derived from the logs and only ever cover
+whole lines; readers take the parts and parse whatever the logs hold beyond them, so a run still in
+progress reads correctly too. Later rows for the same ``item_id`` supersede earlier ones (an error
+redone on resume).
 """
 
 from __future__ import annotations
@@ -200,8 +197,7 @@ class RunWriter:
     """The single writer of one run folder: lock, fixed inputs, append-only logs, Parquet parts.
 
     Use it as a context manager (or ``open()`` / ``close()``): opening takes the folder's lock and
-    cuts
-    a torn last line off each log; nothing else already written is ever changed.
+    cuts a torn last line off each log; nothing else already written is ever changed.
     """
 
     def __init__(self, root: Path | str):

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from harness.backends.base import BackendResponse
-from harness.backends.chat_tokens import MARKER, chat_pieces, fit, text_ids
+from harness.local.chat_tokens import MARKER, chat_pieces, fit, text_ids
 from harness.config import load_constitution
 from harness.engine.executor import Outcome, make_verdict
 from harness.engine.plan import make_item

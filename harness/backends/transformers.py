@@ -6,7 +6,7 @@ How a batch of requests is answered:
    special tokens only where the template puts them (message contents are plain text, so
    ``<|im_end|>`` inside a response is not the end-of-turn token); a prompt over ``max_length`` is
    cut inside its untrusted text, never in the instructions, and its answer marked truncated (see
-   :mod:`harness.backends.chat_tokens`).
+   :mod:`harness.local.chat_tokens`).
 2. :func:`plan_batches` orders the requests two ways, by token ids (requests that share leading
 text:
    system prompt, principle, rubric, conversation, sit together) and by length (little padding),
@@ -48,7 +48,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from harness.backends.base import Backend, BackendRequest, BackendResponse
-from harness.backends.chat_tokens import chat_pieces, fit
+from harness.local.chat_tokens import chat_pieces, fit
 from harness.errors import JudgeError
 from harness.local.batching import KV, PrefixStore, ThreadTuner, overhead_tokens, plan_batches
 from harness.local.loading import LoadedModel, load_causal_lm

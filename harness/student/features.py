@@ -46,7 +46,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from harness.backends.chat_tokens import chat_pieces, text_ids
+from harness.local.chat_tokens import chat_pieces, text_ids
 from harness.dialogue import fit_dialogue
 from harness.paths import cache_dir
 from harness.schema import Message
