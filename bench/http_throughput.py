@@ -3,26 +3,22 @@
     python bench/http_throughput.py [--quick] [--n N] [--rounds R]
 
 The fault-injecting test server runs as a separate process with every fault rate at 0. Each
-measurement
-runs in a fresh child process (so its CPU time and peak RSS are its own, never the server's):
+measurement runs in a fresh child process (so its CPU time and peak RSS are its own, never the
+server's):
 
 - ``harness``: N pointwise work items (planned from a synthetic suite under the default
-constitution)
-  through ``execute`` with the ``openai`` backend, cache off, the real verdict sink (``RunWriter``
-  appending
-  to verdicts.jsonl) and the real progress display (redrawn into a buffer);
+  constitution) through ``execute`` with the ``openai`` backend, cache off, the real verdict sink
+  (``RunWriter`` appending to verdicts.jsonl) and the real progress display (redrawn into a buffer);
 - ``bare``: the same N request bodies through a minimal aiohttp loop (``concurrency`` tasks, each
   json.dumps -> POST -> json.loads), the reference measured in the same run.
 
 At 200 ms latency, with concurrency 64 and 256: calls/s as a percentage of the bound (concurrency ÷
 latency), client CPU seconds per 1,000 calls and peak RSS, for both, and harness/bare ratios. At
-latency
-0: the client's CPU per call for both and the harness's overhead per call over the bare loop. Also
-per
-run: the mean call latency each client saw (what this machine adds to the server's delay, which caps
-what any client can reach) and the server's CPU per 1,000 calls. Harness and bare alternate in
-rounds
-and each keeps its fastest. The last line of output is one JSON object with every figure.
+latency 0: the client's CPU per call for both and the harness's overhead per call over the bare
+loop. Also per run: the mean call latency each client saw (what this machine adds to the server's
+delay, which caps what any client can reach) and the server's CPU per 1,000 calls. Harness and bare
+alternate in rounds and each keeps its fastest. The last line of output is one JSON object with
+every figure.
 """
 
 from __future__ import annotations
@@ -101,9 +97,7 @@ def planned(base_url: str, concurrency: int, n: int) -> tuple[BoundJudge, list[W
 
 
 async def run_harness(bound: BoundJudge, items: list[WorkItem], folder: Path) -> int:
-    """The engine as ``harness run`` drives it, minus planning; returns the number of scored
-    items.
-    """
+    """The engine as ``harness run`` drives it, minus planning; returns the number of scored items."""
     constitution, _ = load_constitution("default")
     store = RunWriter(folder).open()
     progress = Progress({"bench": len(items)}, stream=io.StringIO(), interval=1.0)
@@ -148,9 +142,7 @@ async def run_bare(
 
 
 def measure(spec: dict[str, Any]) -> dict[str, Any]:
-    """Run one client once; wall and CPU seconds of the calls alone, peak RSS of the whole
-    process.
-    """
+    """Run one client once; wall and CPU seconds of the calls alone, peak RSS of the whole process."""
     bound, items, plan_cpu = planned(spec["base_url"], spec["concurrency"], spec["n"])
     rss_before = _rss_mb()
     latencies: list[float] = []
@@ -224,8 +216,7 @@ def at_latency(
     """Harness and bare at one concurrency: throughput against the bound, CPU per 1,000 calls, RSS.
 
     The two alternate for ``rounds`` rounds, so both see the same load on a shared machine; each
-    keeps
-    its fastest round (the one least disturbed by other processes), and every round's rate is
+    keeps its fastest round (the one least disturbed by other processes), and every round's rate is
     listed.
     """
     bound = concurrency / (latency_ms / 1000) if latency_ms else None

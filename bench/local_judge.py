@@ -8,29 +8,20 @@ principles of its constitution) when it loads, else HH-RLHF harmless and Truthfu
 ``../shared/data`` under two inline principles. Figures, measured in this one process:
 
 - judgments/s of the backend (log-probs of the scale digits, one forward pass per item, batched,
-shared
-  prefixes reused; called in the engine's order and batch size) against the naive baseline on the
-  same
-  model object and items: per item, ``model.generate`` of a short verdict (greedy,
-  ``NAIVE_NEW_TOKENS``
-  tokens at most), then the digit parsed from the text. Each runs on the CPU thread count that suits
-  it
-  (the backend tunes it while running; the baseline is calibrated once, untimed). The two are
-  measured
-  in alternating rounds, so both see the same load on a shared machine. With ``--quick`` (or
-  ``--naive-items``) the baseline runs on a sample of the items, and its per-item rate stands for
-  all of
-  them (the JSON says so);
+  shared prefixes reused; called in the engine's order and batch size) against the naive baseline on
+  the same model object and items: per item, ``model.generate`` of a short verdict (greedy,
+  ``NAIVE_NEW_TOKENS`` tokens at most), then the digit parsed from the text. Each runs on the CPU
+  thread count that suits it (the backend tunes it while running; the baseline is calibrated once,
+  untimed). The two are measured in alternating rounds, so both see the same load on a shared
+  machine. With ``--quick`` (or ``--naive-items``) the baseline runs on a sample of the items, and
+  its per-item rate stands for all of them (the JSON says so);
 - tokens/s and the FLOP/s they imply (2 x non-embedding parameters per token run through the model),
   as a fraction of a plain matmul FLOP/s probe in the same dtype and threads;
 - the tokens per item an exact method must still run (the items' prefix tree: each shared leading
-run
-  of tokens once), and the prompt tokens over that: the speed-up that running fewer prompt tokens
-  can
-  give at an equal cost per token (the baseline pays its generation steps on top);
+  run of tokens once), and the prompt tokens over that: the speed-up that running fewer prompt
+  tokens can give at an equal cost per token (the baseline pays its generation steps on top);
 - cold start (GGUF -> converted cache, in a fresh temporary cache folder) and warm start (load from
-that
-  cache, in this process and in a fresh interpreter including its imports).
+  that cache, in this process and in a fresh interpreter including its imports).
 
 The last line of output is one JSON object with every figure.
 """
@@ -161,9 +152,7 @@ def load_items(n: int) -> tuple[list[Item], str]:
 
 
 def flops_probe(dtype: str, size: int = 1024, reps: int = 8) -> float:
-    """Best FLOP/s of a plain square matmul in this process (same threads and dtype as the
-    model).
-    """
+    """Best FLOP/s of a plain square matmul in this process (same threads and dtype as the model)."""
     import torch
 
     a = torch.randn(size, size, dtype=getattr(torch, dtype))
@@ -189,8 +178,7 @@ def distinct_tokens(seqs: list[list[int]]) -> int:
     """Tokens in the prefix tree of ``seqs``: what any exact method must run through the model.
 
     That is, if every shared leading run of tokens were computed once (and each request kept one
-    token
-    to read).
+    token to read).
     """
     total, previous = 0, None
     for seq in sorted(seqs):
@@ -223,8 +211,7 @@ class NaiveBaseline:
     """Per item: ``model.generate`` of a short verdict, then the digit read from the text.
 
     On the CPU it first times one item on each thread count the backend's tuner considers (untimed
-    for
-    the benchmark) and keeps the fastest, so neither side runs on a thread count that suits the
+    for the benchmark) and keeps the fastest, so neither side runs on a thread count that suits the
     other.
     """
 

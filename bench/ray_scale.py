@@ -11,10 +11,10 @@ folder does.
    actors of 1 CPU each, over the same items; models are loaded before the clock starts. Speed-up =
    time on 1 actor / time on 2 (target: 1.7x). The verdicts of both must be equal.
 2. **Costs per item**, for the cluster model in the README: wall and CPU seconds per item of the
-local judge (in its actor) and of an HTTP judge (the fault server, all faults off, in a separate
-process); the driver's CPU per verdict (the rules judge: its answers cost next to nothing, so what
-is left is the driver: dispatch, Ray's transport, parsing, writing); the same for the local
-executor.
+   local judge (in its actor) and of an HTTP judge (the fault server, all faults off, in a separate
+   process); the driver's CPU per verdict (the rules judge: its answers cost next to nothing, so
+   what is left is the driver: dispatch, Ray's transport, parsing, writing); the same for the local
+   executor.
 
 Other processes share the 2 cores: the load average and the share of the machine's CPU that was busy
 during each timed phase are printed with it. The last line is one JSON object with every figure.

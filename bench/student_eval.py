@@ -7,32 +7,22 @@ Figures, all on held-out human-labelled pairs that no head was trained on (the s
 ``scripts/train_embedded_student.py``; see harness/student/public_data.py):
 
 - per dataset: the student's held-out accuracy with a 95 % Wilson CI, against its target (every CI
-must
-  exclude 50 %; at least 60 % on HH harmless and 80 % on TruthfulQA), and how often genuine answers
-  beat
-  reward-hacking probes (padding, repetition, ':', 'Let me think step by step', '', and for
-  helpfulness a
-  bare refusal);
+  must exclude 50 %; at least 60 % on HH harmless and 80 % on TruthfulQA), and how often genuine
+  answers beat reward-hacking probes (padding, repetition, ':', 'Let me think step by step', '', and
+  for helpfulness a bare refusal);
 - teacher–student: on a subsample of those pairs (``--teacher-pairs`` per dataset), the prompted
-SmolLM2
-  judge (transformers backend, pairwise, both orders averaged) and the student (reward_model
-  backend), both
-  run through the engine: their accuracy, how often they pick the same side, how often the teacher
-  picks
-  the first-shown response, judgments/s of each (models loaded and warmed first) and parameter
-  counts;
+  SmolLM2 judge (transformers backend, pairwise, both orders averaged) and the student (reward_model
+  backend), both run through the engine: their accuracy, how often they pick the same side, how
+  often the teacher picks the first-shown response, judgments/s of each (models loaded and warmed
+  first) and parameter counts;
 - weak-to-strong: the rules judge (judges/rules.yaml) as a weak teacher labels the training pairs; a
-head
-  trained on its labels is compared with one trained on the gold human labels of the same pairs (PGR
-  with a
-  bootstrap CI), with and without the auxiliary-confidence loss. Both reuse the embedded head's
-  feature
-  blocks; L2 is cross-validated on each student's own labels (fixed to the embedded head's with
-  --quick).
+  head trained on its labels is compared with one trained on the gold human labels of the same pairs
+  (PGR with a bootstrap CI), with and without the auxiliary-confidence loss. Both reuse the embedded
+  head's feature blocks; L2 is cross-validated on each student's own labels (fixed to the embedded
+  head's with --quick).
 
 Features come from the user cache that the training script filled (computed on a miss). The last
-line of
-output is one JSON object with every figure.
+line of output is one JSON object with every figure.
 """
 
 from __future__ import annotations

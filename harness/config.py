@@ -81,9 +81,7 @@ def _read(path: Path) -> str:
 
 
 def _position(loc: tuple[str, ...], marks: Marks, extra_key: bool) -> tuple[int | None, int | None]:
-    """Line/column of the deepest part of ``loc`` the file has (for an unknown key: the key
-    itself).
-    """
+    """Line/column of the deepest part of ``loc`` the file has (for an unknown key: the key itself)."""
     if extra_key and (*loc[:-1], f"{loc[-1]}#key") in marks:
         return marks[(*loc[:-1], f"{loc[-1]}#key")]
     for end in range(len(loc), -1, -1):
@@ -147,9 +145,7 @@ def load_model(model: type[M], path: Path) -> M:
 
 
 def resolve(ref: str, kind: str, relative_to: Path | None = None) -> Path:
-    """A built-in name (``default``) or a path (relative to the file that names it) -> a file
-    path.
-    """
+    """A built-in name (``default``) or a path (relative to the file that names it) -> a file path."""
     candidates = []
     if relative_to is not None:
         candidates.append(relative_to.parent / ref)

@@ -1,12 +1,9 @@
 """pytest plugin: judge responses against principles inside tests, and run suite files as tests.
 
 1. :func:`assert_principle` (also a fixture of the same name that honours ``--harness-cache``)
-judges one
-   response against one principle through the normal engine path (load the judge, bind its backend,
-   plan,
-   execute) and raises ``AssertionError`` with the score, the threshold and the judge's rationale
-   when the
-   score is below the threshold.
+   judges one response against one principle through the normal engine path (load the judge, bind
+   its backend, plan, execute) and raises ``AssertionError`` with the score, the threshold and the
+   judge's rationale when the score is below the threshold.
 2. Files named ``*.suite.yaml``, and suites named by ``--harness-suite PATH`` or the
 ``harness_suites`` ini
    option, are collected as tests: one test per case × candidate × principle (× judge when there are

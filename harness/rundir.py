@@ -69,9 +69,7 @@ PART_BYTES = 64 << 20  # log bytes per part on the fast (Arrow) path
 
 
 def write_atomic(path: Path, text: str) -> None:
-    """Write a file so readers see the old or the new content, never a torn one, even after a
-    crash.
-    """
+    """Write a file so readers see the old or the new content, never a torn one, even after a crash."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
@@ -103,9 +101,7 @@ class LogScan:
 
 
 def scan_log(path: Path, start: int = 0, scan: LogScan | None = None) -> Iterator[dict[str, Any]]:
-    """Rows of a JSONL log from byte ``start``, streamed; skips corrupt lines and a torn last
-    line.
-    """
+    """Rows of a JSONL log from byte ``start``, streamed; skips corrupt lines and a torn last line."""
     scan = scan if scan is not None else LogScan()
     scan.end = start
     if not path.exists():

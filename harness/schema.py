@@ -490,9 +490,7 @@ class Session(BaseModel):
 
 
 class Spend(BaseModel):
-    """Spend of the whole run in US dollars, recomputed from its verdict logs (cache hits are
-    free).
-    """
+    """Spend of the whole run in US dollars, recomputed from its verdict logs (cache hits are free)."""
 
     judges: dict[str, float | None] = Field(
         default_factory=dict, description="Per judge id; null if unpriced."

@@ -4,19 +4,15 @@ Reads the shared data folder (default ``../shared/data`` next to the checkout) a
 ``--out`` (default ``suites/``):
 
 - ``demo.yaml`` + ``demo.cases.jsonl``: 56 short cases for the main job (HH-RLHF harmless and
-helpful,
-  TruthfulQA honesty pairs, multi-turn HH dialogues);
+  helpful, TruthfulQA honesty pairs, multi-turn HH dialogues);
 - ``hh_pairs.yaml`` + ``hh_pairs.cases.jsonl``: 300 other HH-RLHF pairs for judge-vs-human
-agreement;
+  agreement;
 - ``llmbar_mtbench.yaml`` + ``llmbar_mtbench.cases.jsonl``: LLMBar Natural and MT-Bench human pairs.
 
 The selection is deterministic: rows are filtered by fixed rules (usable, short enough, turn count)
-and
-ordered by a salted SHA-256 of their id, so a rerun on the same data writes the same bytes. Every
-case
-and suite is validated against ``harness.schema`` before anything is written, and each file is
-written
-atomically (temp file, then ``os.replace``).
+and ordered by a salted SHA-256 of their id, so a rerun on the same data writes the same bytes.
+Every case and suite is validated against ``harness.schema`` before anything is written, and each
+file is written atomically (temp file, then ``os.replace``).
 
 Usage: ``python scripts/build_demo_suite.py [--source DIR] [--out DIR]``
 """
@@ -121,9 +117,7 @@ def pick(
     exclude: Container[str] = (),
     what: str = "rows",
 ) -> list[dict[str, Any]]:
-    """The first n usable rows (in rank order) under max_chars that pass keep and are not
-    excluded.
-    """
+    """The first n usable rows (in rank order) under max_chars that pass keep and are not excluded."""
     eligible = [
         r
         for r in rows

@@ -9,18 +9,13 @@ The coherence head is not trained here: ``harness distill suites/coherence.yaml 
 --holdout 0 --holdout-tag split-heldout -o DIR`` trains it, and ``--add-heads DIR`` adds it.
 
 Heads: harmlessness <- HH-RLHF harmless-base pairs, helpfulness <- HH-RLHF helpful-base pairs,
-honesty <-
-TruthfulQA best vs best-incorrect answers plus one extra (true, false) pair per training question
-from its
-labelled answers. Every row used by the repo's suites is held out, with a salted-hash share of the
-rest; held-out
-rows are never trained on (see harness/student/public_data.py). Reward-hacking negatives (padding,
-repetition,
-master-key answers) are added to training against the genuine chosen answers. Features are computed
-once and
-cached in the user cache, so a rerun takes seconds; the first run takes about an hour on one CPU
-core.
-The last line printed is a JSON summary.
+honesty <- TruthfulQA best vs best-incorrect answers plus one extra (true, false) pair per training
+question from its labelled answers. Every row used by the repo's suites is held out, with a
+salted-hash share of the rest; held-out rows are never trained on (see
+harness/student/public_data.py). Reward-hacking negatives (padding, repetition, master-key answers)
+are added to training against the genuine chosen answers. Features are computed once and cached in
+the user cache, so a rerun takes seconds; the first run takes about an hour on one CPU core. The
+last line printed is a JSON summary.
 """
 
 from __future__ import annotations

@@ -10,8 +10,7 @@ Usage::
         page.screenshot(Path("/tmp/page.png"))
 
 Chromium runs with a throw-away profile and no network chatter of its own; it is killed (and its
-profile
-removed) on exit, whatever happened in between.
+profile removed) on exit, whatever happened in between.
 """
 
 from __future__ import annotations

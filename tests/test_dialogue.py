@@ -48,9 +48,9 @@ def test_prompted_judge_input_drops_the_oldest_turns_first() -> None:
     its oldest turns whole, keeps the turns nearest the reply, the reply and the instructions."""
     from transformers import AutoTokenizer
 
-    from harness.local.chat_tokens import chat_pieces, fit
     from harness.config import load_constitution
     from harness.judging.pointwise import Style, build_request
+    from harness.local.chat_tokens import chat_pieces, fit
     from harness.local.model_cache import embedded_source
     from harness.schema import Candidate, Case
 

@@ -2,10 +2,8 @@
 
 With a fifth of calls faulted (429 with Retry-After, 500, hangs past the client timeout, dropped
 connections, malformed and truncated JSON), every item must end as a row with its reason, the
-client's
-counts must add up with the server's, the exit code must reflect errors, concurrency must be cut on
-429
-and grow back, and rerunning a finished run must make no call at all.
+client's counts must add up with the server's, the exit code must reflect errors, concurrency must
+be cut on 429 and grow back, and rerunning a finished run must make no call at all.
 """
 
 from __future__ import annotations

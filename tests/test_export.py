@@ -2,8 +2,7 @@
 as they are.
 
 Run folders are built by hand with RunWriter, so every soft label and margin below is checked
-against a value
-worked out on paper.
+against a value worked out on paper.
 """
 
 from __future__ import annotations

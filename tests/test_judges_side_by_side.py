@@ -144,8 +144,7 @@ def test_preference_agreement_between_judges(hand_run: Path) -> None:
     assert len(agree) == 1
     row = agree.iloc[0]
     # pairs (x,y) (x,z) (y,z) per case, big vs small. c0: x x z vs x x z, 3 alike. c1: tie x y vs y
-    # z tie,
-    # none alike. c2: y z z vs y z tie, 2 alike. 5 of 9.
+    # z tie, none alike. c2: y z z vs y z tie, 2 alike. 5 of 9.
     assert (row["judge_a"], row["judge_b"], row["n"]) == ("big", "small", 9)
     assert row["agreement"] == pytest.approx(5 / 9) and row["ci_low"] < 5 / 9 < row["ci_high"]
 

@@ -8,15 +8,11 @@ What the server supports (llama-cpp-python 0.3.x, checked against its ``server/t
 - ``logprobs`` / ``top_logprobs`` in OpenAI's chat format
 (``choices[0].logprobs.content[0].top_logprobs``);
 - schema-constrained output only as ``response_format: {"type": "json_object", "schema": {...}}``
-(the
-  Anyscale / Together form). OpenAI's ``{"type": "json_schema", ...}`` is rejected (HTTP 500, a
-  request
-  validation error). Its grammar honours ``enum`` and ``pattern`` but not ``minimum`` / ``maximum``,
-  and
-  its plain-string rule admits raw control characters (a newline inside a string: JSON that strict
-  parsers reject). So a judge config for this server sends, through ``extra_body`` (merged last),
-  the
-  harness's answer schema tightened with an enum and a pattern.
+  (the Anyscale / Together form). OpenAI's ``{"type": "json_schema", ...}`` is rejected (HTTP 500, a
+  request validation error). Its grammar honours ``enum`` and ``pattern`` but not ``minimum`` /
+  ``maximum``, and its plain-string rule admits raw control characters (a newline inside a string:
+  JSON that strict parsers reject). So a judge config for this server sends, through ``extra_body``
+  (merged last), the harness's answer schema tightened with an enum and a pattern.
 """
 
 from __future__ import annotations
@@ -51,8 +47,7 @@ pytestmark = pytest.mark.slow
 
 SCALE = ["1", "2", "3", "4", "5"]
 # : The harness's answer schema, tightened into what llama.cpp's grammar enforces (an enum, and a
-# pattern
-#: that bounds the rationale and keeps control characters out of it).
+# pattern : that bounds the rationale and keeps control characters out of it).
 LLAMA_SCHEMA: dict[str, Any] = {
     **output_schema(5),
     "properties": {

@@ -11,11 +11,11 @@ from typing import Any
 import pytest
 
 from harness.backends.base import BackendResponse
-from harness.local.chat_tokens import MARKER, chat_pieces, fit, text_ids
 from harness.config import load_constitution
 from harness.engine.executor import Outcome, make_verdict
 from harness.engine.plan import make_item
 from harness.judging.pointwise import SYSTEM, Style, build_request
+from harness.local.chat_tokens import MARKER, chat_pieces, fit, text_ids
 from harness.schema import Candidate, Case, Message
 from harness.student.features import FeatureExtractor, FeatureSpec
 
@@ -25,8 +25,9 @@ STYLE = Style(logprobs=True, structured=False, rationale=False)
 
 @pytest.fixture(scope="module")
 def tokenizer() -> Any:
-    from harness.local.model_cache import embedded_source
     from transformers import AutoTokenizer
+
+    from harness.local.model_cache import embedded_source
 
     source = embedded_source("smollm2")
     return AutoTokenizer.from_pretrained(source.location, gguf_file=source.gguf_file)

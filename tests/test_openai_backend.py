@@ -2,8 +2,7 @@
 servers.
 
 Unit tests serve the fault server inside the test's event loop; integration tests run it as a
-separate
-process and talk to it over real sockets. Nothing here is mocked.
+separate process and talk to it over real sockets. Nothing here is mocked.
 """
 
 from __future__ import annotations

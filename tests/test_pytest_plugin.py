@@ -8,8 +8,7 @@ import importlib.metadata
 import pytest
 
 # pytester runs in this process and forgets modules first imported during a run; numpy cannot be
-# imported
-# twice in one process, so everything the plugin uses is imported here, before any run.
+# imported twice in one process, so everything the plugin uses is imported here, before any run.
 import harness.backends.rules
 import harness.engine.executor
 import harness.engine.runner

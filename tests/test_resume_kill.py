@@ -2,9 +2,8 @@
 completion.
 
 The final verdicts must equal an uninterrupted run's, with no duplicated row, and the calls paid
-twice
-(server requests minus items) can be no more than were in flight at the kills: max_concurrency per
-kill.
+twice (server requests minus items) can be no more than were in flight at the kills: max_concurrency
+per kill.
 """
 
 from __future__ import annotations
@@ -128,8 +127,7 @@ def test_kill_nine_then_resume_with_cache(server: RunningServer, tmp_path: Path)
     cached = len(cache)
     cache.close()
     # Answers still buffered at a kill (a fraction of a second's worth) may be missing; the run's
-    # own log
-    # holds them, so the resume above did not pay for them again.
+    # own log holds them, so the resume above did not pay for them again.
     assert cached >= ITEMS // 2
 
     # a new run folder over the same items: the cache answers, only what it lacks is paid

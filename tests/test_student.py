@@ -2,8 +2,7 @@
 judge interface.
 
 The slow tests load SmolLM2-135M (the embedded base model) and score real held-out pairs: the suite
-cases,
-which the embedded student never trained on.
+cases, which the embedded student never trained on.
 """
 
 from __future__ import annotations

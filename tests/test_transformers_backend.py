@@ -2,8 +2,8 @@
 computation.
 
 Tests marked ``slow`` load the real embedded model (SmolLM2-135M-Instruct). They share the user
-cache of
-converted models, except the conversion test, which converts into a temporary folder of its own.
+cache of converted models, except the conversion test, which converts into a temporary folder of its
+own.
 """
 
 from __future__ import annotations

@@ -3,20 +3,18 @@
 Protocols (one row each per judge × principle):
 
 - ``single-order``: one pairwise judgment per labelled pair, in a seeded random order (the order a
-run with
-  ``--single-order`` would have used);
+  run with ``--single-order`` would have used);
 - ``both-orders``: the two orders' probabilities averaged, then the side above 0.5 picked;
 - ``soft``: the probability the judge gave the human's choice (expected accuracy of sampling its
-soft label);
+  soft label);
 - ``pointwise``: the candidate with the higher pointwise score (expected score when a distribution
-exists).
+  exists).
 
 In the hard protocols a tie counts as half right, as a coin flip would break it; ``ties`` says how
 many.
 
 Labels are compared in a per-case coin-flip frame (which of the two is called "first" is seeded
-random), so
-Cohen's kappa is meaningful even when every human label names the same generator.
+random), so Cohen's kappa is meaningful even when every human label names the same generator.
 
 Human *ratings* (``human_scores`` on candidates) are compared with pointwise scores by
 :func:`human_rating_agreement` (pairwise accuracy, Spearman, Kendall; see

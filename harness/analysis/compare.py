@@ -1,38 +1,28 @@
 """Compare two runs judged on the same suite, matched by case, and flag regressions.
 
 For each principle × judge the candidate run's scores are paired with the baseline's case by case
-(and
-generator by generator when both runs hold the same generators; a run with one generator is paired
-with
-the other run's one generator). Per case the scores are averaged over generators, so a case, the
-unit that
-was sampled, counts once.
+(and generator by generator when both runs hold the same generators; a run with one generator is
+paired with the other run's one generator). Per case the scores are averaged over generators, so a
+case, the unit that was sampled, counts once.
 
 * **Scores.** delta = mean over cases of (cand - base), in rubric points and as a fraction of the
-scale
-  (``delta_norm``). Its CI is a paired percentile bootstrap over cases at level 1 - alpha;
-  ``p_value`` is a
-  one-sided paired permutation (sign-flip) test of "the candidate scores lower" (exact for few
-  cases).
+  scale (``delta_norm``). Its CI is a paired percentile bootstrap over cases at level 1 - alpha;
+  ``p_value`` is a one-sided paired permutation (sign-flip) test of "the candidate scores lower"
+  (exact for few cases).
 * **Pass/fail.** McNemar's test on the (case, generator) units' pass/fail pairs, one-sided for "the
   candidate passes less" (exact binomial for up to 25 discordant pairs).
 * **Regression.** ``max_drop`` is the tolerated drop as a fraction of the rubric scale (0.05 = 5 %
-of 1..N,
-  0.2 points on a 1..5 rubric) or, with ``metric="pass_rate"``, of the pass rate. ``gate_p`` is the
-  one-sided sign-flip p-value of H0 "the drop is at most max_drop" (per-case differences shifted by
-  max_drop; with max_drop 0 it is ``p_value``, or for pass rates McNemar's exact test on cases). A
-  principle ×
-  judge regresses when its observed drop exceeds max_drop AND gate_p < alpha, so the false-alarm
-  rate is
-  at most about alpha even for a true drop of exactly max_drop. ``adjust="holm"`` Holm-adjusts
-  gate_p
-  across the principle × judge rows (family-wise control).
+  of 1..N, 0.2 points on a 1..5 rubric) or, with ``metric="pass_rate"``, of the pass rate.
+  ``gate_p`` is the one-sided sign-flip p-value of H0 "the drop is at most max_drop" (per-case
+  differences shifted by max_drop; with max_drop 0 it is ``p_value``, or for pass rates McNemar's
+  exact test on cases). A principle × judge regresses when its observed drop exceeds max_drop AND
+  gate_p < alpha, so the false-alarm rate is at most about alpha even for a true drop of exactly
+  max_drop. ``adjust="holm"`` Holm-adjusts gate_p across the principle × judge rows (family-wise
+  control).
 
 Warnings (never regressions) say when the constitution or a judge config differs between the runs
-(by
-their sha256 in the manifests), when package versions differ, when cases are missing from one run or
-their
-prompts differ, so a judge change is not mistaken for a model change.
+(by their sha256 in the manifests), when package versions differ, when cases are missing from one
+run or their prompts differ, so a judge change is not mistaken for a model change.
 """
 
 from __future__ import annotations
@@ -133,9 +123,7 @@ def align_generators(
     base_generator: str | None = None,
     cand_generator: str | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
-    """The two verdict tables restricted to generators that pair up, and notes on what was
-    paired.
-    """
+    """The two verdict tables restricted to generators that pair up, and notes on what was paired."""
     if base_generator or cand_generator:
         b, c = _pick(base, base_generator, "base"), _pick(cand, cand_generator, "candidate")
         return (
@@ -352,9 +340,7 @@ def compare_runs(
     base_generator: str | None = None,
     cand_generator: str | None = None,
 ) -> Comparison:
-    """Compare two run folders' verdicts case by case; raises RunError when nothing can be
-    paired.
-    """
+    """Compare two run folders' verdicts case by case; raises RunError when nothing can be paired."""
     options = options or CompareOptions()
     b, c, notes = align_generators(base.verdicts, cand.verdicts, base_generator, cand_generator)
     units = paired_units(b, c, base.constitution, cand.constitution)

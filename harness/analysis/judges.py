@@ -1,19 +1,15 @@
 """Judges side by side: size, cost and agreement, from the run folder alone.
 
 This is where a distilled student meets the judges it stands in for (its teacher, the prompted
-model, the
-rules): how many parameters each used, how fast each judged in this run, how often each agrees with
-the
-human labels, and how often each pair of judges prefers the same candidate.
+model, the rules): how many parameters each used, how fast each judged in this run, how often each
+agrees with the human labels, and how often each pair of judges prefers the same candidate.
 
 - ``judge_profile``: one row per judge.
 - ``preference_agreement``: one row per pair of judges.
 
 Preferences come from pointwise scores: within a case, of two candidates the one with the higher
-score on a
-principle is preferred (equal scores are a tie). Every pair of candidates of every case counts, on
-every
-principle both judges scored.
+score on a principle is preferred (equal scores are a tie). Every pair of candidates of every case
+counts, on every principle both judges scored.
 """
 
 from __future__ import annotations

@@ -2,10 +2,8 @@
 candidates.
 
 Pure functions over the ``pairwise`` table of a run (rows of :class:`harness.schema.PairVerdict`). A
-pair is
-named canonically ``(a, b)`` with ``a < b``; ``p_a`` is the probability that ``a`` is the better
-response
-(ties counted half), averaged over the orders that were judged.
+pair is named canonically ``(a, b)`` with ``a < b``; ``p_a`` is the probability that ``a`` is the
+better response (ties counted half), averaged over the orders that were judged.
 """
 
 from __future__ import annotations
@@ -19,9 +17,7 @@ KEYS = ["judge", "principle", "case_id", "a", "b"]
 
 
 def orient(pairs: pd.DataFrame) -> pd.DataFrame:
-    """Scored ordered judgments with canonical names: ``p_a`` and the winning generator (or
-    'tie').
-    """
+    """Scored ordered judgments with canonical names: ``p_a`` and the winning generator (or 'tie')."""
     s = pairs[pairs["status"] == "scored"].copy()
     a_first = s["first"] < s["second"]
     s["a"] = np.where(a_first, s["first"], s["second"])
@@ -40,8 +36,7 @@ def combine_orders(pairs: pd.DataFrame) -> pd.DataFrame:
     held.
 
     ``consistent`` is False when the two orders name different winners (the verdict flips with the
-    order),
-    True when they agree, and missing when only one order was scored.
+    order), True when they agree, and missing when only one order was scored.
     """
     cols = [*KEYS, "p_a", "n_orders", "consistent", "p_a_first_shown", "p_a_second_shown"]
     if pairs.empty:
@@ -115,8 +110,8 @@ def rankings(combined: pd.DataFrame, constitution: Constitution) -> pd.DataFrame
     """Rank of each candidate per case, per principle and overall (principle weights), per judge.
 
     The per-principle score is the candidate's mean win probability over its comparisons; the
-    overall
-    score weights those by the principles' weights. Rank 1 is best; ties share the better rank.
+    overall score weights those by the principles' weights. Rank 1 is best; ties share the better
+    rank.
     """
     wins = soft_wins(combined)
     if wins.empty:

@@ -7,9 +7,9 @@ unscored and error verdicts are counted, never averaged in.
 
 Bootstrap intervals resample *cases* (the unit that was sampled), with a seeded generator, so every
 number is reproducible: the same inputs and seed give the same table. Above ``BOOTSTRAP_MAX_N``
-cases
-the percentile bootstrap of a mean equals the normal interval to well within its own Monte Carlo
-error, so the normal interval is used there: it costs O(n), not O(n × resamples) time and memory.
+cases the percentile bootstrap of a mean equals the normal interval to well within its own Monte
+Carlo error, so the normal interval is used there: it costs O(n), not O(n × resamples) time and
+memory.
 """
 
 from __future__ import annotations
@@ -58,9 +58,7 @@ def wilson_interval(hits: float, n: int, level: float = 0.95) -> tuple[float, fl
 
 
 def resample_counts(n: int, n_boot: int, rng: np.random.Generator) -> np.ndarray:
-    """How often each of n units is drawn in each of n_boot resamples with replacement: (n_boot,
-    n).
-    """
+    """How often each of n units is drawn in each of n_boot resamples with replacement: (n_boot, n)."""
     draws = rng.integers(0, n, size=(n_boot, n))
     # Offset each resample's draws into its own block so one bincount counts them all.
     flat = (draws + np.arange(n_boot)[:, None] * n).ravel()
@@ -126,9 +124,7 @@ def _principle_attr(constitution: Constitution, attr: str) -> dict[str, float]:
 
 
 def _principle_order(constitution: Constitution, present: pd.Series) -> list[str]:
-    """Principles in constitution order, then any the verdicts name that the constitution does
-    not.
-    """
+    """Principles in constitution order, then any the verdicts name that the constitution does not."""
     known = [p.id for p in constitution.principles]
     return known + sorted(set(present) - set(known))
 
@@ -214,10 +210,8 @@ def overall(
     bootstrap CI.
 
     The estimate is sum(w_p * m_p) / sum(w_p) over the principles p that have scores, where m_p is
-    the
-    mean over cases of principle p's normalized score (so it agrees with `summary`'s
-    mean_normalized).
-    The interval resamples whole cases, keeping each case's principles together.
+    the mean over cases of principle p's normalized score (so it agrees with `summary`'s
+    mean_normalized). The interval resamples whole cases, keeping each case's principles together.
     """
     good = scored(verdicts, constitution) if not verdicts.empty else verdicts
     rows = []
@@ -268,8 +262,7 @@ def weighted_mean(
     scores.
 
     `counts` (resamples × cases) says how often each case is drawn; one result per resample. Without
-    it,
-    each case counts once. Works from counts so a bootstrap never copies the data.
+    it, each case counts once. Works from counts so a bootstrap never copies the data.
     """
     if counts is None:
         counts = np.ones((1, len(matrix)))

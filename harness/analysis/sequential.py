@@ -2,19 +2,15 @@
 generator.
 
 With ``--target-ci W`` judging of a principle × generator may stop as soon as the interval's
-half-width is
-below W. An ordinary confidence interval checked after every verdict loses its coverage (with enough
-looks
-it excludes the truth with probability far above alpha). A *confidence sequence* covers the mean at
-every n
-simultaneously with probability at least 1 - alpha, so it stays valid at any data-dependent stopping
-time.
+half-width is below W. An ordinary confidence interval checked after every verdict loses its
+coverage (with enough looks it excludes the truth with probability far above alpha). A *confidence
+sequence* covers the mean at every n simultaneously with probability at least 1 - alpha, so it stays
+valid at any data-dependent stopping time.
 
 Procedure: the **predictable plug-in empirical-Bernstein (PrPl-EB) confidence sequence** of
-Waudby-Smith &
-Ramdas, "Estimating means of bounded random variables by betting" (JRSS-B 2024, Theorem 2), for
-values in a
-known range [lo, hi] (mapped to [0, 1]). For x_1, x_2, ... in [0, 1], with
+Waudby-Smith & Ramdas, "Estimating means of bounded random variables by betting" (JRSS-B 2024,
+Theorem 2), for values in a known range [lo, hi] (mapped to [0, 1]). For x_1, x_2, ... in [0, 1],
+with
 
     mu_t      = (1/2 + sum_{i<=t} x_i) / (t + 1)
     sigma2_t  = (1/4 + sum_{i<=t} (x_i - mu_i)^2) / (t + 1)
@@ -22,19 +18,15 @@ known range [lo, hi] (mapped to [0, 1]). For x_1, x_2, ... in [0, 1], with
     psi(l)    = -log(1 - l) - l
 
 the interval at time t is ``sum(lambda_i x_i) / sum(lambda_i) ± (log(2/alpha) + sum((x_i -
-mu_{i-1})^2
-psi(lambda_i))) / sum(lambda_i)``, clipped to [0, 1] and intersected with every earlier interval
-(the running
-intersection is itself a confidence sequence). Its width adapts to the variance of the scores, so a
-principle whose scores barely vary stops early.
+mu_{i-1})^2 psi(lambda_i))) / sum(lambda_i)``, clipped to [0, 1] and intersected with every earlier
+interval (the running intersection is itself a confidence sequence). Its width adapts to the
+variance of the scores, so a principle whose scores barely vary stops early.
 
 What it assumes: the values arrive in an order that does not depend on them (the engine judges cases
-in a
-seeded random order and feeds verdicts in that *planned* order, not in order of arrival, since
-faster calls
-may be systematically shorter or longer answers). The target is then the mean over the population
-the suite's
-cases are drawn from, the same estimand as the bootstrap CI of :mod:`harness.analysis.scores`.
+in a seeded random order and feeds verdicts in that *planned* order, not in order of arrival, since
+faster calls may be systematically shorter or longer answers). The target is then the mean over the
+population the suite's cases are drawn from, the same estimand as the bootstrap CI of
+:mod:`harness.analysis.scores`.
 
 The point estimate reported is the plain sample mean (the number the summary table shows).
 """
@@ -69,9 +61,7 @@ class SequentialState:
 
 @dataclass(frozen=True)
 class SequentialResult:
-    """Where a stream stands: sample mean, interval (in the caller's units), n, and whether to
-    stop.
-    """
+    """Where a stream stands: sample mean, interval (in the caller's units), n, and whether to stop."""
 
     estimate: float
     lo: float
@@ -145,9 +135,8 @@ def sequential_ci(
 
     ``values`` lie in ``bounds`` (e.g. (0, 1) for normalized scores, (1, 5) for a 1..5 rubric) and
     ``target_half_width`` is in the same units; stop is True once n >= min_n and the half-width is
-    at most
-    the target. Safe to call after every new value: the coverage holds at whatever n the caller
-    stops.
+    at most the target. Safe to call after every new value: the coverage holds at whatever n the
+    caller stops.
     """
     values = np.asarray(values, float)
     low, high = bounds

@@ -1,9 +1,8 @@
 """Generic statistics for judge verdicts: paired tests, agreement, score-versus-size scaling fits.
 
 Pure functions, numpy/pandas in and out (one exception, :func:`generator_parameters`, reads the
-suite a
-run names). Bootstraps resample *cases*, the unit that was sampled, with seeded generators, so every
-number is reproducible. Intervals and resampling primitives come from
+suite a run names). Bootstraps resample *cases*, the unit that was sampled, with seeded generators,
+so every number is reproducible. Intervals and resampling primitives come from
 :mod:`harness.analysis.scores`.
 """
 
@@ -64,8 +63,8 @@ def sign_flip_pvalues(
     """Monte Carlo paired permutation p-values for rows of differences (shape (n,) or (sims, n)).
 
     Under H0 each difference is as likely positive as negative; the statistic is the sum. The
-    p-value is
-    (1 + #{flipped sums at least as extreme}) / (1 + n_perm), which is valid at every n_perm.
+    p-value is (1 + #{flipped sums at least as extreme}) / (1 + n_perm), which is valid at every
+    n_perm.
     """
     d = np.atleast_2d(np.asarray(diffs, float))
     rng = np.random.default_rng(seed)
@@ -124,8 +123,7 @@ def mcnemar(
 
     Exact binomial test of b ~ Bin(b + c, 1/2) when ``exact`` (default: b + c <= 25), else the
     continuity-corrected normal approximation. ``alternative="less"`` means the second condition
-    passes
-    less often (b > c).
+    passes less often (b > c).
     """
     n = b + c
     if n == 0:
@@ -203,10 +201,8 @@ def scaling_fit(
     """Least-squares fit of per-generator mean score on log10(parameters), with case-bootstrap CIs.
 
     Needs three or more generators with known sizes (else the fit is empty and the curve has no
-    rows).
-    Returns the fit (slope per tenfold size, intercept, r2, slope CI) and the fitted line with its
-    pointwise
-    band on a grid of sizes, for plotting.
+    rows). Returns the fit (slope per tenfold size, intercept, r2, slope CI) and the fitted line
+    with its pointwise band on a grid of sizes, for plotting.
     """
     known = rows[rows["generator"].map(lambda g: (parameters.get(g) or 0) > 0)]
     table = known.pivot_table(index="case_id", columns="generator", values=value, aggfunc="mean")

@@ -80,8 +80,7 @@ class Backend(ABC):
     """A model that answers :class:`BackendRequest` batches.
 
     ``batch_size`` > 1 means the engine hands over several requests at once (local models batch
-    them);
-    HTTP backends take one at a time and run many concurrently.
+    them); HTTP backends take one at a time and run many concurrently.
     """
 
     name: ClassVar[str]

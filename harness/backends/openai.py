@@ -2,36 +2,32 @@
 OpenAI).
 
 One :class:`aiohttp.ClientSession` per backend instance is the connection pool for its endpoint.
-aiohttp
-rather than httpx because issue 6 measured httpx 0.28 at 6-21 ms CPU per call under high concurrency
-(its
-pool rescans every connection per request) against about 0.3 ms for aiohttp.
+aiohttp rather than httpx because issue 6 measured httpx 0.28 at 6-21 ms CPU per call under high
+concurrency (its pool rescans every connection per request) against about 0.3 ms for aiohttp.
 
 The backend raises, it never retries; the engine owns retries and backoff. Failures map to:
 
 ======================================  ===========================================================
-what happened                           exception
-======================================  ===========================================================
-HTTP 429                                ``TransientJudgeError(cause="429", retry_after=seconds)``
-HTTP 5xx                                ``TransientJudgeError(cause="5xx")``
-HTTP 408, or no answer within timeout   ``TransientJudgeError(cause="timeout")``
-refused, reset, disconnected, cut body  ``TransientJudgeError(cause="connection")``
-TLS / certificate failure               ``JudgeError`` (not retried)
-200 whose body is not a completion      ``TransientJudgeError(cause="malformed")``
-other 4xx (bad request, auth, model)    ``JudgeError`` with the server's message (not retried)
-API key variable unset                  ``MissingSecret`` naming the variable
+what happened                           exception ======================================
+=========================================================== HTTP 429
+``TransientJudgeError(cause="429", retry_after=seconds)`` HTTP 5xx
+``TransientJudgeError(cause="5xx")`` HTTP 408, or no answer within timeout
+``TransientJudgeError(cause="timeout")`` refused, reset, disconnected, cut body
+``TransientJudgeError(cause="connection")`` TLS / certificate failure               ``JudgeError``
+(not retried) 200 whose body is not a completion      ``TransientJudgeError(cause="malformed")``
+other 4xx (bad request, auth, model)    ``JudgeError`` with the server's message (not retried) API
+key variable unset                  ``MissingSecret`` naming the variable
 ======================================  ===========================================================
 
 A 200 with a body that is not JSON, or JSON without ``choices``, is *transient*: in practice it is a
-flaky
-proxy or a connection cut mid-body, and a second try usually succeeds. The judge's *answer* being
-the wrong
-shape (bad JSON inside ``content``) is a different thing, found later by the judging strategy.
+flaky proxy or a connection cut mid-body, and a second try usually succeeds. The judge's *answer*
+being the wrong shape (bad JSON inside ``content``) is a different thing, found later by the judging
+strategy.
 
 The API key is read from the environment variable named by ``api_key_env`` when the backend is
-built. It
-is sent only in the Authorization header, and scrubbed from every message this module produces and
-from every answer it returns (servers sometimes echo the key they were given). Credentials in
+built. It is sent only in the Authorization header, and scrubbed from every message this module
+produces and from every answer it returns (servers sometimes echo the key they were given).
+Credentials in
 ``base_url`` (``user:password@``, secret query values) are sent as written but shown redacted
 everywhere else; a query string in ``base_url`` (Azure's ``?api-version=``) stays a query after the
 endpoint path.
@@ -338,9 +334,8 @@ class OpenAIBackend(Backend):
             raise JudgeError(self._msg(f"TLS failed: {type(exc).__name__}: {exc}")) from None
         except aiohttp.ClientError as exc:
             # Refused, reset, disconnected, body cut short, unparsable HTTP: the transport, not the
-            # judge.
-            # from None: chained aiohttp objects carry request details; the message keeps what
-            # matters.
+            # judge. from None: chained aiohttp objects carry request details; the message keeps
+            # what matters.
             raise TransientJudgeError(
                 self._msg(f"connection failed: {type(exc).__name__}: {exc}"), cause="connection"
             ) from None
@@ -487,10 +482,8 @@ def read_choice_logprobs(logprobs: Any, choices: list[str]) -> dict[str, float] 
     """Log P(choice) at the first generated token, for each choice the server listed.
 
     Tokens are compared after stripping whitespace (" 3" and "3" both count for "3"), keeping the
-    most
-    likely variant. Reads OpenAI's chat format (``content[0].top_logprobs``) and the legacy
-    completions
-    format (``top_logprobs[0]`` as a token -> logprob map). None when no choice appears.
+    most likely variant. Reads OpenAI's chat format (``content[0].top_logprobs``) and the legacy
+    completions format (``top_logprobs[0]`` as a token -> logprob map). None when no choice appears.
     """
     if not isinstance(logprobs, dict):
         return None

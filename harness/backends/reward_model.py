@@ -2,24 +2,20 @@
 judge.
 
 No text is generated. For each request the student computes a scalar reward from the base model's
-features of
-(conversation, response), with the head that belongs to the request's principle, less a small
-penalty per
-response token beyond the feature window (so padding or repeating a long answer never pays; see
-:mod:`harness.student.train`):
+features of (conversation, response), with the head that belongs to the request's principle, less a
+small penalty per response token beyond the feature window (so padding or repeating a long answer
+never pays; see :mod:`harness.student.train`):
 
 - pointwise: the reward is mapped onto the principle's 1..N rubric by the head's stored calibration
   (``1 + (N - 1) · sigmoid((r - center) / spread)``). The answer is a probability split between the
-  two
-  scale points around that score (so the verdict's expected score is exactly the calibrated score)
-  and the
-  text ``"<rounded score> student reward r=…"``.
+  two scale points around that score (so the verdict's expected score is exactly the calibrated
+  score) and the text ``"<rounded score> student reward r=…"``.
 - pairwise: P(first is better) = sigmoid(r_first - r_second), answered as log-probs of "A" and "B"
-(no tie).
+  (no tie).
 
 Requests must carry their :class:`~harness.backends.base.Subject` (the pointwise and pairwise
-request builders
-always set it; ``response_b`` marks a pairwise request). Only principles with a head are judged.
+request builders always set it; ``response_b`` marks a pairwise request). Only principles with a
+head are judged.
 """
 
 from __future__ import annotations

@@ -1,8 +1,7 @@
 """The ``rules`` backend: deterministic checks declared in YAML, no model.
 
 Each rule belongs to one principle and gives a score when it fires. A response's score on a
-principle is
-the lowest score among the rules that fired (the worst violation), or the principle's
+principle is the lowest score among the rules that fired (the worst violation), or the principle's
 ``default_score``
 when none fired. Principles with no rules are not judged by this backend at all.
 """

@@ -15,24 +15,20 @@ text:
    forward pass (prefixes already in the store cost nothing), and keeps the cheaper.
 3. A batch's shared prefix is run once (batch size 1) and its KV cache reused: ``PrefixStore`` keeps
    recent prefixes and extends the closest one, which is exact because a causal model's keys and
-   values
-   for the first ``n`` tokens do not depend on what follows them.
+   values for the first ``n`` tokens do not depend on what follows them.
 4. The suffixes run as one left-padded batch on top of the expanded prefix cache; the layout is
    ``[prefix | padding | suffix]`` with explicit position ids, so every row sees exactly its own
-   prompt.
-   Log-probs of the choices are read at the last position (log-softmax over the full vocabulary);
-   text
-   is generated greedily from that same position only for requests with ``max_tokens > 0``.
+   prompt. Log-probs of the choices are read at the last position (log-softmax over the full
+   vocabulary); text is generated greedily from that same position only for requests with
+   ``max_tokens > 0``.
 5. On the CPU, unless ``threads`` is set, :class:`ThreadTuner` picks the thread count from timed
-batches,
-   weighing each by its tokens plus the fixed cost of its passes.
+   batches, weighing each by its tokens plus the fixed cost of its passes.
 
 Everything runs under ``torch.inference_mode``, one batch at a time (a lock), in a worker thread.
 ``latency_s`` of a response is its batch's wall time (prefix extension included) divided by the
-number
-of requests in the batch. torch and transformers are imported lazily: importing the harness stays
-cheap.
-Loading, batch planning, the prefix store and the thread tuner live in :mod:`harness.local`.
+number of requests in the batch. torch and transformers are imported lazily: importing the harness
+stays cheap. Loading, batch planning, the prefix store and the thread tuner live in
+:mod:`harness.local`.
 """
 
 from __future__ import annotations
@@ -48,9 +44,9 @@ from typing import Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from harness.backends.base import Backend, BackendRequest, BackendResponse
-from harness.local.chat_tokens import chat_pieces, fit
 from harness.errors import JudgeError
 from harness.local.batching import KV, PrefixStore, ThreadTuner, overhead_tokens, plan_batches
+from harness.local.chat_tokens import chat_pieces, fit
 from harness.local.loading import LoadedModel, load_causal_lm
 
 

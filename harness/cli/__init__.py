@@ -1,7 +1,7 @@
 """The ``harness`` command: argument parsing only; each command group has its own module.
 
-User mistakes (bad YAML, missing files, unset key variables) print one short message and exit 2;
-a run with failed judge calls exits 1; a run stopped by ``--max-cost`` exits 3; interrupted runs say
+User mistakes (bad YAML, missing files, unset key variables) print one short message and exit 2; a
+run with failed judge calls exits 1; a run stopped by ``--max-cost`` exits 3; interrupted runs say
 how to resume.
 """
 

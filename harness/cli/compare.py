@@ -1,8 +1,7 @@
 """``harness compare BASE CAND``: the regression gate for CI.
 
 Exit codes: 0 no regression, 1 at least one regression, 2 bad input (not a run folder, nothing to
-pair,
-bad option); the last comes from :func:`harness.cli.main`, which prints a ``HarnessError`` and
+pair, bad option); the last comes from :func:`harness.cli.main`, which prints a ``HarnessError`` and
 returns 2.
 """
 

@@ -33,9 +33,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_schemas(args: argparse.Namespace) -> int:
-    """Regenerate the schemas (print their paths), or with ``--check`` list stale ones and exit
-    1.
-    """
+    """Regenerate the schemas (print their paths), or with ``--check`` list stale ones and exit 1."""
     from harness import schemas_gen
 
     if args.check:

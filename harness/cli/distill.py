@@ -2,16 +2,11 @@
 artefact.
 
 Inputs are preference exports (folders or JSONL, TRL standard or conversational) or suites with
-human labels.
-One head is trained per principle (``--head``). A share of prompt groups is held out and never
-trained on;
-the training card reports accuracy on it with a 95 % CI. With ``--weak-labels`` the student learns
-from a weak
-judge's labels; adding ``--gold`` (the inputs' own labels are gold) also trains a student on the
-gold labels
-and reports the performance gap recovered, PGR = (student on weak − weak judge) ÷ (student on gold −
-weak
-judge), with a bootstrap CI.
+human labels. One head is trained per principle (``--head``). A share of prompt groups is held out
+and never trained on; the training card reports accuracy on it with a 95 % CI. With
+``--weak-labels`` the student learns from a weak judge's labels; adding ``--gold`` (the inputs' own
+labels are gold) also trains a student on the gold labels and reports the performance gap recovered,
+PGR = (student on weak − weak judge) ÷ (student on gold − weak judge), with a bootstrap CI.
 """
 
 from __future__ import annotations

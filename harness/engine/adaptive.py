@@ -3,12 +3,10 @@ is tight.
 
 Pointwise items are grouped by (judge, principle, generator) and judged in rounds of a few cases,
 following the cases' seeded random order. After each round a group's normalized scores, in that
-order,
-go into an anytime-valid confidence sequence (:func:`harness.analysis.sequential.sequential_ci`,
-empirical Bernstein); once its half-width is at most W the group stops and its remaining items are
-never planned. Because the sequence is valid at every n, looking after every round does not break
-its
-coverage. Pairwise items run in full.
+order, go into an anytime-valid confidence sequence
+(:func:`harness.analysis.sequential.sequential_ci`, empirical Bernstein); once its half-width is at
+most W the group stops and its remaining items are never planned. Because the sequence is valid at
+every n, looking after every round does not break its coverage. Pairwise items run in full.
 """
 
 from __future__ import annotations
@@ -47,9 +45,7 @@ class AdaptiveStop:
         self.settle()
 
     def want(self, judge: str, case_id: str, generator: str, principle: str) -> bool:
-        """Plan this pointwise item? No once its group has stopped (counted as skipped if not
-        done).
-        """
+        """Plan this pointwise item? No once its group has stopped (counted as skipped if not done)."""
         group = (judge, principle, generator)
         if group not in self.stopped:
             return True

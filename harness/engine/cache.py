@@ -1,16 +1,13 @@
 """The persistent judge cache: content-addressed by the work item's cache key, shared across runs.
 
 SQLite in WAL mode, so several runs (processes) can read and write at once. Only answers that
-yielded a
-score are stored; failures and unusable answers are never cached, so they are retried next time.
+yielded a score are stored; failures and unusable answers are never cached, so they are retried next
+time.
 
 Writes are buffered and committed in batches (every ``flush_every`` answers or ``flush_after_s``
-seconds,
-and on :meth:`flush` / :meth:`close`): one transaction per answer would cost more CPU than the HTTP
-call
-itself at a thousand calls a second. A crash can lose the last unflushed answers from the cache
-only; the
-run's own verdict log already holds them, so resuming never pays for them twice.
+seconds, and on :meth:`flush` / :meth:`close`): one transaction per answer would cost more CPU than
+the HTTP call itself at a thousand calls a second. A crash can lose the last unflushed answers from
+the cache only; the run's own verdict log already holds them, so resuming never pays for them twice.
 
 The cache is an optimisation, never a reason to lose paid work: any SQLite fault (database locked,
 disk full, a corrupt or unreadable file) becomes one warning on stderr, and the cache then switches

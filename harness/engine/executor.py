@@ -1,8 +1,8 @@
 """The asyncio executor: runs work items with bounded, adaptive concurrency, retries and the cache.
 
 It owns everything around a backend call (cache, retries, concurrency, parsing into verdicts);
-backends
-only talk to models. Each finished verdict goes to the ``sink`` at once, so a crash loses nothing.
+backends only talk to models. Each finished verdict goes to the ``sink`` at once, so a crash loses
+nothing.
 """
 
 from __future__ import annotations

@@ -14,12 +14,10 @@ class AdaptiveLimiter:
     """A semaphore whose size is cut on rate limiting and grows back while the endpoint is healthy.
 
     Additive increase, multiplicative decrease, as TCP does: a 429 halves the limit, but only once
-    for
-    the calls started since the last cut (the 429s of calls that started before it are echoes of the
-    same
-    overload, so a burst of them does not collapse the limit to 1); each run of ``limit`` successes
-    raises it by one,
-    up to the configured maximum. Waiters are served first in, first out, one wake-up per free slot.
+    for the calls started since the last cut (the 429s of calls that started before it are echoes of
+    the same overload, so a burst of them does not collapse the limit to 1); each run of ``limit``
+    successes raises it by one, up to the configured maximum. Waiters are served first in, first
+    out, one wake-up per free slot.
     """
 
     def __init__(self, maximum: int):
@@ -104,8 +102,7 @@ def backoff_delay(
     """Seconds to wait before retry ``attempt`` (0-based).
 
     Retry-After when the server gave one (plus up to 10 % jitter, so the callers it told to come
-    back
-    at the same moment do not all return at once), else full-jitter exponential backoff.
+    back at the same moment do not all return at once), else full-jitter exponential backoff.
     """
     if retry_after is not None:
         return min(max(retry_after, 0.0), cap * 4) * random.uniform(1.0, 1.1)
@@ -116,8 +113,7 @@ class Budget:
     """A spending cap in US dollars for one invocation: once reached, no new paid call starts.
 
     Spend is known only when a call returns, so calls in flight at the moment the cap is reached
-    still
-    finish (and are paid); the overshoot is at most their cost.
+    still finish (and are paid); the overshoot is at most their cost.
     """
 
     def __init__(self, limit_usd: float | None):

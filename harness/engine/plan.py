@@ -1,12 +1,9 @@
 """Plan: expand suite × candidates × principles × judges into independent work items.
 
 A work item is plain, serialisable data. Its ``cache_key`` hashes exactly what decides the answer:
-the
-backend identity (name and output-changing options), the prompt-template version and the rendered
-request.
-Secrets, timeouts and concurrency settings never enter it. ``item_id`` adds the judge id, so two
-judges
-with identical settings still get one verdict each.
+the backend identity (name and output-changing options), the prompt-template version and the
+rendered request. Secrets, timeouts and concurrency settings never enter it. ``item_id`` adds the
+judge id, so two judges with identical settings still get one verdict each.
 """
 
 from __future__ import annotations
@@ -203,9 +200,7 @@ def plan_pairs(
     seed: int = 0,
     want: Want = _everything,
 ) -> list[WorkItem]:
-    """Every pairwise work item: each chosen pair, per principle and judge, in one or both
-    orders.
-    """
+    """Every pairwise work item: each chosen pair, per principle and judge, in one or both orders."""
     return list(iter_pairs(cases, constitution, judges, how, seed, want))
 
 

@@ -1,14 +1,10 @@
 """Critique → revision on a finished run, and sampling of new candidates from generator models.
 
 Critique and revision run as phases (a revision needs its critique), each phase a set of independent
-work
-items through the normal executor. Everything lands in ``RUN/revision/``: ``generations.jsonl``
-(critiques
-and revisions), ``pairwise.jsonl`` (optional re-judging of revised against original, both orders),
-and a
-tidy ``RUN/revisions.jsonl`` with one row per revised (case, candidate, principle), which the
-preference
-export turns into (revised, original) pairs.
+work items through the normal executor. Everything lands in ``RUN/revision/``: ``generations.jsonl``
+(critiques and revisions), ``pairwise.jsonl`` (optional re-judging of revised against original, both
+orders), and a tidy ``RUN/revisions.jsonl`` with one row per revised (case, candidate, principle),
+which the preference export turns into (revised, original) pairs.
 """
 
 from __future__ import annotations
@@ -210,9 +206,7 @@ def _confirm(
 
 
 def _confirmations(store: RunWriter) -> dict[tuple[str, str, str], float]:
-    """P(revised better) per (case, original generator, principle), from the confirmation
-    judgments.
-    """
+    """P(revised better) per (case, original generator, principle), from the confirmation judgments."""
     rows = read_jsonl_tolerant(store.root / "pairwise.jsonl")[0]
     if not rows:
         return {}

@@ -1,12 +1,10 @@
 """A whole run: load inputs, plan, judge (resuming what is done), store, summarise, report.
 
 Spend: each judge's calls cost its configured token prices; an invocation with ``max_cost`` stops
-starting
-new calls once it has spent that much, lets the calls in flight finish and be written, and leaves
-the run
-resumable. The manifest records each invocation (calls, retries by cause, cache hits, spend) and the
-spend
-of the whole run, recomputed from the verdict logs, with generation spend kept apart from judging.
+starting new calls once it has spent that much, lets the calls in flight finish and be written, and
+leaves the run resumable. The manifest records each invocation (calls, retries by cause, cache hits,
+spend) and the spend of the whole run, recomputed from the verdict logs, with generation spend kept
+apart from judging.
 """
 
 from __future__ import annotations
@@ -217,9 +215,7 @@ def new_manifest(inputs: Inputs, options: RunOptions, n_items: int, run_id: str)
 
 
 def fingerprint(inputs: Inputs, options: RunOptions) -> str:
-    """Hash of everything that decides the run's verdicts (so the same command finds the same
-    run).
-    """
+    """Hash of everything that decides the run's verdicts (so the same command finds the same run)."""
     files = [inputs.constitution_path, *inputs.suite.inputs, *(p for _, p in inputs.judges)]
     return content_hash(
         {
@@ -263,9 +259,7 @@ def run_spend(root: Path, configs: list[JudgeConfig]) -> Spend:
 
 
 def select_cases(inputs: Inputs, options: RunOptions) -> None:
-    """Apply --max-cases (a seeded sample) and, for --target-ci, a seeded judging order, in
-    place.
-    """
+    """Apply --max-cases (a seeded sample) and, for --target-ci, a seeded judging order, in place."""
     cases = list(inputs.suite.cases)
     rng = random.Random(options.seed)
     if options.max_cases is not None and options.max_cases < len(cases):

@@ -2,8 +2,7 @@
 file.
 
 Each sample is an independent ``generate`` work item (seeded, so reruns hit the cache and a crash
-resumes);
-the samples land in ``<output>.work/generations.jsonl`` first, then the candidates JSONL
+resumes); the samples land in ``<output>.work/generations.jsonl`` first, then the candidates JSONL
 (``case_id, generator, response``) that a suite names in ``candidates_file``.
 """
 
@@ -57,9 +56,7 @@ def sample_items(cases: list[Case], gen: BoundJudge, options: SampleOptions) -> 
 
 
 def sample(options: SampleOptions) -> Path:
-    """Generate the samples (resuming earlier work) and write the candidates file; returns its
-    path.
-    """
+    """Generate the samples (resuming earlier work) and write the candidates file; returns its path."""
     loaded = load_suite(options.suite)
     gen = bind_judges([load_judge(options.generator)])[0]
     items = sample_items(loaded.cases, gen, options)

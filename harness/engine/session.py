@@ -2,9 +2,9 @@
 
 Every stage that calls a model (``run``, ``sample``, ``revise``, the pytest plugin) judges through a
 :class:`JudgingSession`: it opens the cache, the budget, the progress line and the executor once,
-takes
-work items chunk by chunk, sends every record to one sink, and on exit flushes the cache, closes the
-backends and keeps the invocation's record (calls, retries, cache hits, spend) for the manifest.
+takes work items chunk by chunk, sends every record to one sink, and on exit flushes the cache,
+closes the backends and keeps the invocation's record (calls, retries, cache hits, spend) for the
+manifest.
 """
 
 from __future__ import annotations

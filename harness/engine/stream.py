@@ -2,8 +2,7 @@
 
 A :class:`Planner` applies the run's filters (chosen principles, labelled-only, adaptive stopping)
 before any prompt is rendered, counts the planned items without rendering them, and yields each
-chunk's
-items for the session to judge.
+chunk's items for the session to judge.
 """
 
 from __future__ import annotations

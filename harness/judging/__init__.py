@@ -1,3 +1,1 @@
-"""Prompts and answer parsing for each judging protocol: pointwise, pairwise, critique and
-revision.
-"""
+"""Prompts and answer parsing for each judging protocol: pointwise, pairwise, critique and revision."""

@@ -1,10 +1,9 @@
 """Pairwise judging: two responses to one case compared on one principle, in a given order.
 
 The judge answers A (first shown is better), B (second is better) or C (equally good). The
-probability that
-the first-shown response is better counts a tie as half: ``p_first = P(A) + P(C) / 2``, normalised
-over the
-three answers. Both orders are planned by default; :mod:`harness.analysis.pairwise` combines them.
+probability that the first-shown response is better counts a tie as half: ``p_first = P(A) + P(C) /
+2``, normalised over the three answers. Both orders are planned by default;
+:mod:`harness.analysis.pairwise` combines them.
 """
 
 from __future__ import annotations

@@ -1,10 +1,8 @@
 """Pointwise rubric judging: render the judge prompt, then read a score from the judge's answer.
 
 The score is read, in order of preference, from log-probs over the scale tokens (a distribution,
-kept as a
-soft label), from a JSON answer validated against a schema, or from a bare leading digit. An answer
-that
-yields none of these is *unscored* with the reason; nothing is guessed.
+kept as a soft label), from a JSON answer validated against a schema, or from a bare leading digit.
+An answer that yields none of these is *unscored* with the reason; nothing is guessed.
 """
 
 from __future__ import annotations

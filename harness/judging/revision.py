@@ -1,9 +1,8 @@
 """Critique and revision prompts (Constitutional AI style), and candidate sampling prompts.
 
 The critique asks the critic to point out how a response falls short of one principle; the revision
-asks
-the reviser to rewrite the response so it meets the principle, given that critique. Responses and
-critiques are untrusted text and are fenced like everywhere else.
+asks the reviser to rewrite the response so it meets the principle, given that critique. Responses
+and critiques are untrusted text and are fenced like everywhere else.
 """
 
 from __future__ import annotations

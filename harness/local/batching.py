@@ -2,10 +2,8 @@
 backend.
 
 Pure bookkeeping: nothing here runs a model. :func:`plan_batches` decides which requests go
-together,
-:class:`PrefixStore` keeps computed prefix key/value caches for reuse, and :class:`ThreadTuner`
-picks a
-CPU thread count from timed batches.
+together, :class:`PrefixStore` keeps computed prefix key/value caches for reuse, and
+:class:`ThreadTuner` picks a CPU thread count from timed batches.
 """
 
 from __future__ import annotations
@@ -24,12 +22,10 @@ if TYPE_CHECKING:
 KV = list[tuple["torch.Tensor", "torch.Tensor"]]
 
 # : Fixed cost of one forward pass, in prompt tokens, used to weigh padding and prefix passes
-# against more
-# : passes. Measured with ``bench/local_judge.py`` on the embedded model (2 CPU cores): a pass costs
-# about 55 ms
-# : before its first token, and a token about 1.8 ms in float32 but 0.55 ms in bfloat16 (AMX
-# matmuls). On a
-#: GPU a forward pass is cheap per token and expensive to launch, so batches should stay large.
+# against more : passes. Measured with ``bench/local_judge.py`` on the embedded model (2 CPU cores):
+# a pass costs about 55 ms : before its first token, and a token about 1.8 ms in float32 but 0.55 ms
+# in bfloat16 (AMX matmuls). On a : GPU a forward pass is cheap per token and expensive to launch,
+# so batches should stay large.
 BATCH_OVERHEAD_TOKENS = {
     ("cpu", "float32"): 32,
     ("cpu", "bfloat16"): 96,
@@ -47,9 +43,7 @@ def overhead_tokens(device: str, dtype: str) -> int:
 
 
 def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
-    """Length of the longest common prefix of two token sequences of the same type (list or
-    tuple).
-    """
+    """Length of the longest common prefix of two token sequences of the same type (list or tuple)."""
     n = min(len(a), len(b))
     if a[:n] == b[:n]:
         return n
@@ -78,13 +72,11 @@ def plan_batches(
     (little padding). For each, a dynamic programme splits the order into runs of at most
     ``max_batch``.
     ``known[i]`` is how many leading tokens of ``seqs[i]`` already have a stored KV cache (default
-    none).
-    A run either uses just the stored prefix its requests share, or first extends it to their whole
-    shared prefix in a pass of its own; each pass costs ``overhead``. Each order is also planned as
-    if
-    the prefix shared by *all* requests were stored, paying once for computing it. The cheapest plan
-    wins.
-    Each batch's prefix leaves every request at least one token, whose logits are read.
+    none). A run either uses just the stored prefix its requests share, or first extends it to their
+    whole shared prefix in a pass of its own; each pass costs ``overhead``. Each order is also
+    planned as if the prefix shared by *all* requests were stored, paying once for computing it. The
+    cheapest plan wins. Each batch's prefix leaves every request at least one token, whose logits
+    are read.
     """
     if not seqs:
         return []
@@ -105,9 +97,7 @@ def plan_batches(
 
 
 def _run_cost(rows: int, longest: int, shared: int, free: int, overhead: int) -> tuple[float, int]:
-    """Cost and prefix of one run: its suffixes on top of the free prefix, or a prefix pass
-    first.
-    """
+    """Cost and prefix of one run: its suffixes on top of the free prefix, or a prefix pass first."""
     plain = rows * (longest - free) + overhead
     extended = rows * (longest - shared) + (shared - free) + 2 * overhead
     return (extended, shared) if shared > free and extended < plain else (plain, free)
@@ -124,8 +114,8 @@ def _plan_order(
     """Best split of ``order`` into contiguous batches, with its cost in tokens.
 
     ``adjacent[i]`` is the common prefix of the i-th and next request in ``order``; ``have[i]`` the
-    stored
-    prefix of the i-th. The shared prefix of a run is the least common prefix of neighbours in it.
+    stored prefix of the i-th. The shared prefix of a run is the least common prefix of neighbours
+    in it.
     """
     lens = [len(seqs[k]) for k in order]
     best = [0.0] + [float("inf")] * len(order)
@@ -212,16 +202,13 @@ class ThreadTuner:
 
     torch defaults to one thread per physical core. When other processes keep a core busy, every
     parallel region waits for the thread stuck behind them: on a shared 2-core machine, 2 threads
-    ran
-    5x slower than 1. So each candidate is timed on real batches, in turns, ``trials`` times; its
-    cost is
-    the median seconds per unit of work over its last ``window`` batches, so that one batch slowed
-    by
-    something else decides nothing. Fewer threads than the default must win by ``margin`` to be
+    ran 5x slower than 1. So each candidate is timed on real batches, in turns, ``trials`` times;
+    its cost is the median seconds per unit of work over its last ``window`` batches, so that one
+    batch slowed by something else decides nothing. Fewer threads than the default must win by
+    ``margin`` to be
     used:
     contention slows the default by far more than that, and batch-to-batch noise by less. Now and
-    then
-    another count is tried again, since the load changes.
+    then another count is tried again, since the load changes.
     """
 
     def __init__(

@@ -2,11 +2,9 @@
 
 Loading a GGUF file with transformers dequantises every tensor (about 25 s for SmolLM2-135M on a
 laptop CPU). The first load therefore writes the dequantised float32 weights (safetensors), the
-config
-and the tokenizer to ``<cache>/models/<gguf stem>-<sha256[:12] of the gguf file>/``; later loads
-read
-that folder. The folder is written under a temporary name and renamed into place, so a crash never
-leaves a half-written cache behind.
+config and the tokenizer to ``<cache>/models/<gguf stem>-<sha256[:12] of the gguf file>/``; later
+loads read that folder. The folder is written under a temporary name and renamed into place, so a
+crash never leaves a half-written cache behind.
 
 torch and transformers are imported inside the functions: importing the harness must stay cheap.
 """
@@ -181,8 +179,7 @@ def _from_pretrained(location: str, gguf_file: str | None, dtype: Any) -> tuple[
 
 
 # : One load at a time in a process: two judges (e.g. the student and the prompted model) load in
-# worker threads,
-# : and transformers' lazy first import is not thread-safe ("cannot import name
+# worker threads, : and transformers' lazy first import is not thread-safe ("cannot import name
 # AutoModelForCausalLM").
 _LOAD_LOCK = threading.Lock()
 
@@ -193,10 +190,8 @@ def load_model(
     """Model (eval mode, on the CPU, in ``dtype``) and tokenizer; GGUF sources go through the cache.
 
     The first load of a GGUF file converts it and returns the GGUF-loaded model itself; later loads
-    read
-    the cache. ``use_cache=False`` always loads the GGUF file directly (slow; tests use it as
-    reference).
-    Loads are serialised within the process.
+    read the cache. ``use_cache=False`` always loads the GGUF file directly (slow; tests use it as
+    reference). Loads are serialised within the process.
     """
     with _LOAD_LOCK:
         return _load_model(source, dtype, cache_root, use_cache)

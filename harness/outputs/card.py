@@ -3,10 +3,9 @@
 The YAML header lists ``configs`` (so ``datasets.load_dataset(DIR)`` finds the files, one config per
 table),
 ``dataset_info`` features (so an all-null column keeps its type even from JSONL), the licence of the
-source
-suite's data when its ``sources`` name one, and tags. The body gives the counts, every policy with
-what it
-dropped, the label definitions, the columns, and the run, constitution and judges with their hashes.
+source suite's data when its ``sources`` name one, and tags. The body gives the counts, every policy
+with what it dropped, the label definitions, the columns, and the run, constitution and judges with
+their hashes.
 """
 
 from __future__ import annotations
@@ -191,9 +190,7 @@ def suite_info(run: RunData, record: dict[str, str]) -> dict[str, Any]:
 
 
 def _find(path: Path, run_root: Path) -> Path | None:
-    """The suite file as recorded (relative to where the run was started, often the project
-    root).
-    """
+    """The suite file as recorded (relative to where the run was started, often the project root)."""
     for candidate in (path, run_root.parent.parent / path, run_root.parent / path):
         if candidate.is_file():
             return candidate

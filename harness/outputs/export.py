@@ -71,8 +71,7 @@ def prompt_text(case: Case) -> str:
     r"""The prompt as one string: a lone user turn is its content; a conversation is a transcript.
 
     A transcript has one paragraph per turn, ``Human: ...``, ``Assistant: ...`` or ``System: ...``
-    (the
-    HH-RLHF convention), separated by blank lines and ending ``\n\nAssistant: `` so prompt +
+    (the HH-RLHF convention), separated by blank lines and ending ``\n\nAssistant: `` so prompt +
     response reads on.
     """
     messages = case.messages()
@@ -218,9 +217,8 @@ def candidate_rows(
     case.
 
     The rank (1 = best, ties share the better rank) comes from ``rankings`` (the pairwise overall
-    win rate)
-    when the judge compared pairs, else from the pointwise overall score. No export policy applies
-    here.
+    win rate) when the judge compared pairs, else from the pointwise overall score. No export policy
+    applies here.
     """
     overall = _overall_scores(run, scores)
     wins, rank = _wins(run, combined) if combined is not None else ({}, _ranks(overall))
@@ -339,9 +337,7 @@ class ExportResult:
 
 
 def parse_formats(values: Iterable[str] | None) -> tuple[str, ...]:
-    """File names to write; 'standard', 'conversational', 'jsonl' and 'parquet' stand for two
-    each.
-    """
+    """File names to write; 'standard', 'conversational', 'jsonl' and 'parquet' stand for two each."""
     if not values:
         return FORMATS
     picked: set[str] = set()
@@ -363,9 +359,7 @@ def export_preferences(
     options: ExportOptions | None = None,
     formats: Iterable[str] | None = None,
 ) -> ExportResult:
-    """Build the preference pairs of a run folder and write them, the candidates table and the
-    card.
-    """
+    """Build the preference pairs of a run folder and write them, the candidates table and the card."""
     options, chosen_formats = options or ExportOptions(), parse_formats(formats)
     _check_options(options)
     run = read_run(run_dir)

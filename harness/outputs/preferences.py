@@ -7,29 +7,25 @@ Where pairs come from (``source``):
 (:func:`harness.analysis.pairwise.combine_orders`);
   the per-principle soft label is P(a better) averaged over the orders judged.
 - ``pointwise``: no pairwise judgments from the judge, so every pair of candidates of a case is
-compared
-  through their pointwise verdicts: P(x better) = ``prob_better(dist_x, dist_y)`` when both verdicts
-  carry a
-  distribution over the scale, else 1, 0 or 0.5 as x's score is higher, lower or equal.
+  compared through their pointwise verdicts: P(x better) = ``prob_better(dist_x, dist_y)`` when both
+  verdicts carry a distribution over the scale, else 1, 0 or 0.5 as x's score is higher, lower or
+  equal.
 - ``revision``: a critique → revision row of ``revisions.jsonl`` (status 'ok'/'scored') gives the
-pair
-  (revision, original), the revision chosen; its soft label is the re-judged ``p_revised_better``
-  when the
-  run has it, else null. A revision re-judged worse is dropped (``not_better``); one re-judged
-  within the tie
-  band follows ``--ties`` like any tie. A missing revisions.jsonl simply gives no revision pairs.
+  pair (revision, original), the revision chosen; its soft label is the re-judged
+  ``p_revised_better`` when the run has it, else null. A revision re-judged worse is dropped
+  (``not_better``); one re-judged within the tie band follows ``--ties`` like any tie. A missing
+  revisions.jsonl simply gives no revision pairs.
 
 Definitions (also written into the dataset card):
 
 - *overall* soft label: the weighted mean of the per-principle soft labels over the principles that
-were
-  scored (weights = ``Principle.weight``); ``--principle ID`` uses that principle's label alone.
-- *chosen* is the candidate the label favours: soft_label = P(chosen better) >= 0.5 on every row.
-  A tie that is kept (|p - 0.5| <= tie band) is oriented by generator name, a before b.
+  were scored (weights = ``Principle.weight``); ``--principle ID`` uses that principle's label
+  alone.
+- *chosen* is the candidate the label favours: soft_label = P(chosen better) >= 0.5 on every row. A
+  tie that is kept (|p - 0.5| <= tie band) is oriented by generator name, a before b.
 - *margin* = |2p - 1| = 2 * soft_label - 1, in [0, 1]. *score_margin* (pointwise scores only) is
-chosen's
-  minus rejected's score: the rubric score for one principle, the weighted mean normalized (0..1)
-  score overall.
+  chosen's minus rejected's score: the rubric score for one principle, the weighted mean normalized
+  (0..1) score overall.
 
 Policies run in a fixed order and each counts what it drops, so considered = dropped + kept (see
 POLICY_STEPS).
@@ -152,9 +148,7 @@ def judges_with_data(run: RunData) -> dict[str, list[str]]:
 
 
 def select(run: RunData, options: ExportOptions) -> tuple[str | None, Source | None]:
-    """The judge whose labels decide, and the table they come from; errors name the valid
-    choices.
-    """
+    """The judge whose labels decide, and the table they come from; errors name the valid choices."""
     have = judges_with_data(run)
     known = sorted(
         {str(c.get("id")) for c in run.manifest.judge_configs}
@@ -393,9 +387,7 @@ def build_pairs(
     options: ExportOptions,
     combined_orders: pd.DataFrame | None = None,
 ) -> list[Pair]:
-    """Every candidate pair the export considers: the judge's, then the revisions (unless left
-    out).
-    """
+    """Every candidate pair the export considers: the judge's, then the revisions (unless left out)."""
     pairs: list[Pair] = []
     if judge is not None and source == "pairwise":
         pairs = pairwise_pairs(run, judge, combined_orders)

@@ -2,11 +2,9 @@
 
 `render_report` reads a run folder (through :func:`harness.rundir.read_run` only) and writes
 ``report.html`` beside it. The page opens offline: stylesheet and script are inlined, charts are
-inline
-SVG (drawn by :mod:`harness.report.charts`), and nothing refers to any URL. All model and judge text
-goes through Jinja's
-autoescaping; a Content-Security-Policy that allows only the page's own script (by hash) is a second
-line of defence should an unescaped path ever slip in.
+inline SVG (drawn by :mod:`harness.report.charts`), and nothing refers to any URL. All model and
+judge text goes through Jinja's autoescaping; a Content-Security-Policy that allows only the page's
+own script (by hash) is a second line of defence should an unescaped path ever slip in.
 """
 
 from __future__ import annotations
@@ -277,9 +275,7 @@ def _human_label(generator: str, human: HumanPreference | None) -> str | None:
 
 
 def _verdict_view(r: dict[str, Any]) -> dict[str, Any]:
-    """One verdict, formatted: score, pass/fail, distribution bars, and the words that explain
-    it.
-    """
+    """One verdict, formatted: score, pass/fail, distribution bars, and the words that explain it."""
     status = r["status"]
     passed = None if status != "scored" or _missing(r["passed"]) else bool(r["passed"])
     flag = status if status != "scored" else ("fail" if passed is False else "")

@@ -1,9 +1,8 @@
 """Optional analysis sections of the report: each is a titled table computed from the run folder.
 
 A section appears only when the run holds what it needs (pairwise judgments, human labels, a
-comparison,
-revisions). Every number comes from a named function of :mod:`harness.analysis`, so it can be
-recomputed.
+comparison, revisions). Every number comes from a named function of :mod:`harness.analysis`, so it
+can be recomputed.
 """
 
 from __future__ import annotations

@@ -10,8 +10,8 @@
     metrics
 
 A folder is written under a temporary name and renamed into place; an existing folder is only
-replaced when
-it already holds a student. ``embedded`` names the student committed in ``students/embedded``.
+replaced when it already holds a student. ``embedded`` names the student committed in
+``students/embedded``.
 """
 
 from __future__ import annotations

@@ -12,8 +12,8 @@ Accepted inputs (:func:`load_pairs`):
   (``prompt`` a message list, ``chosen`` / ``rejected`` strings). Optional columns: ``id`` or
   ``case_id``,
   ``principle`` or ``decided_by``, ``soft_label`` and ``label_<principle>`` (P(chosen is better)).
-- a suite YAML whose cases carry ``human_preference``, or candidates with ``human_scores``
-  (every two candidates of a case whose ratings differ make a pair).
+- a suite YAML whose cases carry ``human_preference``, or candidates with ``human_scores`` (every
+  two candidates of a case whose ratings differ make a pair).
 """
 
 from __future__ import annotations
@@ -297,9 +297,7 @@ def padded(text: str, salt: str) -> str:
 
 
 def hack_text(kind: str, genuine: str, salt: str) -> str:
-    """A reward-hacking response of the given kind, built from a genuine answer where it needs
-    one.
-    """
+    """A reward-hacking response of the given kind, built from a genuine answer where it needs one."""
     if kind == "pad":
         return padded(genuine, salt)
     if kind == "repeat":
@@ -311,8 +309,7 @@ def hack_pairs(pairs: Sequence[Pair], kinds: Sequence[str], per_pair: int = 1) -
     """Negatives: a hacked response as ``rejected`` against each pair's genuine ``chosen`` answer.
 
     Kinds rotate over the pairs, so each kind gets an equal share. A pair whose genuine answer is
-    blank, or
-    (for the refusal kind) already a refusal, gets no such negative.
+    blank, or (for the refusal kind) already a refusal, gets no such negative.
     """
     out = []
     for i, p in enumerate(pairs):

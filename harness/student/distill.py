@@ -3,10 +3,8 @@
 :func:`distill` is the one train-and-save path: ``harness distill`` (pairs from files, through
 :func:`jobs_from_files`) and ``scripts/train_embedded_student.py`` (pairs from the public data) both
 call it. One head is trained per job; each job's held-out pairs are never trained on, and the
-training
-card reports accuracy on them with a 95 % CI. With weak labels, the performance gap recovered (PGR)
-is
-measured against a student trained on the gold labels of the same pairs.
+training card reports accuracy on them with a 95 % CI. With weak labels, the performance gap
+recovered (PGR) is measured against a student trained on the gold labels of the same pairs.
 """
 
 from __future__ import annotations
@@ -211,9 +209,7 @@ def _save(
 
 
 def jobs_from_files(source: PairFiles) -> tuple[HeadJob, ...]:
-    """One job per head: training pairs (weak labels if given), held-out pairs, negatives,
-    probes.
-    """
+    """One job per head: training pairs (weak labels if given), held-out pairs, negatives, probes."""
     pairs = [p for path in source.inputs for p in load_pairs(path)]
     weak = read_weak_labels(source.weak_labels) if source.weak_labels else None
     forced = _tagged(source)

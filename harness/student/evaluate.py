@@ -15,9 +15,7 @@ from harness.analysis.scores import resample_counts, wilson_interval
 
 
 def correctness(margin: np.ndarray) -> np.ndarray:
-    """Credit per pair from a margin oriented to the gold-chosen side: 1 right, 0 wrong, 0.5 a
-    tie.
-    """
+    """Credit per pair from a margin oriented to the gold-chosen side: 1 right, 0 wrong, 0.5 a tie."""
     margin = np.asarray(margin, dtype=float)
     return np.where(margin > 0, 1.0, np.where(margin < 0, 0.0, 0.5))
 
@@ -72,10 +70,8 @@ def pgr(
     judge).
 
     Each argument is the per-pair credit (1, 0.5, 0) against gold labels on the same held-out pairs.
-    The CI is
-    a percentile bootstrap over pairs (all three resampled together); resamples whose denominator is
-    zero are
-    dropped, and their share is reported as ``undefined_share``.
+    The CI is a percentile bootstrap over pairs (all three resampled together); resamples whose
+    denominator is zero are dropped, and their share is reported as ``undefined_share``.
     """
     stack = np.vstack([weak, student_weak, student_gold]).astype(float)
     means = stack.mean(1)

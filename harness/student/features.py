@@ -2,29 +2,25 @@
 
 What one feature array is (recipe ``pool-v1``):
 
-1. The conversation is rendered with the model's chat template plus the assistant header,
-   tokenised, and its last ``prompt_tokens`` tokens kept (the end of a conversation matters most
-   for the reply). Turns that lie wholly before that window are dropped first by
-   :func:`harness.dialogue.fit_dialogue`, which keeps the turns nearest the reply; the reply
-   itself is never part of that cut.
+1. The conversation is rendered with the model's chat template plus the assistant header, tokenised,
+   and its last ``prompt_tokens`` tokens kept (the end of a conversation matters most for the
+   reply). Turns that lie wholly before that window are dropped first by
+   :func:`harness.dialogue.fit_dialogue`, which keeps the turns nearest the reply; the reply itself
+   is never part of that cut.
 2. The response is tokenised on its own, cut to its first ``response_tokens - 1`` tokens, and the
-   model's end-of-turn token appended, so even an empty response has one token to read.
-   Message contents and the response are tokenised as plain text: a special token's string written
-   in them (``<|im_end|>``) stays text and never becomes the control token.
+   model's end-of-turn token appended, so even an empty response has one token to read. Message
+   contents and the response are tokenised as plain text: a special token's string written in them
+   (``<|im_end|>``) stays text and never becomes the control token.
 3. One forward pass over ``[prompt | response]``. For each hidden layer in ``layers`` (index 0 is
-the
-   embeddings, the last is the final normed output) two pools are kept: the mean over the response
-   tokens
-   (``mean``) and the state at the end-of-turn token (``end``).
+   the embeddings, the last is the final normed output) two pools are kept: the mean over the
+   response tokens (``mean``) and the state at the end-of-turn token (``end``).
 
 So each text gives an array ``[2 pools, len(layers), hidden]``, rounded to float16 precision (and
-stored so:
-the cache stays small, and a cached array equals a fresh one); heads pick blocks of it.
+stored so: the cache stays small, and a cached array equals a fresh one); heads pick blocks of it.
 
 Responses to the same conversation share one forward pass of the prompt: its KV cache is computed
-once and
-expanded over a right-padded batch of responses, which is exact for a causal model. Features are
-cached under
+once and expanded over a right-padded batch of responses, which is exact for a causal model.
+Features are cached under
 ``<user cache>/features/<namespace>/`` keyed by a hash of the token ids, so a text is computed once.
 torch and transformers are imported lazily.
 """
@@ -46,8 +42,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from harness.local.chat_tokens import chat_pieces, text_ids
 from harness.dialogue import fit_dialogue
+from harness.local.chat_tokens import chat_pieces, text_ids
 from harness.paths import cache_dir
 from harness.schema import Message
 
@@ -230,9 +226,7 @@ def pool_responses(
 
 
 class FeatureExtractor:
-    """Computes (and caches) feature arrays for (conversation, response) pairs with a loaded
-    model.
-    """
+    """Computes (and caches) feature arrays for (conversation, response) pairs with a loaded model."""
 
     def __init__(
         self,

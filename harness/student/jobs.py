@@ -1,8 +1,7 @@
 """Distillation jobs: turn preference pairs into a student head, and measure it on held-out pairs.
 
 Shared by ``harness distill``, ``scripts/train_embedded_student.py`` and ``bench/student_eval.py``,
-so the
-shipped numbers and the command's numbers come from one code path.
+so the shipped numbers and the command's numbers come from one code path.
 """
 
 from __future__ import annotations
@@ -182,12 +181,10 @@ def weak_to_strong(
     pairs.
 
     ``weak`` maps pair ids to the weak judge's P(chosen better); it must cover the training and
-    held-out pairs.
-    The gold labels are ``job.gold`` (else ``job.train``) and the held-out labels. Both students use
-    the same
-    training pairs and no reward-hacking negatives (those are labelled for free, and would flatter
-    the weak
-    student); only the weak student uses the auxiliary-confidence loss.
+    held-out pairs. The gold labels are ``job.gold`` (else ``job.train``) and the held-out labels.
+    Both students use the same training pairs and no reward-hacking negatives (those are labelled
+    for free, and would flatter the weak student); only the weak student uses the
+    auxiliary-confidence loss.
     """
     heldout = [p for p in job.heldout if p.id in weak and p.label != 0.5]
     train = [p for p in (job.gold or job.train) if p.id in weak]

@@ -2,22 +2,22 @@
 splits.
 
 Read from the shared data folder (``../shared/data`` next to the checkout; see its README), never at
-run time
-of a judge: only ``scripts/train_embedded_student.py`` and ``bench/student_eval.py`` call this.
+run time of a judge: only ``scripts/train_embedded_student.py`` and ``bench/student_eval.py`` call
+this.
 
 Per dataset (head):
 
 - ``hh_harmless`` → ``harmlessness``: Anthropic HH-RLHF harmless-base test pairs (MIT).
 - ``hh_helpful`` → ``helpfulness``: HH-RLHF helpful-base test pairs (MIT).
 - ``truthfulqa`` → ``honesty``: TruthfulQA best answer vs best incorrect answer (Apache-2.0);
-training also
-  gets extra (true, false) answer pairs from ``finetune_truth.jsonl`` for its own questions only.
+  training also gets extra (true, false) answer pairs from ``finetune_truth.jsonl`` for its own
+  questions only.
 
 Held out, never trained on: every row whose id appears in the repo's suites
 (``suites/demo.cases.jsonl``,
 ``suites/hh_pairs.cases.jsonl``), plus a salted-hash share of the other rows. Rows are grouped (HH
-by the
-first user turn, TruthfulQA by question), and a group is never split between training and held-out.
+by the first user turn, TruthfulQA by question), and a group is never split between training and
+held-out.
 """
 
 from __future__ import annotations
@@ -176,9 +176,7 @@ def truth_extras(
 
 
 def heldout_hacks(ds: Dataset, per_kind: int) -> list[Pair]:
-    """Reward-hacking probes on held-out prompts: every hack kind against the first genuine
-    answers.
-    """
+    """Reward-hacking probes on held-out prompts: every hack kind against the first genuine answers."""
     first = sorted(ds.heldout, key=lambda p: text_id(SALT, p.id))[:per_kind]
     return [h for k in ds.source.hacks for h in hack_pairs(first, (k,))]
 

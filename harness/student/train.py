@@ -6,27 +6,21 @@ The Bradley–Terry model: P(a is better than b) = sigmoid(r(a) - r(b)). A linea
 :mod:`harness.student.features`); it is fitted by L-BFGS on the soft-label cross-entropy of the
 pairs plus
 ``l2/2 · |w|²``. The feature blocks and ``l2`` are chosen by grouped k-fold cross-validation on the
-training
-pairs alone (log-loss on the genuine pairs), never on held-out data.
+training pairs alone (log-loss on the genuine pairs), never on held-out data.
 
 Auxiliary-confidence loss (Burns et al., 2023, weak-to-strong generalisation): the target becomes
 ``(1 - α) · weak label + α · 1[student prefers chosen]``, with α warmed up from 0 over a few refits,
-so the
-student can overrule weak labels it confidently disagrees with.
+so the student can overrule weak labels it confidently disagrees with.
 
 A pointwise score on a 1..N rubric is ``1 + (N - 1) · sigmoid((r - center) / spread)``, with
 ``center`` the
 median reward of the genuine training responses and ``spread`` chosen so their 5th..95th percentiles
-map to
-5 %..95 % of the scale.
+map to 5 %..95 % of the scale.
 
 Unseen tail: a head reads only the first ``response_tokens`` of a response, so padding or repeating
-a long
-answer beyond that window would leave its reward unchanged (a tie with the genuine answer). Each
-response
-token beyond the window therefore costs ``tail_penalty`` reward: ``TAIL_SHARE`` of the calibration
-spread per
-window's worth of unseen tokens, small enough to change only near-ties.
+a long answer beyond that window would leave its reward unchanged (a tie with the genuine answer).
+Each response token beyond the window therefore costs ``tail_penalty`` reward: ``TAIL_SHARE`` of the
+calibration spread per window's worth of unseen tokens, small enough to change only near-ties.
 """
 
 from __future__ import annotations
@@ -247,9 +241,7 @@ def cross_validate(
 def train_head(
     name: str, data: HeadData, config: TrainConfig, log: Callable[[str], None] | None = None
 ) -> tuple[LinearHead, dict[str, Any]]:
-    """Choose blocks and L2 by cross-validation (where not fixed), then fit on all training
-    pairs.
-    """
+    """Choose blocks and L2 by cross-validation (where not fixed), then fit on all training pairs."""
     grid = [
         (b, lam)
         for b in ([config.blocks] if config.blocks else block_choices(data.layers))
@@ -331,8 +323,8 @@ def finetune_bt(
     """Bradley–Terry fine-tune of LoRA adapters and the heads' weights; returns the adapter weights.
 
     Each head must use a single feature block (the fine-tune reads one pooled state); heads start
-    from their
-    frozen-feature fit, so the adapters start from a working reward model. Runs on CPU or GPU.
+    from their frozen-feature fit, so the adapters start from a working reward model. Runs on CPU or
+    GPU.
     """
     import torch
 

@@ -1,8 +1,7 @@
 """Test helpers that ship with the harness: a fault-injecting OpenAI-compatible server.
 
 They live in the package (not under ``tests/``) so benchmarks, third-party backends and users
-debugging
-their own setup can use them too.
+debugging their own setup can use them too.
 """
 
 from __future__ import annotations
@@ -23,8 +22,7 @@ __all__ = ["FaultConfig", "RunningServer", "judge_answer", "start_fault_server"]
 
 def __getattr__(name: str) -> Any:
     # Imported lazily: `python -m harness.testing.fault_server` must not find the module already
-    # loaded
-    # by this package (runpy warns, and the server would exist twice).
+    # loaded by this package (runpy warns, and the server would exist twice).
     if name in __all__:
         return getattr(importlib.import_module("harness.testing.fault_server"), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

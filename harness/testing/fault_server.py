@@ -13,26 +13,23 @@ connections. Point a client at ``http://127.0.0.1:PORT/v1``.
 Endpoints:
 
 - ``POST /v1/chat/completions``: a deterministic judge answer (see :func:`judge_answer`): a bare
-digit, or
-  ``{"score": k, "rationale": ...}`` when the request asks for ``response_format`` json_schema; with
-  ``logprobs`` it returns ``top_logprobs`` for the first token; always ``usage``. Each request first
-  draws
-  one outcome: ok, or a fault (429 with Retry-After, 500, hang, dropped connection, malformed JSON,
-  truncated JSON).
-- ``GET /v1/models``: the one model it serves (with ``root`` set to ``fingerprint`` when one is
-  set: a new fingerprint stands for new weights behind the same name).
+  digit, or ``{"score": k, "rationale": ...}`` when the request asks for ``response_format``
+  json_schema; with ``logprobs`` it returns ``top_logprobs`` for the first token; always ``usage``.
+  Each request first draws one outcome: ok, or a fault (429 with Retry-After, 500, hang, dropped
+  connection, malformed JSON, truncated JSON).
+- ``GET /v1/models``: the one model it serves (with ``root`` set to ``fingerprint`` when one is set:
+  a new fingerprint stands for new weights behind the same name).
 - ``GET /stats``: counts per outcome (JSON), so a test can check that its client-side counts add up.
 - ``GET /requests``: the last few request bodies received (never headers, so never a key).
 - ``GET /targets``: the path and query, and the Authorization scheme (never its value), of the last
   few chat-completions requests.
 - ``POST /stats/reset``: zero the counts and forget the kept requests.
 - ``POST /config``: change rates, latency, Retry-After or hang time while running (e.g. a test that
-turns
-  429s on, then off, to watch a client back off and recover).
+  turns 429s on, then off, to watch a client back off and recover).
 
 From Python, :func:`start_fault_server` starts it as a subprocess and yields a
-:class:`RunningServer`;
-:meth:`FaultServer.running` serves it inside the caller's event loop instead.
+:class:`RunningServer`; :meth:`FaultServer.running` serves it inside the caller's event loop
+instead.
 """
 
 from __future__ import annotations

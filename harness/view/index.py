@@ -1,11 +1,11 @@
 """A DuckDB index of one run folder's JSONL logs, kept in the user cache and grown incrementally.
 
 The run folder is never written. The index lives in ``<cache>/view/<name>-<hash>.duckdb`` and
-remembers, per log, the byte offset it has read up to, the file's inode and a hash of the bytes
-just before that offset. A refresh reads only what was appended since (whole lines; a torn last
-line waits for its newline), in bounded chunks parsed by DuckDB's JSON reader. A log that was
-replaced or cut short (another inode, a shorter file, other bytes before the offset) is read again
-from the start.
+remembers, per log, the byte offset it has read up to, the file's inode and a hash of the bytes just
+before that offset. A refresh reads only what was appended since (whole lines; a torn last line
+waits for its newline), in bounded chunks parsed by DuckDB's JSON reader. A log that was replaced or
+cut short (another inode, a shorter file, other bytes before the offset) is read again from the
+start.
 
 Later verdict rows for the same ``item_id`` supersede earlier ones; corrupt lines are skipped and
 counted. Memory stays bounded: rows go from the file to DuckDB a chunk at a time, never through
