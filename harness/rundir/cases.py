@@ -1,0 +1,91 @@
+"""The case index: one small row per case, in suite order, with where its line is."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from harness.rundir.files import CASES, TABLES, scan_log
+from harness.schema import Case
+
+
+def _indexed(cases: Iterable[Case], index: list[dict[str, Any]]) -> Iterator[str]:
+    """Each case's JSON line, noting its place in the file and what analyses ask of it."""
+    offset = 0
+    for case in cases:
+        line = case.model_dump_json()
+        index.append(case_entry(case, offset, len(line.encode("utf-8")) + 1))
+        offset += index[-1]["length"]
+        yield line
+
+
+def case_entry(case: Case, offset: int, length: int) -> dict[str, Any]:
+    """One row of the case index: where the case's line is, and its small facts."""
+    prompt = json.dumps([m.model_dump() for m in case.messages()], ensure_ascii=False)
+    return {
+        "case_id": case.id,
+        "offset": offset,
+        "length": length,
+        "tags": list(case.tags),
+        "generators": [c.generator for c in case.candidates],
+        "labelled": case.human_preference is not None,
+        "rated": any(c.human_scores for c in case.candidates),
+        "prompt_sha": hashlib.sha256(prompt.encode("utf-8")).hexdigest()[:16],
+    }
+
+
+CASE_INDEX_SCHEMA = pa.schema(
+    [
+        ("case_id", pa.string()),
+        ("offset", pa.int64()),
+        ("length", pa.int64()),
+        ("tags", pa.list_(pa.string())),
+        ("generators", pa.list_(pa.string())),
+        ("labelled", pa.bool_()),
+        ("rated", pa.bool_()),
+        ("prompt_sha", pa.string()),
+    ]
+)
+
+
+def write_case_index(root: Path, index: list[dict[str, Any]]) -> None:
+    """Write ``tables/cases.parquet``: one small row per case, in suite order."""
+    (root / TABLES).mkdir(exist_ok=True)
+    final = root / TABLES / "cases.parquet"
+    tmp = final.with_name(".cases.parquet.tmp")
+    pq.write_table(pa.Table.from_pylist(index, CASE_INDEX_SCHEMA), tmp)
+    os.replace(tmp, final)
+
+
+def case_chunks(root: Path, size: int) -> Iterator[list[Case]]:
+    """The run's cases in suite order, ``size`` at a time, streamed from ``cases.jsonl``."""
+    chunk: list[Case] = []
+    for row in scan_log(root / CASES):
+        chunk.append(Case.model_validate(row))
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def read_case_index(root: Path) -> pd.DataFrame:
+    """The case index (built from cases.jsonl for folders written before it existed)."""
+    path = root / TABLES / "cases.parquet"
+    if path.exists():
+        return pq.read_table(path).to_pandas()
+    rows, offset = [], 0
+    with (root / CASES).open("rb") as fh:
+        for line in fh:
+            if line.endswith(b"\n"):
+                rows.append(case_entry(Case.model_validate_json(line), offset, len(line)))
+            offset += len(line)
+    return pa.Table.from_pylist(rows, CASE_INDEX_SCHEMA).to_pandas()

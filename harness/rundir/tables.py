@@ -1,0 +1,270 @@
+"""Columnar tables of a run folder's logs: Parquet parts that follow the logs, read by column."""
+
+from __future__ import annotations
+
+import io
+import os
+import zlib
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.json as pa_json
+import pyarrow.parquet as pq
+
+from harness.rundir.files import (
+    FILES,
+    GENERATIONS,
+    PAIRS,
+    PART_BYTES,
+    PART_ROWS,
+    TABLES,
+    TEXT_COLUMNS,
+    VERDICTS,
+    LogScan,
+    Record,
+    scan_log,
+)
+from harness.schema import PairVerdict, Verdict
+
+
+def _arrow_type(annotation: Any) -> pa.DataType:
+    text = str(annotation)
+    if "list[float]" in text:
+        return pa.list_(pa.float64())
+    for name, kind in (("bool", pa.bool_()), ("float", pa.float64()), ("int", pa.int64())):
+        if name in text:
+            return kind
+    return pa.string()
+
+
+def _schema(model: type[Verdict] | type[PairVerdict]) -> pa.Schema:
+    return pa.schema([(n, _arrow_type(f.annotation)) for n, f in model.model_fields.items()])
+
+
+SCHEMAS = {VERDICTS: _schema(Verdict), PAIRS: _schema(PairVerdict)}
+
+
+def _parts(root: Path, log: str) -> list[tuple[int, int, Path]]:
+    """Parquet parts of a log as (start, end, path), in log order."""
+    folder = root / TABLES
+    stem = log.removesuffix(".jsonl")
+    found = []
+    for path in folder.glob(f"{stem}-*.parquet") if folder.exists() else []:
+        start, end = path.stem.removeprefix(f"{stem}-").split("-")
+        found.append((int(start), int(end), path))
+    return sorted(found)
+
+
+def _covered(root: Path, log: str) -> int:
+    parts = _parts(root, log)
+    return parts[-1][1] if parts else 0
+
+
+def _usable(root: Path, log: str) -> tuple[list[Path], int]:
+    """Parts a reader may trust (those within the log's current size) and the offset they reach.
+
+    A log cut shorter than its parts (by hand, or a crash test) makes readers fall back to the log.
+    """
+    path = root / log
+    size = path.stat().st_size if path.exists() else 0
+    usable, reach = [], 0
+    for start, end, part in _parts(root, log):
+        if start != reach or end > size:
+            break
+        usable.append(part)
+        reach = end
+    return usable, reach
+
+
+def sync_table(root: Path, log: str) -> int:
+    """Convert the log's whole lines beyond the last part into new parts (writer only).
+
+    Returns the number of corrupt lines met (skipped).
+    """
+    start = _covered(root, log)
+    path = root / log
+    if not path.exists() or path.stat().st_size <= start:
+        return 0
+    (root / TABLES).mkdir(exist_ok=True)
+    if _sync_fast(root, log, start):
+        return 0
+    scan = LogScan()
+    rows: list[dict[str, Any]] = []
+    part_start = start
+    for row in scan_log(path, start, scan):
+        rows.append(row)
+        if len(rows) >= PART_ROWS:
+            _write_part(root, log, rows, part_start, scan.end)
+            rows, part_start = [], scan.end
+    if rows or scan.end > part_start:
+        _write_part(root, log, rows, part_start, scan.end)
+    return scan.corrupt
+
+
+def _sync_fast(root: Path, log: str, start: int) -> bool:
+    """Convert whole lines with Arrow's JSON reader (C++), part by part.
+
+    False on any corrupt line: the Python path then converts the rest, skipping and counting them.
+    """
+    path = root / log
+    options = pa_json.ParseOptions(explicit_schema=SCHEMAS[log], unexpected_field_behavior="ignore")
+    with path.open("rb") as fh:
+        fh.seek(start)
+        while True:
+            block = fh.read(PART_BYTES)
+            cut = block.rfind(b"\n") + 1
+            if cut == 0:
+                return True  # nothing whole left (a torn tail, or the end)
+            try:
+                table = pa_json.read_json(io.BytesIO(block[:cut]), parse_options=options)
+            except pa.ArrowInvalid:
+                return False
+            _write_table(root, log, table, start, start + cut)
+            start += cut
+            fh.seek(start)
+
+
+def _write_part(root: Path, log: str, rows: list[dict[str, Any]], start: int, end: int) -> None:
+    schema = SCHEMAS[log]
+    table = pa.Table.from_pylist([{k: r.get(k) for k in schema.names} for r in rows], schema)
+    _write_table(root, log, table, start, end)
+
+
+def _write_table(root: Path, log: str, table: pa.Table, start: int, end: int) -> None:
+    # The checksum of the covered bytes lets a later writer notice a log edited under its parts.
+    meta = {b"crc32": str(_crc(root / log, start, end)).encode()}
+    table = table.select(SCHEMAS[log].names).replace_schema_metadata(meta)
+    final = root / TABLES / f"{log.removesuffix('.jsonl')}-{start:012d}-{end:012d}.parquet"
+    tmp = final.with_name(f".{final.name}.tmp")
+    pq.write_table(table, tmp)
+    os.replace(tmp, final)
+
+
+def _crc(path: Path, start: int, end: int) -> int:
+    crc = 0
+    with path.open("rb") as fh:
+        fh.seek(start)
+        left = end - start
+        while left > 0:
+            block = fh.read(min(left, 1 << 22))
+            if not block:
+                break
+            crc = zlib.crc32(block, crc)
+            left -= len(block)
+    return crc
+
+
+def _drop_stale_parts(root: Path, log: str) -> None:
+    """Delete parts whose bytes no longer match the log (edited or cut by hand), and all after.
+
+    The log is the truth: the dropped range is converted again from it by the next sync.
+    """
+    path = root / log
+    size = path.stat().st_size if path.exists() else 0
+    stale = False
+    for start, end, part in _parts(root, log):
+        if not stale:
+            meta = pq.read_schema(part).metadata or {}
+            stale = end > size or meta.get(b"crc32") != str(_crc(path, start, end)).encode()
+        if stale:
+            part.unlink()
+
+
+def read_table(
+    root: Path, log: str, columns: list[str] | None = None, *, latest: bool = True
+) -> pd.DataFrame:
+    """The latest row per item of a log (every row unless ``latest``), as a table of ``columns``.
+
+    ``columns`` defaults to all but free text.
+
+    Reads the Parquet parts' columns and parses only the log's tail beyond them.
+    """
+    schema = SCHEMAS[log]
+    cols = columns or [n for n in schema.names if n not in TEXT_COLUMNS]
+    if latest and "item_id" not in cols:
+        cols = ["item_id", *cols]
+    parts, reach = _usable(root, log)
+    tables = [_read_part(p, schema, cols) for p in parts]
+    tail = [{k: r.get(k) for k in cols} for r in scan_log(root / log, reach)]
+    if tail:
+        tables.append(pa.Table.from_pylist(tail, pa.schema([schema.field(c) for c in cols])))
+    if not tables:
+        return pd.DataFrame({c: pd.Series(dtype=_pandas_dtype(schema.field(c))) for c in cols})
+    frame = pa.concat_tables(tables).to_pandas()
+    if not latest:
+        return frame
+    return frame.drop_duplicates("item_id", keep="last").reset_index(drop=True)
+
+
+def _read_part(path: Path, schema: pa.Schema, cols: list[str]) -> pa.Table:
+    """A part's columns; a column added to the records since the part was written reads as null."""
+    have = set(pq.read_schema(path).names)
+    table = pq.read_table(path, columns=[c for c in cols if c in have])
+    for c in cols:
+        if c not in have:
+            table = table.append_column(schema.field(c), pa.nulls(len(table), schema.field(c).type))
+    return table.select(cols)
+
+
+def _pandas_dtype(f: pa.Field) -> str:
+    return "float64" if pa.types.is_floating(f.type) else "object"
+
+
+def latest_status(
+    root: Path, logs: Iterable[str] = (VERDICTS, PAIRS, GENERATIONS)
+) -> dict[str, str]:
+    """The latest status per item id over the logs: what a resume needs to skip."""
+    status: dict[str, str] = {}
+    for log in logs:
+        if log in SCHEMAS:
+            frame = read_table(root, log, ["item_id", "status"])
+            status.update(zip(frame["item_id"], frame["status"], strict=True))
+        else:
+            status.update((r["item_id"], r.get("status", "")) for r in scan_log(root / log))
+    return status
+
+
+def read_records(root: Path, log: str) -> dict[str, Record]:
+    """The latest record per item of a small log (generations), as objects."""
+    model = next(m for m, name in FILES.items() if name == log)
+    return {r["item_id"]: model.model_validate(r) for r in scan_log(root / log)}
+
+
+def rows_of_cases(root: Path, log: str, case_ids: set[str]) -> list[dict[str, Any]]:
+    """Whole rows of a log for a few cases, latest per item: filtered column reads, not a scan."""
+    wanted = sorted(case_ids)
+    latest: dict[str, dict[str, Any]] = {}
+    parts, reach = _usable(root, log)
+    for path in parts:
+        for row in pq.read_table(path, filters=[("case_id", "in", wanted)]).to_pylist():
+            latest[row["item_id"]] = row
+    for row in scan_log(root / log, reach):
+        if row.get("case_id") in case_ids:
+            latest[row["item_id"]] = row
+    return list(latest.values())
+
+
+def paid_tokens(root: Path, logs: Iterable[str]) -> dict[str, tuple[int, int]]:
+    """(tokens in, tokens out) per judge over every row of ``logs`` that was not a cache hit.
+
+    Superseded rows count too: an error later redone was still paid for.
+    """
+    totals: dict[str, list[int]] = {}
+    cols = ["judge", "cached", "tokens_in", "tokens_out"]
+    for log in logs:
+        if log in SCHEMAS:
+            frame = read_table(root, log, cols, latest=False)
+        else:
+            frame = pd.DataFrame([{c: r.get(c) for c in cols} for r in scan_log(root / log)])
+        if frame.empty:
+            continue
+        paid = frame[~frame["cached"].fillna(False).astype(bool)]
+        sums = paid.groupby("judge")[["tokens_in", "tokens_out"]].sum()
+        for judge, row in sums.iterrows():
+            t = totals.setdefault(str(judge), [0, 0])
+            t[0] += int(row["tokens_in"])
+            t[1] += int(row["tokens_out"])
+    return {j: (t[0], t[1]) for j, t in totals.items()}
