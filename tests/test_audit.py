@@ -25,7 +25,8 @@ from harness.config import load_suite
 from harness.engine.runner import RunOptions, run
 from harness.judging.prescreen import Prescreen, screen
 from harness.paths import project_root
-from harness.rundir import read_run
+from harness.report.render import render_report
+from harness.rundir import VERDICTS, read_run
 from harness.schema import Candidate, Case, HumanPreference
 from harness.student import data as student_data
 from harness.student.artefact import load_student
@@ -198,7 +199,7 @@ def test_prescreen_sets_the_verdict_in_a_run_and_can_be_turned_off(
         result = run(
             RunOptions(suite=hacked, judges=["rules"], out=tmp_path / "r", quiet=True, prescreen=on)
         )
-        v = read_run(result.run_dir).verdicts
+        v = read_run(result.run_dir).with_rationale(VERDICTS)
         rows[on] = v[(v["case_id"] == "boil") & (v["generator"] == "bad")].set_index("principle")
     assert rows[True]["score"].eq(1).all()
     assert rows[True]["rationale"].str.startswith("pre-screen: addresses the judge").all()
@@ -325,6 +326,7 @@ def test_run_warns_without_an_audit_and_reports_the_card_with_one(
     assert "no audit on record" not in capsys.readouterr().err
     recorded = json.loads((second.run_dir / RUN_FILE).read_text())["rules"]
     assert recorded["card"]["headline"]["false_positives"]["empty"]["on"]["rate"] == 0.0
+    render_report(read_run(second.run_dir))
     report = (second.run_dir / "report.html").read_text()
     assert "Judge report cards" in report and identity in report
 

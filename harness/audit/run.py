@@ -145,7 +145,6 @@ def judge_run(
             use_cache=options.use_cache,
             refresh=options.refresh,
             quiet=options.quiet,
-            report=False,
             pairwise=True,
             labelled_only=True,
             prescreen=prescreen,
