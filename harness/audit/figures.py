@@ -40,7 +40,7 @@ def source_of(tags: list[str]) -> str:
 
 def rate(k: float, n: int) -> dict[str, Any]:
     """A proportion with its Wilson 95 % interval."""
-    lo, hi = wilson_interval(k, n)  # type: ignore[arg-type]
+    lo, hi = wilson_interval(k, n)
     return {"n": n, "k": k, "rate": k / n if n else math.nan, "ci_low": lo, "ci_high": hi}
 
 
