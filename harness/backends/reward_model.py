@@ -117,6 +117,10 @@ class RewardModelBackend(Backend):
         )  # adapters, once loaded, included
         return {"parameters": base + heads, "trained_parameters": heads + adapters}
 
+    def calibration_curve(self) -> dict[str, Any] | None:
+        """The student's reward-to-rubric calibration per head (``calibration.json``), if any."""
+        return self.student.calibration
+
     def head_for(self, principle: str) -> str | None:
         """The head that judges ``principle``, if any."""
         name = self.options.heads.get(principle, principle)

@@ -11,7 +11,7 @@ import argparse
 import sys
 from collections.abc import Callable
 
-from harness.cli import compare, config, data, distill, export, report, run, view
+from harness.cli import audit, compare, config, data, distill, export, report, run, view
 from harness.cli.run import EXIT_BUDGET
 from harness.errors import HarnessError
 
@@ -24,7 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="harness", description="Judge model outputs against a constitution."
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    for group in (run, report, config, compare, data, export, distill, view):
+    for group in (run, report, config, compare, data, export, distill, view, audit):
         group.add_parsers(sub)
     return parser
 

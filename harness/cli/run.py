@@ -86,6 +86,11 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         "--max-cases", type=int, metavar="N", help="judge a seeded random sample of N cases"
     )
     _add_executor(p)
+    p.add_argument(
+        "--no-prescreen",
+        action="store_true",
+        help="let the judges score empty, master-key and judge-addressed answers themselves",
+    )
     p.set_defaults(func=cmd_run)
 
 
@@ -224,4 +229,5 @@ def _protocol_options(args: argparse.Namespace) -> dict[str, Any]:
         "principles": args.principle,
         "labelled_only": args.labelled_only,
         "max_cases": args.max_cases,
+        "prescreen": not args.no_prescreen,
     }

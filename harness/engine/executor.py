@@ -69,7 +69,7 @@ class JudgeWorker:
 
     async def run(self, items: list[WorkItem]) -> None:
         """Judge every item (or stop starting new ones once the budget is spent)."""
-        pending = self._serve_from_cache(items)
+        pending = self._serve_from_cache(self._prescreened(items))
         size = max(1, self.judge.backend.batch_size)
         if size > 1:  # similar prompts together, so a local model's batches pad little
             pending.sort(key=lambda i: (i.principle, _length(i)))
@@ -83,6 +83,23 @@ class JudgeWorker:
     async def _drain(self, queue: deque[list[WorkItem]]) -> None:
         while queue and not self.budget.exhausted:
             await self._run_batch(queue.popleft())
+
+    def _prescreened(self, items: list[WorkItem]) -> list[WorkItem]:
+        """Write the pre-screen's verdicts for the items it flags; the rest go on to the judge."""
+        screen = self.judge.screen
+        if screen is None:
+            return list(items)
+        rest, flagged = [], []
+        for item in items:
+            answer = screen.answer(item.request) if item.kind != "generate" else None
+            if answer is None:
+                rest.append(item)
+            else:
+                flagged.append(self._verdict(item, Outcome(answer)))
+        if flagged:
+            self.sink(flagged)
+            self.progress.record(self.config.id, flagged)
+        return rest
 
     def _serve_from_cache(self, items: list[WorkItem]) -> list[WorkItem]:
         if self.cache is None or self.refresh:

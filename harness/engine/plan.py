@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict
 from harness.backends.base import Backend, BackendRequest
 from harness.judging import pairwise
 from harness.judging.pointwise import TEMPLATE_VERSION, Style, build_request
+from harness.judging.prescreen import Prescreen
 from harness.protocol import single_order
 from harness.schema import Case, Constitution, JudgeConfig
 
@@ -112,6 +113,7 @@ class BoundJudge:
 
     config: JudgeConfig
     backend: Backend
+    screen: Prescreen | None = None  # the hack pre-screen, when on: it answers flagged items itself
 
     def style(self) -> Style:
         """How prompts are built for this judge's backend (log-probs, structured output)."""

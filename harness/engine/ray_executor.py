@@ -283,7 +283,7 @@ def remote_judge(judge: BoundJudge, pool: ActorPool) -> BoundJudge:
     wider = judge.config.model_copy(
         update={"max_concurrency": judge.config.max_concurrency * pool.size}
     )
-    return BoundJudge(wider, RemoteBackend(judge.backend, pool))
+    return BoundJudge(wider, RemoteBackend(judge.backend, pool), screen=judge.screen)
 
 
 class RayExecutor:

@@ -10,6 +10,7 @@ apart from judging.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import importlib.metadata
 import platform
@@ -22,6 +23,7 @@ from typing import Any
 
 import pandas as pd
 
+from harness.audit.store import judge_identity, record_audits
 from harness.backends.base import backend_class, parse_options
 from harness.config import LoadedSuite, load_constitution, load_judge, load_suite, sha256_file
 from harness.credentials import announce, redact_config, vet
@@ -30,6 +32,7 @@ from harness.engine.plan import BoundJudge, PairPlan, content_hash
 from harness.engine.session import JudgingSession, SessionOptions
 from harness.engine.stream import Planner
 from harness.errors import RunError
+from harness.judging.prescreen import Prescreen
 from harness.rundir import (
     GENERATIONS,
     PAIRS,
@@ -90,6 +93,7 @@ class RunOptions:
     max_cases: int | None = None  # a seeded sample of this many cases
     executor: str = "local"  # "local" (asyncio in this process) or "ray"
     ray: dict[str, Any] = field(default_factory=dict)  # Ray settings: address, actors, resources
+    prescreen: bool = True  # the hack pre-screen (harness.judging.prescreen) answers flagged items
 
 
 @dataclass
@@ -192,6 +196,7 @@ def protocol_of(options: RunOptions) -> dict[str, Any]:
         "principles": options.principles,
         "labelled_only": options.labelled_only,
         "max_cases": options.max_cases,
+        "prescreen": options.prescreen,
     }
 
 
@@ -309,6 +314,9 @@ def run(options: RunOptions) -> RunResult:
     inputs = load_inputs(options)
     select_cases(inputs, options)
     bound = bind_judges(inputs.judges, trusted=inputs.judges_named or options.trust_suite_judges)
+    if options.prescreen:
+        screen = Prescreen.for_cases(inputs.suite.cases)
+        bound = [dataclasses.replace(b, screen=screen) for b in bound]
     planner = make_planner(inputs, bound, options)
     planned = planner.count(inputs.suite.cases)
     run_id = options.run_id or f"{inputs.suite.suite.id}-{fingerprint(inputs, options)}"
@@ -318,6 +326,14 @@ def run(options: RunOptions) -> RunResult:
             manifest = _check_same_run(writer.root, manifest)
         else:
             writer.initialise(manifest, inputs.constitution, inputs.suite.cases)
+        record_audits(
+            [
+                (b.config.id, judge_identity(b.backend.identity(), b.config.rationale))
+                for b in bound
+            ],
+            writer.root,
+            quiet=options.quiet,
+        )
         # From here the cases stream from the run folder's own copy, a chunk at a time: the
         # suite's list is let go so that memory does not hold every case while judging.
         inputs.suite.cases = []

@@ -313,6 +313,51 @@ def _judges(run: RunData) -> Section | None:
     return section
 
 
+def _audits(run: RunData) -> Section | None:
+    """Each judge's report card on record (``harness audit``), matched by its exact identity hash."""
+    from harness.audit.store import read_run_audits
+
+    found = read_run_audits(run.root)
+    if not found:
+        return None
+    classes: list[str] = []
+    for entry in found.values():
+        fp = ((entry.get("card") or {}).get("headline") or {}).get("false_positives") or {}
+        classes += [k for k in fp if k not in classes]
+    rows = [_audit_row(judge, entry, classes) for judge, entry in sorted(found.items())]
+    note = (
+        "From each judge's report card (harness audit), found by the judge's identity hash. "
+        "False-positive rate of each hack probe class (the hack preferred or tied, or passed "
+        "pointwise), with the pre-screen off -> on, in the card's main protocol; the verdict lines "
+        "follow the card's stated thresholds. 'not audited': run harness audit --judge J."
+    )
+    columns = ["judge", "identity", "audited", "protocol", *classes, "trust it for", "do not trust"]
+    return Section("judge-audits", "Judge report cards", note, columns, rows, "harness audit")
+
+
+def _audit_row(judge: str, entry: dict[str, Any], classes: list[str]) -> list[str]:
+    card = entry.get("card")
+    if not card:
+        return [judge, entry.get("identity", ""), "not audited", *["–"] * (len(classes) + 3)]
+    head = card.get("headline") or {}
+    fp = head.get("false_positives") or {}
+
+    def pair(k: str) -> str:
+        sides = fp.get(k) or {}
+        return " -> ".join(_cell((sides.get(s) or {}).get("rate", math.nan)) for s in ("off", "on"))
+
+    verdict = card.get("verdict") or {}
+    return [
+        judge,
+        entry.get("identity", ""),
+        str(card.get("created", "")),
+        str(head.get("protocol", "")),
+        *[pair(k) for k in classes],
+        "; ".join(verdict.get("trust", [])) or "nothing",
+        "; ".join(verdict.get("distrust", [])) or "nothing",
+    ]
+
+
 def _judge_figures(profile: pd.DataFrame, agree: pd.DataFrame) -> list[tuple[str, Markup]]:
     labels = list(profile["judge"])
     sizes = [(j, v) for j, v in zip(labels, profile["parameters"], strict=True)]
@@ -383,6 +428,7 @@ BUILDERS: list[Callable[[RunData], Section | None]] = [
     _agreement,
     _rating_agreement,
     _judges,
+    _audits,
     _position,
     _win_probability,
     _revisions,

@@ -84,6 +84,10 @@ class StudentConfig(BaseModel):
     metrics: dict[str, Any] = Field(default_factory=dict, description="Held-out metrics per head.")
 
 
+#: The reward-to-rubric calibration kept next to a student (see :mod:`harness.student.calibrate`).
+CALIBRATION = "calibration.json"
+
+
 @dataclass
 class Student:
     """A loaded student: config, heads and (for LoRA) adapter weights."""
@@ -92,12 +96,15 @@ class Student:
     heads: dict[str, LinearHead]
     lora: dict[str, np.ndarray] | None
     path: Path
+    calibration: dict[str, Any] | None = None  # calibration.json, applied to the heads' mapping
 
     def digest(self) -> str:
-        """SHA-256 of the config and weights files (changes whenever the student is retrained)."""
+        """SHA-256 of the config, weights and calibration files (changes whenever any changes)."""
         h = hashlib.sha256()
         for name in (CONFIG, WEIGHTS):
             h.update((self.path / name).read_bytes())
+        if (self.path / CALIBRATION).exists():
+            h.update((self.path / CALIBRATION).read_bytes())
         return h.hexdigest()
 
 
@@ -231,7 +238,24 @@ def load_student(ref: str | Path) -> Student:
             rec.tail_penalty,
         )
     lora = {k[5:]: v for k, v in arrays.items() if k.startswith("lora/")} or None
-    return Student(config, heads, lora, path)
+    calibration = _calibration(path, heads)
+    return Student(config, heads, lora, path, calibration)
+
+
+def _calibration(path: Path, heads: dict[str, LinearHead]) -> dict[str, Any] | None:
+    """Apply ``calibration.json`` (if any) to the heads' reward-to-rubric mapping; its records."""
+    file = path / CALIBRATION
+    if not file.exists():
+        return None
+    try:
+        records = dict(json.loads(file.read_text(encoding="utf-8"))["heads"])
+        for name, rec in records.items():
+            if name in heads:
+                heads[name].center = float(rec["center"])
+                heads[name].spread = float(rec["spread"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ConfigError(f"{file}: invalid calibration: {exc}") from None
+    return records
 
 
 # --------------------------------------------------------------------------- training card
