@@ -19,7 +19,7 @@ from harness.analysis.agreement import human_agreement_by_tag
 from harness.audit import probes
 from harness.audit.figures import hack_rates
 from harness.audit.run import AuditOptions, audit
-from harness.audit.store import RUN_FILE, latest_card
+from harness.audit_store import RUN_FILE, latest_card
 from harness.cli import main
 from harness.config import load_suite
 from harness.engine.runner import RunOptions, run

@@ -4,7 +4,7 @@ The audit suite holds a seeded sample of each source's human-labelled cases (the
 each, one probe case per hack class. Each judge judges it twice through
 :func:`harness.engine.runner.run` (pointwise, and pairwise in both orders where the judge compares),
 once with the pre-screen off and once on; the card is computed from those two run folders. Cards are
-cached by judge identity and audit inputs (:mod:`harness.audit.store`).
+cached by judge identity and audit inputs (:mod:`harness.audit_store`).
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ from harness.audit.figures import (
     position,
     source_of,
 )
-from harness.audit.store import digest, judge_identity, load_card, save_card
 from harness.audit.verdict import headline, verdict
+from harness.audit_store import digest, judge_identity, load_card, save_card
 from harness.config import load_constitution, load_judge, load_suite, sha256_file
 from harness.engine.runner import RunOptions, bind_judges, run
 from harness.errors import RunError

@@ -23,7 +23,7 @@ from typing import Any
 
 import pandas as pd
 
-from harness.audit.store import judge_identity, record_audits
+from harness.audit_store import judge_identity, record_audits
 from harness.backends.base import backend_class, parse_options
 from harness.config import LoadedSuite, load_constitution, load_judge, load_suite, sha256_file
 from harness.credentials import announce, redact_config, vet

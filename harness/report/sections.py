@@ -315,7 +315,7 @@ def _judges(run: RunData) -> Section | None:
 
 def _audits(run: RunData) -> Section | None:
     """Each judge's report card on record (``harness audit``), matched by its exact identity hash."""
-    from harness.audit.store import read_run_audits
+    from harness.audit_store import read_run_audits
 
     found = read_run_audits(run.root)
     if not found:
