@@ -364,6 +364,8 @@ async def _judge(
     done = read_table(writer.root, VERDICTS, ["item_id", "judge", "principle", "generator",
                                                 "case_id", "normalized", "status"])  # fmt: skip
     pairs = read_table(writer.root, PAIRS, ["item_id", "judge", "status"])
+    # Only ids are held (about 100 bytes an item), not records; an error row does not count as
+    # finished, so a resume asks again what failed.
     finished = {i for f in (done, pairs) for i, s in zip(f["item_id"], f["status"], strict=True)
                 if s != "error"}  # fmt: skip
     left = _left_per_judge(planned, done, pairs)

@@ -110,6 +110,8 @@ class JudgingSession:
     async def judge(self, items: list[WorkItem]) -> int:
         """Judge one chunk of items; returns how many the budget left unstarted."""
         if not items or self.stopped:
+            # Once the budget is spent, later chunks are still planned (so they can be counted as
+            # left for the next invocation) but no call is started for them.
             self.left += len(items)
             return len(items)
         assert self.executor is not None, "use the session as `async with`"

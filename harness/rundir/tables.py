@@ -72,6 +72,8 @@ def _usable(root: Path, log: str) -> tuple[list[Path], int]:
     size = path.stat().st_size if path.exists() else 0
     usable, reach = [], 0
     for start, end, part in _parts(root, log):
+        # A gap, or a part reaching past the end of the log, means the log changed under the
+        # parts: trust nothing from there on and parse the log itself.
         if start != reach or end > size:
             break
         usable.append(part)
@@ -196,6 +198,7 @@ def read_table(
     frame = pa.concat_tables(tables).to_pandas()
     if not latest:
         return frame
+    # Rows are in log order, so the last row of an item is its newest (an error redone on resume).
     return frame.drop_duplicates("item_id", keep="last").reset_index(drop=True)
 
 

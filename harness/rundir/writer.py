@@ -35,6 +35,8 @@ class RunLock:
 
     def acquire(self) -> None:
         """Take the lock or raise RunError saying the folder is in use (and by which process)."""
+        # "a+" so opening never truncates the holder's note before we know we hold the lock; flock
+        # (not a lock file's existence) so a crashed holder releases it with its last descriptor.
         fh = self.path.open("a+", encoding="utf-8")
         try:
             fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -83,11 +85,14 @@ class RunWriter:
     def open(self) -> RunWriter:
         """Create the folder if needed, take its lock and repair torn log tails."""
         self.root.mkdir(parents=True, exist_ok=True)
+        # The lock comes first: repairs below must never race another writer's appends.
         self._lock.acquire()
         for name in FILES.values():
             _cut_torn_tail(self.root / name)
         for name in SCHEMAS:
             _drop_stale_parts(self.root, name)
+        # Converting what the last writer left unconverted counts (and reports) corrupt lines now,
+        # before anything new is appended after them.
         self.sync()
         return self
 
