@@ -1,7 +1,6 @@
 """YAML and JSONL files -> validated records, with file:line:column errors.
 
-Built-in names (``default``, ``smollm2``, ``rules``) resolve to the project's own
-``constitutions/``,
+Built-in names (``default``, ``smollm2``, ``rules``) resolve to the project's own ``constitutions/``,
 ``judges/`` and ``suites/`` folders; anything else is a path, relative to the file that names it.
 """
 
@@ -18,6 +17,7 @@ from pydantic import BaseModel, ValidationError
 
 from harness.errors import ConfigError, Issue, ValidationFailed
 from harness.paths import project_root
+from harness.safetext import SURROGATE
 from harness.schema import Candidate, CandidateRow, Case, Constitution, JudgeConfig, Suite
 
 M = TypeVar("M", bound=BaseModel)
@@ -28,47 +28,210 @@ KIND_FOLDERS = {"constitution": "constitutions", "judge": "judges", "suite": "su
 
 # --------------------------------------------------------------------------- YAML with positions
 
+MAX_FILE_BYTES = 64 * 1024 * 1024  # a YAML file larger than this is refused before it is read
+MAX_DEPTH = 100  # mappings and lists nested deeper than this are refused
+MAX_ALIAS_VALUES = 100_000  # values that aliases (*name) may add to a document when expanded
+LIMITS = (
+    f"limits: {MAX_FILE_BYTES // 2**20} MiB per YAML file, nesting depth {MAX_DEPTH}, "
+    f"{MAX_ALIAS_VALUES:,} values added by aliases"
+)
+_Loader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # type: ignore[assignment]
 
-def _walk(
-    node: yaml.Node, path: tuple[str, ...], marks: Marks, issues: list[Issue], file: str
-) -> None:
-    """Record the line/column of every value in the node tree; flag duplicate keys."""
-    marks[path] = (node.start_mark.line + 1, node.start_mark.column + 1)
-    if isinstance(node, yaml.MappingNode):
+
+class _Refused(Exception):
+    """The document breaks a limit or a rule; raised with the offending mark."""
+
+    def __init__(self, mark: Any, message: str):
+        super().__init__(message)
+        self.mark, self.message = mark, message
+
+
+@dataclass
+class _Open:
+    """A mapping or list being composed: its node, key path, and the key waiting for its value."""
+
+    node: yaml.Node
+    path: tuple[str, ...]
+    size: int = 1
+    key: yaml.Node | None = None
+
+
+class _Composer:
+    """Builds the node graph from parser events in one pass, without recursion.
+
+    Each node is visited once: its position is recorded under the first key path that reaches it, so
+    aliases cost nothing extra. Depth, alias expansion and recursive anchors are checked as it goes.
+    """
+
+    def __init__(self, file: str):
+        self.file = file
+        self.resolver = yaml.SafeLoader("")
+        self.anchors: dict[str, tuple[yaml.Node, int]] = {}
+        self.open_anchors: set[str] = set()
+        self.stack: list[_Open] = []
+        self.marks: Marks = {}
+        self.issues: list[Issue] = []
+        self.added = 0  # values aliases add when expanded
+        self.root: yaml.Node | None = None
+
+    def compose(self, events: Any) -> yaml.Node | None:
+        documents = 0
+        for event in events:
+            if isinstance(event, yaml.DocumentStartEvent):
+                documents += 1
+                if documents > 1:
+                    raise _Refused(event.start_mark, "expected one document, found a second")
+            elif isinstance(event, yaml.AliasEvent):
+                self._alias(event)
+            elif isinstance(event, yaml.ScalarEvent):
+                self._scalar(event)
+            elif isinstance(event, (yaml.SequenceStartEvent, yaml.MappingStartEvent)):
+                self._start(event)
+            elif isinstance(event, (yaml.SequenceEndEvent, yaml.MappingEndEvent)):
+                self._end()
+        return self.root
+
+    def _path(self) -> tuple[str, ...]:
+        if not self.stack:
+            return ()
+        top = self.stack[-1]
+        if isinstance(top.node, yaml.SequenceNode):
+            return (*top.path, str(len(top.node.value)))
+        key = top.key
+        return (*top.path, str(key.value) if isinstance(key, yaml.ScalarNode) else "?")
+
+    def _place(self, node: yaml.Node, size: int) -> None:
+        """Attach a finished node (or an alias's target) to the open parent."""
+        if not self.stack:
+            self.root = node
+            return
+        top = self.stack[-1]
+        top.size += size
+        if isinstance(top.node, yaml.SequenceNode):
+            top.node.value.append(node)
+        elif top.key is None:
+            top.key = node
+            if isinstance(node, yaml.ScalarNode):
+                self.marks[(*top.path, f"{node.value}#key")] = _pos(node.start_mark)
+        else:
+            top.node.value.append((top.key, node))
+            top.key = None
+
+    def _anchor(self, event: Any, node: yaml.Node, size: int) -> None:
+        if event.anchor is not None:
+            self.anchors[event.anchor] = (node, size)
+
+    def _scalar(self, event: Any) -> None:
+        tag = event.tag
+        if tag is None or tag == "!":
+            tag = self.resolver.resolve(yaml.ScalarNode, event.value, event.implicit)
+        node = yaml.ScalarNode(
+            tag, event.value, event.start_mark, event.end_mark, style=event.style
+        )
+        self._mark(event.start_mark)
+        self._anchor(event, node, 1)
+        self._place(node, 1)
+
+    def _mark(self, mark: Any) -> None:
+        """Record where the value about to be placed starts (keys are recorded in ``_place``)."""
+        top = self.stack[-1] if self.stack else None
+        if top is None or isinstance(top.node, yaml.SequenceNode) or top.key is not None:
+            self.marks.setdefault(self._path(), _pos(mark))
+
+    def _start(self, event: Any) -> None:
+        if len(self.stack) >= MAX_DEPTH:
+            raise _Refused(event.start_mark, f"nested deeper than {MAX_DEPTH} levels ({LIMITS})")
+        mapping = isinstance(event, yaml.MappingStartEvent)
+        kind = yaml.MappingNode if mapping else yaml.SequenceNode
+        tag = event.tag
+        if tag is None or tag == "!":
+            tag = self.resolver.resolve(kind, None, event.implicit)
+        node = kind(tag, [], event.start_mark, None, flow_style=event.flow_style)
+        self._mark(event.start_mark)
+        path = self._path()
+        if event.anchor is not None:
+            self.open_anchors.add(event.anchor)
+        self.stack.append(_Open(node, path))
+        node.anchor = event.anchor  # type: ignore[attr-defined]
+
+    def _end(self) -> None:
+        done = self.stack.pop()
+        anchor = getattr(done.node, "anchor", None)
+        if anchor is not None:
+            self.open_anchors.discard(anchor)
+            self.anchors[anchor] = (done.node, done.size)
+        if isinstance(done.node, yaml.MappingNode):
+            self._duplicates(done.node)
+        self._place(done.node, done.size)
+
+    def _alias(self, event: Any) -> None:
+        if event.anchor in self.open_anchors:
+            raise _Refused(
+                event.start_mark,
+                f"alias *{event.anchor} refers to its own anchor (a recursive structure)",
+            )
+        if event.anchor not in self.anchors:
+            raise _Refused(event.start_mark, f"alias *{event.anchor} names no anchor before it")
+        node, size = self.anchors[event.anchor]
+        self.added += size
+        if self.added > MAX_ALIAS_VALUES:
+            raise _Refused(
+                event.start_mark,
+                f"aliases expand the document by more than {MAX_ALIAS_VALUES:,} values ({LIMITS})",
+            )
+        self._mark(event.start_mark)
+        self._place(node, size)
+
+    def _duplicates(self, node: yaml.MappingNode) -> None:
         seen: set[str] = set()
-        for key, value in node.value:
+        for key, _ in node.value:
             name = str(key.value)
-            if name in seen:
+            if name in seen and name != "<<":
                 mark = key.start_mark
-                issues.append(
-                    Issue(file, mark.line + 1, mark.column + 1, f"duplicate key {name!r}")
+                self.issues.append(
+                    Issue(self.file, mark.line + 1, mark.column + 1, f"duplicate key {name!r}")
                 )
             seen.add(name)
-            marks[(*path, f"{name}#key")] = (key.start_mark.line + 1, key.start_mark.column + 1)
-            _walk(value, (*path, name), marks, issues, file)
-    elif isinstance(node, yaml.SequenceNode):
-        for i, item in enumerate(node.value):
-            _walk(item, (*path, str(i)), marks, issues, file)
+
+
+def _pos(mark: Any) -> tuple[int, int]:
+    return (mark.line + 1, mark.column + 1)
+
+
+def _yaml_issue(file: str, mark: Any, message: str) -> ValidationFailed:
+    line, col = _pos(mark) if mark is not None else (None, None)
+    return ValidationFailed([Issue(file, line, col, message)])
+
+
+def parse_yaml(text: str, file: str) -> tuple[Any, Marks]:
+    """Parse YAML text (one document) with the limits above; returns the data and its positions."""
+    composer = _Composer(file)
+    try:
+        node = composer.compose(yaml.parse(text, Loader=_Loader))
+        if composer.issues:
+            raise ValidationFailed(composer.issues)
+        data = None if node is None else yaml.SafeLoader("").construct_document(node)
+    except _Refused as exc:
+        raise _yaml_issue(file, exc.mark, f"invalid YAML: {exc.message}") from None
+    except yaml.YAMLError as exc:
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise _yaml_issue(
+            file, getattr(exc, "problem_mark", None), f"invalid YAML: {problem}"
+        ) from None
+    return data, composer.marks
 
 
 def load_yaml(path: Path) -> tuple[Any, Marks]:
     """Parse a YAML file; returns the data and a map from key path to (line, column)."""
-    text = _read(path)
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line, col = (mark.line + 1, mark.column + 1) if mark else (None, None)
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise ValidationFailed([Issue(str(path), line, col, f"invalid YAML: {problem}")]) from None
-    marks: Marks = {}
-    issues: list[Issue] = []
-    if node is not None:
-        _walk(node, (), marks, issues, str(path))
-    if issues:
-        raise ValidationFailed(issues)
-    return data, marks
+        size = path.stat().st_size
+    except OSError:
+        size = 0  # _read reports the missing or unreadable file
+    if size > MAX_FILE_BYTES:
+        raise ValidationFailed(
+            [Issue(str(path), None, None, f"file is {size / 2**20:.1f} MiB; {LIMITS}")]
+        )
+    return parse_yaml(_read(path), str(path))
 
 
 def _read(path: Path) -> str:
@@ -90,13 +253,34 @@ def _position(loc: tuple[str, ...], marks: Marks, extra_key: bool) -> tuple[int 
     return None, None
 
 
+def _is_branch(part: Any) -> bool:
+    """Whether a pydantic location part names a union branch ('str', 'list[Message]')."""
+    return isinstance(part, str) and ("[" in part or part in {"str", "int", "float"})
+
+
 def _clean_loc(loc: tuple[Any, ...]) -> tuple[str, ...]:
     """Pydantic locations name union branches ('str', 'list[Message]'); the file does not."""
-    return tuple(
-        str(p)
-        for p in loc
-        if not (isinstance(p, str) and ("[" in p or p in {"str", "int", "float"}))
-    )
+    return tuple(str(p) for p in loc if not _is_branch(p))
+
+
+def _relevant(errors: list[Any]) -> list[Any]:
+    """Drop a union branch's bare type mismatch when another branch got further into the value.
+
+    For ``prompt: [{role: bot, ...}]`` pydantic reports both ``prompt: Input should be a valid
+    string`` (the ``str`` branch) and ``prompt.0.role: ...`` (the list branch); only the second
+    helps.
+    """
+    deeper: set[tuple[Any, ...]] = set()
+    for err in errors:
+        loc = tuple(err["loc"])
+        for i, part in enumerate(loc):
+            if _is_branch(part) and len(loc) > i + 1:
+                deeper.add(loc[:i])
+    return [
+        e
+        for e in errors
+        if not (e["loc"] and _is_branch(e["loc"][-1]) and tuple(e["loc"][:-1]) in deeper)
+    ]
 
 
 def _expected(err: Any) -> str:
@@ -108,19 +292,59 @@ def _expected(err: Any) -> str:
     return f"{where}: {err['msg']}"
 
 
+def _surrogates(data: Any) -> list[tuple[str, ...]]:
+    """Key paths of the strings (keys included) that hold a lone UTF-16 surrogate."""
+    found: list[tuple[str, ...]] = []
+    stack: list[tuple[Any, tuple[str, ...]]] = [(data, ())]
+    while stack and len(found) < 20:
+        value, path = stack.pop()
+        if isinstance(value, str):
+            if SURROGATE.search(value):
+                found.append(path)
+        elif isinstance(value, dict):
+            for k, v in value.items():
+                if isinstance(k, str) and SURROGATE.search(k):
+                    found.append((*path, f"{k}#key"))
+                stack.append((v, (*path, str(k))))
+        elif isinstance(value, list):
+            stack.extend((v, (*path, str(i))) for i, v in enumerate(value))
+    return found[::-1]
+
+
+def _surrogate_issues(data: Any, file: str, marks: Marks | None, line: int | None) -> list[Issue]:
+    issues = []
+    for path in _surrogates(data):
+        pos = _position(path, marks, False) if marks else (line, None)
+        where = ".".join(path).replace("#key", "") or "top level"
+        issues.append(
+            Issue(
+                file,
+                *pos,
+                f"{where}: holds a lone UTF-16 surrogate (an escape such as \\ud800 without its "
+                "pair), which is not valid Unicode text; remove it or give the full pair",
+            )
+        )
+    return issues
+
+
 def validate(
     model: type[M], data: Any, file: str, marks: Marks | None = None, line: int | None = None
 ) -> M:
-    """Validate ``data`` as ``model``; errors carry file:line:column and what was expected."""
+    """Validate ``data`` as ``model``; errors carry file:line:column and what was expected.
+
+    Every problem is reported at once; text that is not valid Unicode (a lone surrogate) is refused.
+    """
+    issues = _surrogate_issues(data, file, marks, line)
     try:
-        return model.model_validate(data)
+        record = model.model_validate(data)
     except ValidationError as exc:
-        issues = []
-        for err in exc.errors():
+        for err in _relevant(exc.errors()):
             loc = _clean_loc(err["loc"])
             pos = _position(loc, marks, err["type"] == "extra_forbidden") if marks else (line, None)
             issues.append(Issue(file, pos[0], pos[1], _expected(err)))
-        raise ValidationFailed(_dedupe(issues)) from None
+    if issues:
+        raise ValidationFailed(_dedupe(issues))
+    return record
 
 
 def _dedupe(issues: list[Issue]) -> list[Issue]:
@@ -168,22 +392,59 @@ def sha256_file(path: Path) -> str:
 # --------------------------------------------------------------------------- suites
 
 
-def _jsonl_records(model: type[M], path: Path) -> list[tuple[int, M]]:
-    """Records of a JSONL file with their line numbers; every bad line is reported."""
+def _line_marks(text: str, lineno: int) -> Marks | None:
+    """Positions inside one JSON line (JSON is YAML flow syntax), shifted to the line's number."""
+    try:
+        _, marks = parse_yaml(text, "")
+    except ConfigError:
+        return None
+    return {k: (lineno, col) for k, (_, col) in marks.items()}
+
+
+def _jsonl_line(model: type[M], path: Path, lineno: int, line: str) -> M:
+    """One JSONL line as a record; errors carry the line and the column of the bad value."""
+    try:
+        data = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise ValidationFailed(
+            [Issue(str(path), lineno, exc.colno, f"invalid JSON: {exc.msg}")]
+        ) from None
+    except RecursionError:
+        raise ValidationFailed(
+            [Issue(str(path), lineno, None, "invalid JSON: nested too deeply")]
+        ) from None
+    try:
+        return validate(model, data, str(path), line=lineno)
+    except ValidationFailed:
+        marks = _line_marks(line, lineno)
+        if marks is None:
+            raise
+        return validate(model, data, str(path), marks)
+
+
+def _jsonl_records(model: type[M], path: Path, issues: list[Issue]) -> list[tuple[int, M]]:
+    """Records of a JSONL file with their line numbers; every bad line is added to ``issues``."""
     records: list[tuple[int, M]] = []
-    issues: list[Issue] = []
     for lineno, line in enumerate(_read(path).splitlines(), start=1):
         if not line.strip():
             continue
         try:
-            records.append((lineno, validate(model, json.loads(line), str(path), line=lineno)))
-        except json.JSONDecodeError as exc:
-            issues.append(Issue(str(path), lineno, exc.colno, f"invalid JSON: {exc.msg}"))
+            records.append((lineno, _jsonl_line(model, path, lineno, line)))
         except ValidationFailed as exc:
             issues.extend(exc.issues)
+    return records
+
+
+def load_jsonl(model: type[M], path: Path) -> list[tuple[int, M]]:
+    """Every record of a JSONL file, or one error listing every bad line."""
+    issues: list[Issue] = []
+    records = _jsonl_records(model, path, issues)
     if issues:
         raise ValidationFailed(issues)
     return records
+
+
+Located = dict[str, tuple[str, int | None]]  # case id -> (file, line) where it is defined
 
 
 @dataclass
@@ -194,36 +455,39 @@ class LoadedSuite:
     path: Path
     cases: list[Case]
     inputs: list[Path] = field(default_factory=list)
-    where: dict[str, tuple[str, int | None]] = field(default_factory=dict)  # case id -> file, line
-
-
-def _case_position(suite_path: Path, marks: Marks, index: int) -> tuple[int | None, int | None]:
-    return marks.get(("cases", str(index)), (None, None))
+    where: Located = field(default_factory=dict)
 
 
 def load_suite(path: Path | str) -> LoadedSuite:
-    """Load a suite, merge its files, and check that every reference holds."""
+    """Load a suite, merge its files, and check that every reference holds.
+
+    Every problem in the suite and its case files is reported at once.
+    """
     path = resolve(str(path), "suite")
     data, marks = load_yaml(path)
     if not isinstance(data, dict):
         raise ValidationFailed([Issue(str(path), 1, 1, "expected a mapping for a Suite")])
     suite = validate(Suite, data, str(path), marks)
+    issues: list[Issue] = []
     located: list[tuple[str, int | None, Case]] = [
-        (str(path), _case_position(path, marks, i)[0], c) for i, c in enumerate(suite.cases)
+        (str(path), marks.get(("cases", str(i)), (None, None))[0], c)
+        for i, c in enumerate(suite.cases)
     ]
     inputs = [path]
     if suite.cases_file:
         cases_path = _sibling(path, suite.cases_file, marks, "cases_file")
         inputs.append(cases_path)
-        located += [(str(cases_path), n, c) for n, c in _jsonl_records(Case, cases_path)]
-    cases = _unique_cases(located)
+        located += [(str(cases_path), n, c) for n, c in _jsonl_records(Case, cases_path, issues)]
+    cases = _unique_cases(located, issues)
     if suite.candidates_file:
         cand_path = _sibling(path, suite.candidates_file, marks, "candidates_file")
         inputs.append(cand_path)
-        _attach_candidates(cases, cand_path)
-    _check_cases(cases, located)
+        _attach_candidates(cases, cand_path, issues)
     where = {c.id: (f, n) for f, n, c in located}
-    return LoadedSuite(suite, path, [c for c in cases.values()], inputs, where)
+    _check_cases(cases, where, issues)
+    if issues:
+        raise ValidationFailed(issues)
+    return LoadedSuite(suite, path, list(cases.values()), inputs, where)
 
 
 def _sibling(suite_path: Path, name: str, marks: Marks, key: str) -> Path:
@@ -236,36 +500,27 @@ def _sibling(suite_path: Path, name: str, marks: Marks, key: str) -> Path:
     return target
 
 
-def _unique_cases(located: list[tuple[str, int | None, Case]]) -> dict[str, Case]:
+def _unique_cases(
+    located: list[tuple[str, int | None, Case]], issues: list[Issue]
+) -> dict[str, Case]:
     cases: dict[str, Case] = {}
-    issues = []
     for file, line, case in located:
         if case.id in cases:
             issues.append(Issue(file, line, None, f"duplicate case id {case.id!r}"))
         cases[case.id] = case
-    if issues:
-        raise ValidationFailed(issues)
     return cases
 
 
-def _attach_candidates(cases: dict[str, Case], path: Path) -> None:
-    issues = []
-    for lineno, row in _jsonl_records(CandidateRow, path):
+def _attach_candidates(cases: dict[str, Case], path: Path, issues: list[Issue]) -> None:
+    for lineno, row in _jsonl_records(CandidateRow, path, issues):
         if row.case_id not in cases:
-            issues.append(
-                Issue(
-                    str(path), lineno, None, f"case_id {row.case_id!r} is not a case of the suite"
-                )
-            )
+            msg = f"case_id {row.case_id!r} is not a case of the suite"
+            issues.append(Issue(str(path), lineno, None, msg))
             continue
         cases[row.case_id].candidates.append(Candidate(**row.model_dump(exclude={"case_id"})))
-    if issues:
-        raise ValidationFailed(issues)
 
 
-def _check_cases(cases: dict[str, Case], located: list[tuple[str, int | None, Case]]) -> None:
-    where = {c.id: (f, n) for f, n, c in located}
-    issues = []
+def _check_cases(cases: dict[str, Case], where: Located, issues: list[Issue]) -> None:
     for case in cases.values():
         file, line = where[case.id]
         gens = [c.generator for c in case.candidates]
@@ -280,6 +535,25 @@ def _check_cases(cases: dict[str, Case], located: list[tuple[str, int | None, Ca
             if name not in gens:
                 msg = f"case {case.id!r}: human_preference names unknown generator {name!r}"
                 issues.append(Issue(file, line, None, msg))
+
+
+def check_labels(loaded: LoadedSuite, constitution: Constitution, c_path: Path) -> None:
+    """Every ``human_preference.principle`` must name a principle of the constitution."""
+    ids = [p.id for p in constitution.principles]
+    issues = []
+    for case in loaded.cases:
+        pref = case.human_preference
+        if pref and pref.principle is not None and pref.principle not in ids:
+            file, line = loaded.where.get(case.id, (str(loaded.path), None))
+            issues.append(
+                Issue(
+                    file,
+                    line,
+                    None,
+                    f"case {case.id!r}: human_preference.principle {pref.principle!r} is not a "
+                    f"principle of constitution {constitution.id!r} ({c_path}); it has {ids}",
+                )
+            )
     if issues:
         raise ValidationFailed(issues)
 
@@ -314,13 +588,37 @@ def load_constitution(
 
 
 def load_judge(ref: str | Path, relative_to: Path | None = None) -> tuple[JudgeConfig, Path]:
-    """Load a judge config by built-in name or path, checking its backend options too."""
-    from harness.backends.base import backend_class, parse_options
+    """Load a judge config by built-in name or path, checking its backend and options too."""
+    from harness.backends.base import backend_class
 
     path = resolve(str(ref), "judge", relative_to)
-    config = load_model(JudgeConfig, path)
-    parse_options(backend_class(config.backend), config.options, str(path))
+    data, marks = load_yaml(path)
+    if not isinstance(data, dict):
+        raise ValidationFailed([Issue(str(path), 1, 1, "expected a mapping for a JudgeConfig")])
+    config = validate(JudgeConfig, data, str(path), marks)
+    try:
+        cls = backend_class(config.backend)
+    except ConfigError as exc:
+        line, col = marks.get(("backend",), (None, None))
+        raise ValidationFailed([Issue(str(path), line, col, f"backend: {exc}")]) from None
+    _check_options(cls, config.options, path, marks)
     return config, path
+
+
+def _check_options(cls: Any, options: dict[str, Any], path: Path, marks: Marks) -> None:
+    """The backend's own Options model, with errors placed under ``options`` in the file."""
+    inner = {k[1:]: v for k, v in marks.items() if k[:1] == ("options",)}
+    try:
+        validate(
+            cls.Options, options, str(path), inner or None, marks.get(("options",), (None,))[0]
+        )
+    except ValidationFailed as exc:
+        raise ValidationFailed(
+            [
+                Issue(i.file, i.line, i.column, f"backend {cls.name!r}: options.{i.message}")
+                for i in exc.issues
+            ]
+        ) from None
 
 
 def detect_kind(path: Path, data: Any) -> str:
@@ -346,7 +644,12 @@ def detect_kind(path: Path, data: Any) -> str:
 
 
 def validate_file(path: Path) -> str:
-    """Validate one file of any kind, references included; returns the kind."""
+    """Validate one file of any kind, references included; returns the kind.
+
+    A ``.jsonl`` file is a suite's cases file (or, when its rows have ``case_id``, its candidates).
+    """
+    if path.suffix == ".jsonl":
+        return _validate_jsonl(path)
     data, _ = load_yaml(path)
     kind = detect_kind(path, data)
     if kind == "constitution":
@@ -355,9 +658,26 @@ def validate_file(path: Path) -> str:
         load_judge(path)
     else:
         loaded = load_suite(path)
-        if loaded.suite.constitution:
-            constitution, _ = load_constitution(loaded.suite.constitution, path)
-            check_rated_principles(loaded, constitution)
+        constitution, c_path = load_constitution(loaded.suite.constitution or "default", path)
+        check_labels(loaded, constitution, c_path)
+        check_rated_principles(loaded, constitution)
         for ref in loaded.suite.judges:
             load_judge(ref, path)
     return kind
+
+
+def _validate_jsonl(path: Path) -> str:
+    first = next((line for line in _read(path).splitlines() if line.strip()), "")
+    try:
+        candidates = isinstance(row := json.loads(first), dict) and "case_id" in row
+    except (json.JSONDecodeError, RecursionError):
+        candidates = False
+    if candidates:
+        load_jsonl(CandidateRow, path)
+        return "candidates file (JSONL)"
+    issues: list[Issue] = []
+    located = [(str(path), n, c) for n, c in _jsonl_records(Case, path, issues)]
+    _unique_cases(located, issues)
+    if issues:
+        raise ValidationFailed(issues)
+    return "cases file (JSONL)"

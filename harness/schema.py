@@ -19,6 +19,7 @@ from pydantic import (
 )
 
 Role = Literal["system", "user", "assistant"]
+SLUG = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"  # ids that name files and folders
 
 
 class Strict(BaseModel):
@@ -212,7 +213,10 @@ class Suite(Strict):
     """A set of cases to judge, with optional defaults for the constitution and judges."""
 
     schema_: str | None = Field(default=None, alias="$schema", description="Editor hint; ignored.")
-    id: str = Field(description="Identifier of the suite.")
+    id: str = Field(
+        pattern=SLUG,
+        description="Identifier of the suite; names run folders: letters, digits, '_', '.', '-'.",
+    )
     description: str = Field(default="", description="What the suite tests.")
     constitution: str | None = Field(
         default=None, description="Default constitution: path or built-in name."
@@ -253,9 +257,7 @@ class JudgeConfig(Strict):
     """A judge: a backend with its options, and how to prompt it."""
 
     schema_: str | None = Field(default=None, alias="$schema", description="Editor hint; ignored.")
-    id: str = Field(
-        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="Identifier shown in reports."
-    )
+    id: str = Field(pattern=SLUG, description="Identifier shown in reports.")
     backend: str = Field(description="Backend name, e.g. transformers, openai, rules.")
     options: dict[str, object] = Field(
         default_factory=dict,

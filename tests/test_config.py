@@ -68,7 +68,7 @@ def test_wrong_type_and_missing_key(tmp_path: Path) -> None:
 def test_bad_backend_options_are_named(tmp_path: Path) -> None:
     path = tmp_path / "j.yaml"
     path.write_text("id: j\nbackend: rules\noptions:\n  rules: []\n", encoding="utf-8")
-    with pytest.raises(ConfigError, match=r"j.yaml: backend 'rules': options.rules"):
+    with pytest.raises(ConfigError, match=r"j.yaml:4:10: backend 'rules': options.rules"):
         load_judge(path)
 
 

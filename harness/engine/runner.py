@@ -15,6 +15,8 @@ import datetime as dt
 import importlib.metadata
 import platform
 import random
+import re
+import sys
 from collections.abc import Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
@@ -25,7 +27,14 @@ import pandas as pd
 
 from harness.audit_store import judge_identity, record_audits
 from harness.backends.base import backend_class, parse_options
-from harness.config import LoadedSuite, load_constitution, load_judge, load_suite, sha256_file
+from harness.config import (
+    LoadedSuite,
+    check_labels,
+    load_constitution,
+    load_judge,
+    load_suite,
+    sha256_file,
+)
 from harness.credentials import announce, redact_config, vet
 from harness.engine.adaptive import ROUND_CASES, AdaptiveStop
 from harness.engine.plan import BoundJudge, PairPlan, content_hash
@@ -46,7 +55,15 @@ from harness.rundir import (
     read_run,
     read_table,
 )
-from harness.schema import Constitution, InputRecord, JudgeConfig, RunManifest, Session, Spend
+from harness.schema import (
+    SLUG,
+    Constitution,
+    InputRecord,
+    JudgeConfig,
+    RunManifest,
+    Session,
+    Spend,
+)
 
 DEFAULT_CONSTITUTION = "default"
 DEFAULT_JUDGES = ["student", "rules", "smollm2"]
@@ -128,6 +145,7 @@ def load_inputs(options: RunOptions) -> Inputs:
     c_ref = options.constitution or suite.suite.constitution or DEFAULT_CONSTITUTION
     c_rel = None if options.constitution else suite.path
     constitution, c_path = load_constitution(c_ref, c_rel)
+    check_labels(suite, constitution, c_path)
     refs = options.judges or suite.suite.judges or DEFAULT_JUDGES
     rel = None if options.judges else suite.path
     judges = [load_judge(r, rel) for r in refs]
@@ -173,7 +191,8 @@ def _probe(bound: list[BoundJudge]) -> None:
 
 
 def _record(path: Path) -> InputRecord:
-    return InputRecord(path=str(path), sha256=sha256_file(path))
+    # absolute, so that --resume finds the inputs from any working directory
+    return InputRecord(path=str(path.resolve()), sha256=sha256_file(path))
 
 
 def _versions() -> dict[str, str]:
@@ -290,6 +309,13 @@ def make_planner(inputs: Inputs, bound: list[BoundJudge], options: RunOptions) -
             for c in inputs.suite.cases
             if c.human_preference and c.human_preference.principle
         }
+    if options.pairwise:
+        for b in (b for b in bound if not b.backend.pairwise()):
+            print(
+                f"note: judge {b.config.id} ({b.config.backend}) cannot compare pairs: "
+                "--pairwise gives it no pairwise items",
+                file=sys.stderr,
+            )
     return Planner(
         inputs.constitution,
         bound,
@@ -300,6 +326,19 @@ def make_planner(inputs: Inputs, bound: list[BoundJudge], options: RunOptions) -
         principles=options.principles,
         labels=labels,
     )
+
+
+def run_folder(out: Path, run_id: str) -> Path:
+    """``out/run_id``, refused unless the id is a slug and the folder resolves inside ``out``."""
+    if not re.fullmatch(SLUG, run_id):
+        raise RunError(
+            f"run id {run_id!r}: expected letters, digits, '_', '.' or '-' (at most 128), "
+            "starting with a letter or digit"
+        )
+    folder = out / run_id
+    if not folder.resolve().is_relative_to(out.resolve()) or folder.resolve() == out.resolve():
+        raise RunError(f"run folder {folder} resolves outside the output folder {out}")
+    return folder
 
 
 def run(options: RunOptions) -> RunResult:
@@ -320,7 +359,7 @@ def run(options: RunOptions) -> RunResult:
     planner = make_planner(inputs, bound, options)
     planned = planner.count(inputs.suite.cases)
     run_id = options.run_id or f"{inputs.suite.suite.id}-{fingerprint(inputs, options)}"
-    with RunWriter(Path(options.out) / run_id) as writer:
+    with RunWriter(run_folder(Path(options.out), run_id)) as writer:
         manifest = new_manifest(inputs, options, sum(planned.values()), run_id)
         if writer.exists():
             manifest = _check_same_run(writer.root, manifest)
@@ -470,8 +509,8 @@ def resume(run_dir: Path, **overrides: Any) -> RunResult:
         suite=manifest.suite.path,
         constitution=manifest.constitution.path,
         judges=[j.path for j in manifest.judges],
-        out=Path(run_dir).parent,
-        run_id=manifest.run_id,
+        out=Path(run_dir).resolve().parent,
+        run_id=Path(run_dir).resolve().name,  # the folder named, even if renamed since
         seed=manifest.seed,
         pairs=pairs,
         **proto,

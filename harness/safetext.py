@@ -1,0 +1,58 @@
+"""Untrusted text made safe to show: on a terminal, in the HTML report, in Markdown.
+
+Model outputs, generator names, case ids and file contents are untrusted. On a terminal an escape
+code in them could retitle or clear the screen; anywhere, a bidi override could make text read
+differently from what it is. These helpers turn such characters into visible escapes; they never
+drop text.
+"""
+
+from __future__ import annotations
+
+import re
+
+# C0 controls except tab and newline, DEL, C1 controls; bidi embeddings, overrides and isolates,
+# the directional marks, and the line / paragraph separators (they break lines a reader cannot see).
+_UNSAFE = re.compile(
+    "[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]"
+)
+_UNSAFE_LINE = re.compile(_UNSAFE.pattern[:-1] + "\t\n]")
+SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _code(match: re.Match[str]) -> str:
+    c = ord(match.group())
+    return f"\\x{c:02x}" if c < 0x100 else f"\\u{c:04x}"
+
+
+def for_terminal(text: str) -> str:
+    """``text`` with control characters, escape codes and bidi controls shown as ``\\x1b`` escapes.
+
+    Tabs and newlines are kept; a lone surrogate (no terminal encoding can print it) is escaped.
+    """
+    return SURROGATE.sub(_code, _UNSAFE.sub(_code, text))
+
+
+def for_page(text: str) -> str:
+    """``text`` with control and bidi characters shown as visible ``⟨U+202E⟩`` marks (for HTML)."""
+    return SURROGATE.sub(_mark, _UNSAFE.sub(_mark, text))
+
+
+def _mark(match: re.Match[str]) -> str:
+    return f"⟨U+{ord(match.group()):04X}⟩"
+
+
+def bounded(text: str, limit: int, where: str) -> str:
+    """At most ``limit`` characters of ``text``, with a note of what is left out and where it is."""
+    if len(text) <= limit:
+        return text
+    rest = len(text) - limit
+    return f"{text[:limit]}\n[… {rest:,} more characters not shown; the full text is in {where}]"
+
+
+def md_code(text: str) -> str:
+    """``text`` as one inline Markdown code span that its content cannot close or break."""
+    flat = _UNSAFE_LINE.sub(_code, SURROGATE.sub(_code, text))
+    runs = [len(r) for r in re.findall("`+", flat)]
+    fence = "`" * (max(runs, default=0) + 1)
+    pad = " " if flat.startswith("`") or flat.endswith("`") or not flat.strip() else ""
+    return f"{fence}{pad}{flat}{pad}{fence}"
