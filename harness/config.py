@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -394,8 +395,9 @@ def sha256_file(path: Path) -> str:
 
 def _line_marks(text: str, lineno: int) -> Marks | None:
     """Positions inside one JSON line (JSON is YAML flow syntax), shifted to the line's number."""
+    same_length = re.sub(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}", r"\\ufffd", text)  # libyaml refuses
     try:
-        _, marks = parse_yaml(text, "")
+        _, marks = parse_yaml(same_length, "")
     except ConfigError:
         return None
     return {k: (lineno, col) for k, (_, col) in marks.items()}

@@ -8,14 +8,19 @@ drop text.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import re
+import sys
+from collections.abc import Iterator
+from typing import TextIO
 
 # C0 controls except tab and newline, DEL, C1 controls; bidi embeddings, overrides and isolates,
 # the directional marks, and the line / paragraph separators (they break lines a reader cannot see).
-_UNSAFE = re.compile(
-    "[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]"
-)
-_UNSAFE_LINE = re.compile(_UNSAFE.pattern[:-1] + "\t\n]")
+_BIDI_ETC = "\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069"
+_UNSAFE = re.compile(f"[\x00-\x08\x0b-\x1f\x7f-\x9f{_BIDI_ETC}]")
+_UNSAFE_LINE = re.compile(f"[\x00-\x1f\x7f-\x9f{_BIDI_ETC}]")  # tabs and newlines too
+_UNSAFE_STREAM = re.compile(f"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f{_BIDI_ETC}]")  # \r passes
 SURROGATE = re.compile("[\ud800-\udfff]")
 
 
@@ -33,8 +38,10 @@ def for_terminal(text: str) -> str:
 
 
 def for_page(text: str) -> str:
-    """``text`` with control and bidi characters shown as visible ``⟨U+202E⟩`` marks (for HTML)."""
-    return SURROGATE.sub(_mark, _UNSAFE.sub(_mark, text))
+    """``text`` with control and bidi characters shown as visible ``⟨U+202E⟩`` marks (for HTML).
+
+    Tabs, newlines and carriage returns are kept."""
+    return SURROGATE.sub(_mark, _UNSAFE_STREAM.sub(_mark, text))
 
 
 def _mark(match: re.Match[str]) -> str:
@@ -56,3 +63,39 @@ def md_code(text: str) -> str:
     fence = "`" * (max(runs, default=0) + 1)
     pad = " " if flat.startswith("`") or flat.endswith("`") or not flat.strip() else ""
     return f"{fence}{pad}{flat}{pad}{fence}"
+
+
+class TerminalStream(io.TextIOBase):
+    """A text stream that escapes what :func:`for_terminal` escapes before writing to the stream it
+    wraps (carriage returns pass, so that a progress line can redraw itself)."""
+
+    def __init__(self, inner: TextIO):
+        self.inner = inner
+
+    def write(self, text: str) -> int:
+        self.inner.write(SURROGATE.sub(_code, _UNSAFE_STREAM.sub(_code, text)))
+        return len(text)
+
+    def flush(self) -> None:
+        self.inner.flush()
+
+    def isatty(self) -> bool:
+        return self.inner.isatty()
+
+    def fileno(self) -> int:
+        return self.inner.fileno()
+
+    @property
+    def encoding(self) -> str:  # type: ignore[override]
+        return getattr(self.inner, "encoding", "utf-8")
+
+
+@contextlib.contextmanager
+def safe_terminal() -> Iterator[None]:
+    """While inside, everything written to stdout and stderr is escaped for the terminal."""
+    saved = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = TerminalStream(sys.stdout), TerminalStream(sys.stderr)  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        sys.stdout, sys.stderr = saved

@@ -8,9 +8,11 @@ when none fired. Principles with no rules are not judged by this backend at all.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import time
+from collections import Counter
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -66,10 +68,15 @@ class Rule(BaseModel):
 
 
 def _repeats(text: str, limit: int) -> bool:
-    sentences = [
-        s.strip().lower() for s in re.split(r"(?<=[.!?])\s+|\n+", text) if len(s.strip()) > 8
-    ]
-    return any(sentences.count(s) >= limit for s in set(sentences))
+    """Whether a sentence (over 8 characters) occurs ``limit`` times; one counting pass, linear."""
+    counts: Counter[str] = Counter()
+    for part in re.split(r"(?<=[.!?])\s+|\n+", text):
+        sentence = part.strip().lower()
+        if len(sentence) > 8:
+            counts[sentence] += 1
+            if counts[sentence] >= limit:
+                return True
+    return False
 
 
 def matches(rule: Rule, text: str) -> bool:
@@ -139,6 +146,10 @@ class RulesBackend(Backend):
         return min(worst, subject.scale_max), f"Rules fired: {why}."
 
     async def complete(self, requests: list[BackendRequest]) -> list[BackendResponse]:
+        """Judged in a worker thread: a long response must not stall other judges' calls."""
+        return await asyncio.to_thread(self._complete, requests)
+
+    def _complete(self, requests: list[BackendRequest]) -> list[BackendResponse]:
         """Apply the rules to each request's subject; the worst fired rule gives the score."""
         out = []
         for req in requests:

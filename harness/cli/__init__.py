@@ -14,6 +14,7 @@ from collections.abc import Callable
 from harness.cli import audit, compare, config, data, distill, export, report, run, view
 from harness.cli.run import EXIT_BUDGET
 from harness.errors import HarnessError
+from harness.safetext import safe_terminal
 
 __all__ = ["EXIT_BUDGET", "build_parser", "main"]
 
@@ -31,6 +32,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``harness`` command."""
+    with safe_terminal():  # names and texts from files and models may hold escape codes
+        return _main(argv)
+
+
+def _main(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
     func: Callable[[argparse.Namespace], int] = args.func
     try:

@@ -28,10 +28,13 @@ from harness.analysis.triage import MAX_CASES, cases_to_read
 from harness.report.charts import PALETTE, score_chart
 from harness.report.sections import sections
 from harness.rundir import REPORT, RunData, read_run, write_atomic
+from harness.safetext import bounded, for_page
 from harness.schema import Case, HumanPreference
 
 STATUSES = ("scored", "unscored", "error")
 RAW_PREVIEW = 400  # characters of a judge's raw answer shown beside an unscored verdict
+TEXT_LIMIT = 10_000  # characters of any one text the page shows; the run folder keeps all of it
+WHERE_FULL = "the run folder (cases.jsonl, verdicts.jsonl)"
 
 
 def render_report(run: RunData | Path | str) -> Path:
@@ -70,7 +73,21 @@ def _env() -> Environment:
         undefined=StrictUndefined,
         trim_blocks=True,
         lstrip_blocks=True,
+        finalize=_shown,
     )
+
+
+def _shown(value: object) -> object:
+    """Every value the template prints: control and bidi characters made visible, long text cut.
+
+    Markup (our own SVG and macro output) is not cut, only cleaned: no control character is part of
+    HTML syntax, so replacing one cannot break the markup around it.
+    """
+    if isinstance(value, Markup):
+        return Markup(for_page(value))
+    if isinstance(value, str):
+        return for_page(bounded(value, TEXT_LIMIT, WHERE_FULL))
+    return value
 
 
 @cache
