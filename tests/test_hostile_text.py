@@ -169,3 +169,15 @@ def test_rules_backend_is_linear_and_off_the_event_loop() -> None:
     ticks, answered = asyncio.run(main())
     assert answered == len(requests)
     assert ticks > 1  # the loop ran other work while the rules were checked
+
+
+def test_markdown_comparison_escapes_run_ids() -> None:
+    """Run ids from old or hand-edited manifests cannot break out of their code span."""
+    import pandas as pd
+
+    from harness.analysis.compare import Comparison, to_markdown
+
+    rows = pd.DataFrame({"regression": pd.Series([], dtype=bool)})
+    md = to_markdown(Comparison("base`\n# Approved <img src=x>", "cand", rows))
+    head = md.splitlines()[0]
+    assert head == "### Behaviour comparison: ``base`\\x0a# Approved <img src=x>`` → `cand`"

@@ -10,9 +10,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
-from harness.analysis.agreement import human_agreement_by_tag
+from harness.analysis.agreement import human_agreement, human_agreement_by_tag
 from harness.analysis.judges import judge_profile, preference_agreement
 from harness.engine.runner import RunOptions, run
 from harness.report.render import render_report
@@ -152,7 +153,9 @@ def test_preference_agreement_between_judges(hand_run: Path) -> None:
 def test_agreement_per_tag(hand_run: Path) -> None:
     table = human_agreement_by_tag(read_run(hand_run))
     point = table[table["protocol"] == "pointwise"].set_index(["tag", "judge"])
-    assert set(table["tag"]) == {"even", "odd"}  # c2 ("even") has no label: only c0 counts there
+    assert set(table["tag"]) == {"even", "odd", "(all)"}  # c2 ("even") has no label: only c0 counts
+    overall = table[table["tag"] == "(all)"].drop(columns="tag").reset_index(drop=True)
+    pd.testing.assert_frame_equal(overall, human_agreement(read_run(hand_run)))
     assert point.loc[("even", "big"), "accuracy"] == 1.0 and point.loc[("even", "big"), "n"] == 1
     assert (
         point.loc[("odd", "big"), "accuracy"] == 0.5

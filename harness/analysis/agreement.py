@@ -199,6 +199,9 @@ def pointwise_agreement(run: RunData, seed: int = 0) -> list[dict[str, object]]:
     return rows
 
 
+ALL_TAGS = "(all)"  # the tag column of the overall block
+
+
 def human_agreement(run: RunData, seed: int = 0) -> pd.DataFrame:
     """Every protocol's agreement with the human labels, per judge and principle."""
     rows = pairwise_agreement(run, seed) + pointwise_agreement(run, seed)
@@ -206,10 +209,9 @@ def human_agreement(run: RunData, seed: int = 0) -> pd.DataFrame:
 
 
 def human_agreement_by_tag(run: RunData, seed: int = 0) -> pd.DataFrame:
-    """``human_agreement`` per case tag, with a leading ``tag`` column.
-
-    A suite mixing sources (e.g. LLMBar and MT-Bench) gets one block per source.
-    """
+    """``human_agreement`` for the labelled cases of each tag separately (a suite mixing sources,
+    e.g. LLMBar and MT-Bench, gets one block per source), then an overall block over every labelled
+    case (tag ``(all)``), with a leading ``tag`` column."""
     labelled = run.labelled_cases()
     tags = sorted({t for c in labelled for t in c.tags})
     blocks = []
@@ -218,6 +220,7 @@ def human_agreement_by_tag(run: RunData, seed: int = 0) -> pd.DataFrame:
         blocks.append(human_agreement(subset, seed).assign(tag=tag))
     if not blocks:
         return pd.DataFrame(columns=["tag", *COLUMNS])
+    blocks.append(human_agreement(run, seed).assign(tag=ALL_TAGS))  # every labelled case once
     return pd.concat(blocks, ignore_index=True)[["tag", *COLUMNS]]
 
 

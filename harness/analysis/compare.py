@@ -41,6 +41,7 @@ from harness.analysis.scores import scored
 from harness.analysis.stats import mcnemar, paired_bootstrap_ci, paired_permutation_test
 from harness.errors import RunError
 from harness.rundir import RunData
+from harness.safetext import md_code
 from harness.schema import Constitution
 
 ROW_COLUMNS = [
@@ -433,7 +434,7 @@ def to_markdown(cmp: Comparison) -> str:
     level = 1 - cmp.options.alpha
     mark = "❌" if cmp.rows["regression"].any() else "✅"
     out = [
-        f"### Behaviour comparison: `{cmp.base}` → `{cmp.cand}`",
+        f"### Behaviour comparison: {md_code(cmp.base)} → {md_code(cmp.cand)}",
         "",
         f"**{mark} {_headline(cmp)}**",
         "",

@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 from harness.cli import audit, compare, config, data, distill, export, report, run, view
 from harness.cli.run import EXIT_BUDGET
+from harness.console import quiet_libraries
 from harness.errors import HarnessError
 from harness.safetext import safe_terminal
 
@@ -39,6 +40,9 @@ def main(argv: list[str] | None = None) -> int:
 def _main(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
     func: Callable[[argparse.Namespace], int] = args.func
+    quiet = bool(getattr(args, "quiet", False))
+    if quiet or not sys.stderr.isatty():
+        quiet_libraries(warnings_too=quiet)
     try:
         return func(args)
     except HarnessError as exc:

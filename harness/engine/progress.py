@@ -14,6 +14,8 @@ from typing import TextIO
 
 from harness.schema import Generation, JudgeUsage, PairVerdict, Verdict
 
+LOG_INTERVAL = 15.0  # seconds between progress lines when the output is not a terminal
+
 
 @dataclass
 class JudgeTally:
@@ -61,7 +63,7 @@ class Progress:
         self,
         totals: dict[str, int],
         stream: TextIO | None = None,
-        interval: float = 1.0,
+        interval: float | None = None,
         quiet: bool = False,
         priced: dict[str, bool] | None = None,
     ):
@@ -69,12 +71,13 @@ class Progress:
             j: JudgeTally(total=n, priced=(priced or {}).get(j, False)) for j, n in totals.items()
         }
         self.stream = stream or sys.stderr
-        self.interval = interval
+        self._tty = self.stream.isatty()
+        # a terminal line redraws in place each second; a log gets a new line at a calmer pace
+        self.interval = interval if interval is not None else (1.0 if self._tty else LOG_INTERVAL)
         self.quiet = quiet
         self.started = time.monotonic()
         self.generation_spend = 0.0
         self._last = 0.0
-        self._tty = self.stream.isatty()
 
     def record(self, judge: str, verdicts: Sequence[Verdict | PairVerdict | Generation]) -> None:
         """Count finished items (each one written to the run's log)."""

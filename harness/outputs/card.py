@@ -19,6 +19,7 @@ import pyarrow as pa
 import yaml
 
 from harness.rundir import RunData
+from harness.safetext import md_code
 
 LICENCES = [  # SPDX-style ids the Hub knows, and how suite `sources` lines name them
     ("mit", r"\bMIT\b"),
@@ -216,7 +217,7 @@ def licence_of(sources: list[str]) -> str | list[str]:
 def body(run: RunData, summary: dict[str, Any], suite: dict[str, Any]) -> str:
     """The Markdown card."""
     parts = [
-        f"# Preference pairs from run `{summary['run_id']}`\n\n{_intro(summary, suite)}",
+        f"# Preference pairs from run {md_code(summary['run_id'])}\n\n{_intro(summary, suite)}",
         f"## Files\n\n{_files(summary)}",
         f"## Counts\n\n{_counts(summary)}",
         f"## Policies\n\n{_policies(summary)}",
@@ -241,8 +242,9 @@ def _intro(summary: dict[str, Any], suite: dict[str, Any]) -> str:
     )
     return (
         f"{summary['counts']['kept']} preference pairs built by `harness export preferences` from run "
-        f"`{summary['run_id']}` of suite `{suite['id'] or summary['suite']['path']}`, judged against "
-        f"constitution `{summary['constitution']['id']}` by {judge}.{status} The labels are AI feedback: they "
+        f"{md_code(summary['run_id'])} of suite {md_code(suite['id'] or summary['suite']['path'])}, "
+        f"judged against constitution {md_code(summary['constitution']['id'])} by {judge}.{status} "
+        "The labels are AI feedback: they "
         "are only as good as the judge, whose position bias and agreement with human labels the run's report "
         "shows."
     )
