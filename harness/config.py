@@ -36,7 +36,7 @@ LIMITS = (
     f"limits: {MAX_FILE_BYTES // 2**20} MiB per YAML file, nesting depth {MAX_DEPTH}, "
     f"{MAX_ALIAS_VALUES:,} values added by aliases"
 )
-_Loader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # type: ignore[assignment]
+_Loader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 class _Refused(Exception):
@@ -55,6 +55,7 @@ class _Open:
     path: tuple[str, ...]
     size: int = 1
     key: yaml.Node | None = None
+    anchor: str | None = None
 
 
 class _Composer:
@@ -152,15 +153,13 @@ class _Composer:
         path = self._path()
         if event.anchor is not None:
             self.open_anchors.add(event.anchor)
-        self.stack.append(_Open(node, path))
-        node.anchor = event.anchor  # type: ignore[attr-defined]
+        self.stack.append(_Open(node, path, anchor=event.anchor))
 
     def _end(self) -> None:
         done = self.stack.pop()
-        anchor = getattr(done.node, "anchor", None)
-        if anchor is not None:
-            self.open_anchors.discard(anchor)
-            self.anchors[anchor] = (done.node, done.size)
+        if done.anchor is not None:
+            self.open_anchors.discard(done.anchor)
+            self.anchors[done.anchor] = (done.node, done.size)
         if isinstance(done.node, yaml.MappingNode):
             self._duplicates(done.node)
         self._place(done.node, done.size)
@@ -678,7 +677,9 @@ def _validate_jsonl(path: Path) -> str:
         load_jsonl(CandidateRow, path)
         return "candidates file (JSONL)"
     issues: list[Issue] = []
-    located = [(str(path), n, c) for n, c in _jsonl_records(Case, path, issues)]
+    located: list[tuple[str, int | None, Case]] = [
+        (str(path), n, c) for n, c in _jsonl_records(Case, path, issues)
+    ]
     _unique_cases(located, issues)
     if issues:
         raise ValidationFailed(issues)

@@ -1,7 +1,7 @@
 """What other libraries print: progress bars and deprecation warnings, turned off where unwanted.
 
 A quiet run, or one whose output is not a terminal (CI logs, files), must not fill its output with
-model-loading bars: they redraw with carriage returns, which a log keeps as one long line per update.
+model-loading bars: they redraw with carriage returns, which a log keeps as one long line each.
 """
 
 from __future__ import annotations

@@ -94,7 +94,7 @@ class TerminalStream(io.TextIOBase):
 def safe_terminal() -> Iterator[None]:
     """While inside, everything written to stdout and stderr is escaped for the terminal."""
     saved = sys.stdout, sys.stderr
-    sys.stdout, sys.stderr = TerminalStream(sys.stdout), TerminalStream(sys.stderr)  # type: ignore[assignment]
+    sys.stdout, sys.stderr = TerminalStream(sys.stdout), TerminalStream(sys.stderr)
     try:
         yield
     finally:

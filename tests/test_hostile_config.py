@@ -1,4 +1,4 @@
-"""Hostile and broken configuration: every case is a short error naming the file and the place, never
+"""Hostile and broken configuration: every case is a short error naming the file and place, never
 a traceback, a hang or a folder outside --out (issue 12, items 4, 5, 8 and 9)."""
 
 from __future__ import annotations
