@@ -36,6 +36,7 @@ LIMITS = (
     f"limits: {MAX_FILE_BYTES // 2**20} MiB per YAML file, nesting depth {MAX_DEPTH}, "
     f"{MAX_ALIAS_VALUES:,} values added by aliases"
 )
+STR_TAG = "tag:yaml.org,2002:str"
 _Loader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
@@ -125,7 +126,9 @@ class _Composer:
 
     def _scalar(self, event: Any) -> None:
         tag = event.tag
-        if tag is None or tag == "!":
+        if (tag is None or tag == "!") and not event.implicit[0]:
+            tag = STR_TAG  # quoted or block text: a string, no resolver needed (the hot path)
+        elif tag is None or tag == "!":
             tag = self.resolver.resolve(yaml.ScalarNode, event.value, event.implicit)
         node = yaml.ScalarNode(
             tag, event.value, event.start_mark, event.end_mark, style=event.style
