@@ -173,6 +173,8 @@ def test_label_principle_must_be_in_the_constitution(tmp_path: Path) -> None:
         "run", "tiny.yaml", "-j", "rules", "--out", "out", "-q", "--labelled-only", cwd=tmp_path
     )
     assert done.returncode == 2 and "'harmlesness' is not a principle" in done.stderr
+    done = cli("run", "tiny.yaml", "-j", "rules", "--out", "out", "-q", cwd=tmp_path)
+    assert done.returncode == 0 and "warning: " in done.stderr and "'harmlesness'" in done.stderr
 
 
 def test_resume_from_another_directory(tmp_path: Path) -> None:

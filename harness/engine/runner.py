@@ -40,7 +40,7 @@ from harness.engine.adaptive import ROUND_CASES, AdaptiveStop
 from harness.engine.plan import BoundJudge, PairPlan, content_hash
 from harness.engine.session import JudgingSession, SessionOptions
 from harness.engine.stream import Planner
-from harness.errors import RunError
+from harness.errors import RunError, ValidationFailed
 from harness.judging.prescreen import Prescreen
 from harness.rundir import (
     GENERATIONS,
@@ -145,7 +145,12 @@ def load_inputs(options: RunOptions) -> Inputs:
     c_ref = options.constitution or suite.suite.constitution or DEFAULT_CONSTITUTION
     c_rel = None if options.constitution else suite.path
     constitution, c_path = load_constitution(c_ref, c_rel)
-    check_labels(suite, constitution, c_path)
+    try:
+        check_labels(suite, constitution, c_path)
+    except ValidationFailed as exc:
+        if options.labelled_only:  # the mismatched cases would silently drop out
+            raise
+        print(f"warning: {exc}", file=sys.stderr)
     refs = options.judges or suite.suite.judges or DEFAULT_JUDGES
     rel = None if options.judges else suite.path
     judges = [load_judge(r, rel) for r in refs]
