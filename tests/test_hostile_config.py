@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from harness import config
+from harness import yamlfile
 from harness.config import load_judge, load_suite, validate_file
 from harness.errors import ValidationFailed
 from tests.helpers import TINY_SUITE, write_tiny_suite
@@ -60,7 +60,7 @@ def test_alias_bomb_is_refused_with_its_place(tmp_path: Path) -> None:
 
 
 def test_aliases_within_the_bound_still_load(tmp_path: Path) -> None:
-    data, marks = config.parse_yaml(laughs(3) + "b: {<<: {x: 1}, y: 2}\n", "f.yaml")
+    data, marks = yamlfile.parse_yaml(laughs(3) + "b: {<<: {x: 1}, y: 2}\n", "f.yaml")
     assert len(data["a3"]) == 9 and len(data["a3"][0][0]) == 9
     assert data["b"] == {"x": 1, "y": 2}
     assert marks[("a1",)] == (2, 5)
@@ -68,7 +68,7 @@ def test_aliases_within_the_bound_still_load(tmp_path: Path) -> None:
 
 def test_line_walk_visits_each_node_once() -> None:
     """Positions are recorded once per node: an alias does not walk its target again."""
-    _, marks = config.parse_yaml(laughs(4), "f.yaml")
+    _, marks = yamlfile.parse_yaml(laughs(4), "f.yaml")
     assert len(marks) < 100  # walking every expanded path would record 7,381 positions
 
 
@@ -93,7 +93,7 @@ def test_recursive_and_deep_documents_are_refused(tmp_path: Path, text: str, exp
 def test_oversized_file_is_refused_before_reading(tmp_path: Path) -> None:
     path = tmp_path / "huge.yaml"
     with path.open("wb") as f:
-        f.truncate(config.MAX_FILE_BYTES + 1)  # sparse: no disk used
+        f.truncate(yamlfile.MAX_FILE_BYTES + 1)  # sparse: no disk used
     [msg] = issues(path)
     assert "64 MiB per YAML file" in msg
 
@@ -101,7 +101,7 @@ def test_oversized_file_is_refused_before_reading(tmp_path: Path) -> None:
 def test_the_c_loader_is_used_where_available() -> None:
     if not getattr(yaml, "__with_libyaml__", False):
         pytest.skip("PyYAML built without libyaml")
-    assert config._Loader is yaml.CSafeLoader
+    assert yamlfile._Loader is yaml.CSafeLoader
 
 
 def test_cli_on_hostile_yaml_exits_2_without_traceback(tmp_path: Path) -> None:
