@@ -324,7 +324,8 @@ def _check_cases(cases: dict[str, Case], where: Located, issues: list[Issue]) ->
 def check_labels(loaded: LoadedSuite, constitution: Constitution, c_path: Path) -> None:
     """Every ``human_preference.principle`` must name a principle of the constitution.
 
-    Raises ValidationFailed listing each case whose label names another principle."""
+    Raises ValidationFailed listing each case whose label names another principle.
+    """
     ids = [p.id for p in constitution.principles]
     issues = []
     for case in loaded.cases:

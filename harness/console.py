@@ -12,7 +12,8 @@ import warnings
 
 def quiet_libraries(warnings_too: bool) -> None:
     """Turn off Hugging Face / tqdm progress bars and advisory logs; with ``warnings_too``, also
-    ``FutureWarning`` and ``DeprecationWarning`` (set before those libraries are imported)."""
+    ``FutureWarning`` and ``DeprecationWarning`` (set before those libraries are imported).
+    """
     os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
     os.environ["TQDM_DISABLE"] = "1"  # tqdm >= 4.66 reads its defaults from TQDM_* variables
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")

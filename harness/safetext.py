@@ -30,7 +30,7 @@ def _code(match: re.Match[str]) -> str:
 
 
 def for_terminal(text: str) -> str:
-    """``text`` with control characters, escape codes and bidi controls shown as ``\\x1b`` escapes.
+    r"""``text`` with control characters, escape codes and bidi controls shown as ``\\x1b`` escapes.
 
     Tabs and newlines are kept; a lone surrogate (no terminal encoding can print it) is escaped.
     """
@@ -40,7 +40,8 @@ def for_terminal(text: str) -> str:
 def for_page(text: str) -> str:
     """``text`` with control and bidi characters shown as visible ``⟨U+202E⟩`` marks (for HTML).
 
-    Tabs, newlines and carriage returns are kept."""
+    Tabs, newlines and carriage returns are kept.
+    """
     return SURROGATE.sub(_mark, _UNSAFE_STREAM.sub(_mark, text))
 
 
@@ -67,26 +68,32 @@ def md_code(text: str) -> str:
 
 class TerminalStream(io.TextIOBase):
     """A text stream that escapes what :func:`for_terminal` escapes before writing to the stream it
-    wraps (carriage returns pass, so that a progress line can redraw itself)."""
+    wraps (carriage returns pass, so that a progress line can redraw itself).
+    """
 
     def __init__(self, inner: TextIO):
         self.inner = inner
 
     def write(self, text: str) -> int:
+        """Write ``text`` escaped; returns its length as given."""
         self.inner.write(SURROGATE.sub(_code, _UNSAFE_STREAM.sub(_code, text)))
         return len(text)
 
     def flush(self) -> None:
+        """Flush the wrapped stream."""
         self.inner.flush()
 
     def isatty(self) -> bool:
+        """Whether the wrapped stream is a terminal."""
         return self.inner.isatty()
 
     def fileno(self) -> int:
+        """The wrapped stream's file descriptor."""
         return self.inner.fileno()
 
     @property
     def encoding(self) -> str:  # type: ignore[override]
+        """The wrapped stream's encoding."""
         return getattr(self.inner, "encoding", "utf-8")
 
 

@@ -211,7 +211,8 @@ def human_agreement(run: RunData, seed: int = 0) -> pd.DataFrame:
 def human_agreement_by_tag(run: RunData, seed: int = 0) -> pd.DataFrame:
     """``human_agreement`` for the labelled cases of each tag separately (a suite mixing sources,
     e.g. LLMBar and MT-Bench, gets one block per source), then an overall block over every labelled
-    case (tag ``(all)``), with a leading ``tag`` column."""
+    case (tag ``(all)``), with a leading ``tag`` column.
+    """
     labelled = run.labelled_cases()
     tags = sorted({t for c in labelled for t in c.tags})
     blocks = []
