@@ -30,7 +30,7 @@ def _code(match: re.Match[str]) -> str:
 
 
 def for_terminal(text: str) -> str:
-    r"""``text`` with control characters, escape codes and bidi controls shown as ``\\x1b`` escapes.
+    r"""``text`` with control characters, escape codes and bidi controls shown as ``\x1b`` escapes.
 
     Tabs and newlines are kept; a lone surrogate (no terminal encoding can print it) is escaped.
     """
