@@ -11,9 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import datetime as dt
-import importlib.metadata
-import platform
 import random
 import re
 import sys
@@ -33,50 +30,38 @@ from harness.config import (
     load_constitution,
     load_judge,
     load_suite,
-    sha256_file,
 )
-from harness.credentials import announce, redact_config, vet
+from harness.credentials import announce, vet
 from harness.engine.adaptive import ROUND_CASES, AdaptiveStop
-from harness.engine.plan import BoundJudge, PairPlan, content_hash
+from harness.engine.manifest import fingerprint, new_manifest
+from harness.engine.plan import BoundJudge, PairPlan
 from harness.engine.session import JudgingSession, SessionOptions
 from harness.engine.stream import Planner
 from harness.errors import RunError, ValidationFailed
 from harness.judging.prescreen import Prescreen
 from harness.rundir import (
-    GENERATIONS,
     PAIRS,
     PART_ROWS,
     VERDICTS,
     Record,
     RunWriter,
     case_chunks,
-    paid_tokens,
     read_case_index,
     read_run,
     read_table,
+    run_spend,
 )
 from harness.schema import (
     SLUG,
     Constitution,
-    InputRecord,
     JudgeConfig,
     RunManifest,
     Session,
-    Spend,
 )
 
 DEFAULT_CONSTITUTION = "default"
 DEFAULT_JUDGES = ["student", "rules", "smollm2"]
 CHUNK_CASES = 1000  # cases planned and judged at a time: memory stays flat in the suite size
-VERSIONED = [
-    "constitutional-harness",
-    "pydantic",
-    "torch",
-    "transformers",
-    "aiohttp",
-    "pandas",
-    "numpy",
-]
 
 
 @dataclass
@@ -195,66 +180,6 @@ def _probe(bound: list[BoundJudge]) -> None:
     asyncio.run(ask())
 
 
-def _record(path: Path) -> InputRecord:
-    # absolute, so that --resume finds the inputs from any working directory
-    return InputRecord(path=str(path.resolve()), sha256=sha256_file(path))
-
-
-def _versions() -> dict[str, str]:
-    found = {"python": platform.python_version()}
-    for name in VERSIONED:
-        try:
-            found[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            continue
-    return found
-
-
-def protocol_of(options: RunOptions) -> dict[str, Any]:
-    """The judging protocol, as recorded in the manifest and restored on resume."""
-    return {
-        "pointwise": options.pointwise,
-        "pairwise": options.pairwise,
-        "pairs": vars(options.pairs),
-        "target_ci": options.target_ci,
-        "principles": options.principles,
-        "labelled_only": options.labelled_only,
-        "max_cases": options.max_cases,
-        "prescreen": options.prescreen,
-    }
-
-
-def new_manifest(inputs: Inputs, options: RunOptions, n_items: int, run_id: str) -> RunManifest:
-    """The manifest of a new run: inputs with hashes, judge configs (key variable names only),
-    versions.
-    """
-    return RunManifest(
-        run_id=run_id,
-        created=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        suite=_record(inputs.suite.path),
-        constitution=_record(inputs.constitution_path),
-        judges=[_record(p) for _, p in inputs.judges],
-        judge_configs=[redact_config(c.model_dump(exclude={"schema_"})) for c, _ in inputs.judges],
-        versions=_versions(),
-        seed=options.seed,
-        n_items=n_items,
-        protocol=protocol_of(options),
-        generators=inputs.suite.suite.generators,
-    )
-
-
-def fingerprint(inputs: Inputs, options: RunOptions) -> str:
-    """Hash of everything that decides the run's verdicts (so the same command finds the same run)."""
-    files = [inputs.constitution_path, *inputs.suite.inputs, *(p for _, p in inputs.judges)]
-    return content_hash(
-        {
-            "files": [sha256_file(p) for p in files],
-            "seed": options.seed,
-            "protocol": protocol_of(options),
-        }
-    )[:10]
-
-
 def _check_same_run(root: Path, manifest: RunManifest) -> RunManifest:
     """The manifest of the run already in ``root``, if it is a run of the same inputs."""
     old = read_run(root).manifest
@@ -266,25 +191,6 @@ def _check_same_run(root: Path, manifest: RunManifest) -> RunManifest:
     if key(old) != key(manifest):
         raise RunError(f"{root} holds a run of different inputs; choose another --run-id or --out")
     return old
-
-
-def run_spend(root: Path, configs: list[JudgeConfig]) -> Spend:
-    """Spend of a whole run from its logs: tokens of every paid row × the config's prices.
-
-    Cache hits are free; superseded rows count (an error later redone was still paid for).
-    Generated texts (``generations.jsonl``) count as generation spend, apart from judging.
-    """
-    judged = paid_tokens(root, (VERDICTS, PAIRS))
-    generated = paid_tokens(root, (GENERATIONS,))
-    judges = {
-        c.id: round(c.cost(*judged.get(c.id, (0, 0))), 6) if c.priced else None for c in configs
-    }
-    by_id = {c.id: c for c in configs}
-    generation = round(
-        sum(by_id[j].cost(*tokens) for j, tokens in generated.items() if j in by_id), 6
-    )
-    total = sum(v for v in judges.values() if v is not None) + generation
-    return Spend(judges=judges, generation=generation, total=round(total, 6))
 
 
 def select_cases(inputs: Inputs, options: RunOptions) -> None:

@@ -69,6 +69,7 @@ from harness.rundir.tables import (
     read_records,
     read_table,
     rows_of_cases,
+    run_spend,
     sync_table,
 )
 from harness.rundir.writer import RunLock, RunWriter
@@ -107,6 +108,7 @@ __all__ = [
     "read_run",
     "read_table",
     "rows_of_cases",
+    "run_spend",
     "scan_log",
     "sync_table",
     "verdict_frame",

@@ -27,7 +27,7 @@ from harness.rundir.files import (
     Record,
     scan_log,
 )
-from harness.schema import PairVerdict, Verdict
+from harness.schema import JudgeConfig, PairVerdict, Spend, Verdict
 
 
 def _arrow_type(annotation: Any) -> pa.DataType:
@@ -271,3 +271,22 @@ def paid_tokens(root: Path, logs: Iterable[str]) -> dict[str, tuple[int, int]]:
             t[0] += int(row["tokens_in"])
             t[1] += int(row["tokens_out"])
     return {j: (t[0], t[1]) for j, t in totals.items()}
+
+
+def run_spend(root: Path, configs: list[JudgeConfig]) -> Spend:
+    """Spend of a whole run from its logs: tokens of every paid row × the config's prices.
+
+    Cache hits are free; superseded rows count (an error later redone was still paid for).
+    Generated texts (``generations.jsonl``) count as generation spend, apart from judging.
+    """
+    judged = paid_tokens(root, (VERDICTS, PAIRS))
+    generated = paid_tokens(root, (GENERATIONS,))
+    judges = {
+        c.id: round(c.cost(*judged.get(c.id, (0, 0))), 6) if c.priced else None for c in configs
+    }
+    by_id = {c.id: c for c in configs}
+    generation = round(
+        sum(by_id[j].cost(*tokens) for j, tokens in generated.items() if j in by_id), 6
+    )
+    total = sum(v for v in judges.values() if v is not None) + generation
+    return Spend(judges=judges, generation=generation, total=round(total, 6))
