@@ -45,8 +45,8 @@ from harness.config import load_constitution
 from harness.engine.executor import execute
 from harness.engine.plan import BoundJudge, WorkItem, plan
 from harness.engine.progress import Progress
+from harness.records import Candidate, Case, JudgeConfig
 from harness.rundir import RunWriter
-from harness.schema import Candidate, Case, JudgeConfig
 from harness.testing.fault_server import start_fault_server
 
 LATENCY_MS = 200

@@ -49,7 +49,7 @@ from harness.backends.transformers import LocalModel, TransformersBackend, Trans
 from harness.judging.pointwise import Style, build_request, read_score
 from harness.local.batching import common_prefix
 from harness.paths import project_root
-from harness.schema import Candidate, Case, Principle
+from harness.records import Candidate, Case, Principle
 
 #: A short verdict: room for "Score: 4" or "4. It ..."; the answer is read from its leading digit.
 NAIVE_NEW_TOKENS = 8

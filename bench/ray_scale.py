@@ -42,7 +42,7 @@ from harness.engine.executor import execute as execute_local
 from harness.engine.plan import BoundJudge, WorkItem, plan
 from harness.engine.progress import Progress
 from harness.engine.ray_executor import ActorPool, RaySettings, build_backend, remote_judge
-from harness.schema import Candidate, Case, JudgeConfig
+from harness.records import Candidate, Case, JudgeConfig
 from harness.testing.fault_server import start_fault_server
 
 CONSTITUTION, _ = load_constitution("default")

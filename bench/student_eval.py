@@ -50,7 +50,7 @@ from harness.engine.executor import execute
 from harness.engine.plan import BoundJudge, PairPlan, plan_pairs
 from harness.engine.progress import Progress
 from harness.paths import project_root
-from harness.schema import Candidate, Case, JudgeConfig, PairVerdict
+from harness.records import Candidate, Case, JudgeConfig, PairVerdict
 from harness.student.artefact import load_student
 from harness.student.data import Pair
 from harness.student.evaluate import accuracy, agreement, correctness

@@ -18,17 +18,17 @@ __version__ = "0.1.0"
 
 _EXPORTS: dict[str, str] = {
     # records
-    "Principle": "harness.schema",
-    "Constitution": "harness.schema",
-    "Example": "harness.schema",
-    "Message": "harness.schema",
-    "Case": "harness.schema",
-    "Candidate": "harness.schema",
-    "HumanPreference": "harness.schema",
-    "Suite": "harness.schema",
-    "JudgeConfig": "harness.schema",
-    "Verdict": "harness.schema",
-    "RunManifest": "harness.schema",
+    "Principle": "harness.records",
+    "Constitution": "harness.records",
+    "Example": "harness.records",
+    "Message": "harness.records",
+    "Case": "harness.records",
+    "Candidate": "harness.records",
+    "HumanPreference": "harness.records",
+    "Suite": "harness.records",
+    "JudgeConfig": "harness.records",
+    "Verdict": "harness.records",
+    "RunManifest": "harness.records",
     # errors
     "HarnessError": "harness.errors",
     "ConfigError": "harness.errors",

@@ -17,8 +17,8 @@ from pydantic import BaseModel, ValidationError
 
 from harness.errors import ConfigError, Issue, ValidationFailed
 from harness.paths import project_root
+from harness.records import Candidate, CandidateRow, Case, Constitution, JudgeConfig, Suite
 from harness.safetext import SURROGATE
-from harness.schema import Candidate, CandidateRow, Case, Constitution, JudgeConfig, Suite
 from harness.yamlfile import Marks, load_yaml, parse_yaml, read_text
 
 M = TypeVar("M", bound=BaseModel)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from harness.schema import Message
+from harness.records import Message
 
 Count = Callable[[str], int]
 

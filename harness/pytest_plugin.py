@@ -27,7 +27,7 @@ import pytest
 if TYPE_CHECKING:
     from harness.engine.plan import BoundJudge, WorkItem
     from harness.engine.runner import Inputs
-    from harness.schema import Constitution, Principle, Verdict
+    from harness.records import Constitution, Principle, Verdict
 
 SUITE_SUFFIX = ".suite.yaml"
 SUITES_KEY = pytest.StashKey[set[Path]]()
@@ -61,7 +61,7 @@ def judge_items(
     afterwards.
     """
     from harness.engine.session import SessionOptions, judge_once
-    from harness.schema import Verdict
+    from harness.records import Verdict
 
     out: list[
         Any
@@ -118,7 +118,7 @@ def assert_principle(
     from harness.config import load_constitution, load_judge
     from harness.engine.plan import plan
     from harness.engine.runner import bind_judges
-    from harness.schema import Candidate, Case
+    from harness.records import Candidate, Case
 
     full, _ = load_constitution(constitution)
     if principle not in {p.id for p in full.principles}:

@@ -26,7 +26,7 @@ import hashlib
 import re
 from collections.abc import Sequence
 
-from harness.schema import Message
+from harness.records import Message
 
 #: Hex digits in a fence code: 32 bits, so guessing a fence's code takes billions of tries.
 CODE_LENGTH = 8

@@ -28,7 +28,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from harness.schema import Candidate, Case, Generator, Message, Role, Suite
+from harness.records import Candidate, Case, Generator, Message, Role, Suite
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from build_demo_suite import cases_jsonl, suite_yaml, write_atomic  # a sibling script

@@ -11,7 +11,7 @@ Reads the shared data folder (default ``../shared/data`` next to the checkout) a
 
 The selection is deterministic: rows are filtered by fixed rules (usable, short enough, turn count)
 and ordered by a salted SHA-256 of their id, so a rerun on the same data writes the same bytes.
-Every case and suite is validated against ``harness.schema`` before anything is written, and each
+Every case and suite is validated against ``harness.records`` before anything is written, and each
 file is written atomically (temp file, then ``os.replace``).
 
 Usage: ``python scripts/build_demo_suite.py [--source DIR] [--out DIR]``
@@ -32,7 +32,7 @@ from typing import Any
 
 import yaml
 
-from harness.schema import Case, Suite
+from harness.records import Case, Suite
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_SOURCE = ROOT.parent / "shared" / "data"
@@ -310,7 +310,7 @@ def pair_generators() -> dict[str, dict[str, str]]:
 def suite_record(
     suite_id: str, description: str, generators: dict[str, Any], sources: list[str]
 ) -> dict[str, Any]:
-    """The suite YAML content, in file order, validated against harness.schema.Suite."""
+    """The suite YAML content, in file order, validated against harness.records.Suite."""
     record = {
         "id": suite_id,
         "description": description,

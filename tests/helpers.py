@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict
 
 from harness.backends.base import Backend, BackendRequest, BackendResponse
 from harness.engine.plan import BoundJudge
-from harness.schema import JudgeConfig
+from harness.records import JudgeConfig
 
 TINY_SUITE = """\
 id: tiny

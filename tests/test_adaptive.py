@@ -13,7 +13,7 @@ from harness.engine.adaptive import ROUND_CASES, AdaptiveStop
 from harness.engine.runner import RunOptions, run
 from harness.engine.session import JudgingSession, SessionOptions
 from harness.engine.stream import Planner, chunks
-from harness.schema import Candidate, Case, Verdict
+from harness.records import Candidate, Case, Verdict
 from tests.helpers import ScriptedBackend, bound, jsonl
 
 CASES = [

@@ -25,9 +25,9 @@ from harness.config import load_suite
 from harness.engine.runner import RunOptions, run
 from harness.judging.prescreen import Prescreen, screen
 from harness.paths import project_root
+from harness.records import Candidate, Case, HumanPreference
 from harness.report.render import render_report
 from harness.rundir import VERDICTS, read_run
-from harness.schema import Candidate, Case, HumanPreference
 from harness.student import data as student_data
 from harness.student.artefact import load_student
 from harness.student.calibrate import CALIBRATION, platt

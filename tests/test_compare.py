@@ -23,8 +23,7 @@ from harness.analysis.compare import (
 from harness.analysis.stats import sign_flip_pvalues
 from harness.cli import main
 from harness.errors import HarnessError
-from harness.rundir import VERDICT_COLUMNS, RunWriter, read_run
-from harness.schema import (
+from harness.records import (
     Candidate,
     Case,
     Constitution,
@@ -33,6 +32,7 @@ from harness.schema import (
     RunManifest,
     Verdict,
 )
+from harness.rundir import VERDICT_COLUMNS, RunWriter, read_run
 
 ALPHA = 0.05
 N_CASES = 60

@@ -15,7 +15,7 @@ import pytest
 
 from harness.cli import EXIT_BUDGET, main
 from harness.engine.limits import Budget
-from harness.schema import JudgeConfig
+from harness.records import JudgeConfig
 from harness.testing.fault_server import RunningServer, start_fault_server
 from tests.test_engine_faults import harness_run, manifest, rows, run_dir, write_judge, write_suite
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from harness.schema import Case, Constitution, Suite
+from harness.records import Case, Constitution, Suite
 
 ROOT = Path(__file__).resolve().parent.parent
 SUITES = ROOT / "suites"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from harness.dialogue import fit_dialogue
-from harness.schema import Message
+from harness.records import Message
 
 
 def _dialogue(n: int, words: int = 30) -> list[Message]:
@@ -52,7 +52,7 @@ def test_prompted_judge_input_drops_the_oldest_turns_first() -> None:
     from harness.judging.pointwise import Style, build_request
     from harness.local.chat_tokens import chat_pieces, fit
     from harness.local.model_cache import embedded_source
-    from harness.schema import Candidate, Case
+    from harness.records import Candidate, Case
 
     source = embedded_source("smollm2")
     tok = AutoTokenizer.from_pretrained(source.location, gguf_file=source.gguf_file)
@@ -114,7 +114,7 @@ def test_prompted_judge_keeps_the_last_turn_and_the_whole_reply(
     from harness.backends.transformers import TransformersOptions, load_local_model
     from harness.config import load_constitution
     from harness.judging.pointwise import Style, build_request
-    from harness.schema import Candidate, Case
+    from harness.records import Candidate, Case
 
     local = load_local_model(TransformersOptions(device="cpu", max_length=limit, threads=1))
     principle = load_constitution("default")[0].principle("coherence")

@@ -13,8 +13,8 @@ from harness.engine.executor import execute
 from harness.engine.plan import plan
 from harness.engine.progress import Progress
 from harness.errors import JudgeError, TransientJudgeError
+from harness.records import Verdict
 from harness.rundir import RunWriter, latest_status, read_jsonl_tolerant
-from harness.schema import Verdict
 from tests.helpers import ScriptedBackend, bound, write_tiny_suite
 
 

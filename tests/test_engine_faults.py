@@ -29,7 +29,7 @@ from harness.engine.limits import AdaptiveLimiter
 from harness.engine.plan import plan
 from harness.engine.progress import Progress
 from harness.engine.runner import bind_judges
-from harness.schema import RunManifest
+from harness.records import RunManifest
 from harness.testing.fault_server import RunningServer, start_fault_server
 from tests.helpers import ScriptedBackend, bound, write_tiny_suite
 

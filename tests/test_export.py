@@ -23,8 +23,7 @@ from harness.cli import main
 from harness.errors import ConfigError, RunError
 from harness.outputs.export import export_preferences, parse_formats
 from harness.outputs.preferences import ExportOptions
-from harness.rundir import RunWriter
-from harness.schema import (
+from harness.records import (
     Case,
     Constitution,
     InputRecord,
@@ -33,6 +32,7 @@ from harness.schema import (
     Verdict,
     VerdictStatus,
 )
+from harness.rundir import RunWriter
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 

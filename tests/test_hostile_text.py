@@ -16,8 +16,8 @@ from harness.backends.base import BackendRequest, Subject
 from harness.backends.rules import RulesBackend
 from harness.config import load_judge, validate_file
 from harness.errors import ValidationFailed
+from harness.records import Message
 from harness.safetext import for_page, for_terminal, md_code
-from harness.schema import Message
 from tests.helpers import TINY_SUITE
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -16,9 +16,7 @@ import pytest
 from harness.analysis.agreement import human_agreement, human_agreement_by_tag
 from harness.analysis.judges import judge_profile, preference_agreement
 from harness.engine.runner import RunOptions, run
-from harness.report.render import render_report
-from harness.rundir import RunWriter, read_run
-from harness.schema import (
+from harness.records import (
     Case,
     HumanPreference,
     InputRecord,
@@ -27,6 +25,8 @@ from harness.schema import (
     Session,
     Verdict,
 )
+from harness.report.render import render_report
+from harness.rundir import RunWriter, read_run
 from harness.student.artefact import load_student
 from tests.helpers import write_tiny_suite
 from tests.test_export import CONSTITUTION

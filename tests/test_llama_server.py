@@ -40,7 +40,7 @@ from harness.engine.executor import execute
 from harness.engine.plan import BoundJudge, plan
 from harness.engine.progress import Progress
 from harness.judging.pointwise import output_schema
-from harness.schema import JudgeConfig, Message, Verdict
+from harness.records import JudgeConfig, Message, Verdict
 from tests.helpers import write_tiny_suite
 
 pytestmark = pytest.mark.slow

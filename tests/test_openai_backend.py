@@ -29,7 +29,7 @@ from harness.backends.openai import (
 )
 from harness.errors import ConfigError, JudgeError, MissingSecret, TransientJudgeError
 from harness.judging.pointwise import Style, build_request, read_score
-from harness.schema import Candidate, Case, Message, Principle
+from harness.records import Candidate, Case, Message, Principle
 from harness.testing.fault_server import (
     RATIONALE,
     FaultConfig,

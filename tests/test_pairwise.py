@@ -15,8 +15,8 @@ from harness.config import load_constitution, load_suite
 from harness.engine.executor import execute
 from harness.engine.plan import PairPlan, case_pairs, plan_pairs
 from harness.engine.progress import Progress
+from harness.records import Candidate, Case, HumanPreference, RunManifest
 from harness.rundir import RunWriter, read_run
-from harness.schema import Candidate, Case, HumanPreference, RunManifest
 from harness.untrusted import fenced_texts
 from tests.helpers import ScriptedBackend, bound
 

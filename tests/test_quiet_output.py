@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from harness.engine.progress import LOG_INTERVAL, Progress
-from harness.schema import Verdict
+from harness.records import Verdict
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -17,7 +17,7 @@ from harness.analysis.agreement import human_rating_agreement, rated_candidates
 from harness.analysis.ratings import case_pairs, rating_agreement
 from harness.config import load_suite, validate_file
 from harness.errors import ValidationFailed
-from harness.schema import Candidate
+from harness.records import Candidate
 from harness.student.data import load_pairs
 
 ROOT = Path(__file__).resolve().parent.parent

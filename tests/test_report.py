@@ -13,9 +13,7 @@ from typing import Any
 import pytest
 
 from harness.analysis.scores import overall, summary
-from harness.report.render import render_html, render_report
-from harness.rundir import REPORT, RunWriter, read_run
-from harness.schema import (
+from harness.records import (
     Candidate,
     Case,
     Constitution,
@@ -26,6 +24,8 @@ from harness.schema import (
     RunManifest,
     Verdict,
 )
+from harness.report.render import render_html, render_report
+from harness.rundir import REPORT, RunWriter, read_run
 from tests.browser import Chromium
 
 XSS = '<script>window.__pwned=1</script><img src=x onerror="window.__pwned=2"><b>bold</b>'

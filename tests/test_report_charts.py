@@ -8,10 +8,10 @@ from pathlib import Path
 
 import numpy as np
 
+from harness.records import Candidate, Case, InputRecord, RunManifest, Verdict
 from harness.report.charts import line_chart
 from harness.report.sections import CONVERGENCE_CHARTS, sections
 from harness.rundir import RunWriter, read_run
-from harness.schema import Candidate, Case, InputRecord, RunManifest, Verdict
 from tests.test_report import CONSTITUTION
 
 GENERATORS = ["steady", "also-steady", "noisy"]

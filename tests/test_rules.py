@@ -11,8 +11,8 @@ from pydantic import ValidationError
 from harness.backends.base import BackendRequest, Subject
 from harness.backends.rules import Rule, RulesBackend, matches
 from harness.config import load_judge
+from harness.records import Message
 from harness.refusal import is_refusal
-from harness.schema import Message
 
 
 def rule(**kw: object) -> Rule:

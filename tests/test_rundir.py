@@ -14,6 +14,7 @@ import pytest
 
 from harness.engine.runner import RunOptions, run
 from harness.errors import RunError
+from harness.records import Verdict
 from harness.rundir import (
     TABLES,
     VERDICTS,
@@ -24,7 +25,6 @@ from harness.rundir import (
     read_table,
     write_atomic,
 )
-from harness.schema import Verdict
 from tests.helpers import write_tiny_suite
 
 

@@ -9,14 +9,14 @@ import jsonschema
 import pytest
 import yaml
 
-from harness import schemas_gen
+from harness import schema_export
 
 ROOT = Path(__file__).resolve().parent.parent
 SCHEMAS = ROOT / "harness" / "schemas"
 
 
 def test_committed_schemas_are_current() -> None:
-    assert schemas_gen.stale() == [], "run `harness schemas` and commit the result"
+    assert schema_export.stale() == [], "run `harness schemas` and commit the result"
 
 
 @pytest.mark.parametrize(

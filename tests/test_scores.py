@@ -17,8 +17,8 @@ from harness.analysis.scores import (
     summary,
     wilson_interval,
 )
+from harness.records import Constitution, Principle, Verdict
 from harness.rundir import verdict_frame
-from harness.schema import Constitution, Principle, Verdict
 
 
 def _principle(pid: str, scale: int = 5, weight: float = 1.0, threshold: float = 4) -> Principle:

@@ -23,8 +23,8 @@ from harness.engine.plan import BoundJudge, PairPlan, plan, plan_pairs
 from harness.engine.progress import Progress
 from harness.errors import ConfigError
 from harness.paths import project_root
+from harness.records import Case, JudgeConfig, Message, PairVerdict, Verdict
 from harness.refusal import is_refusal
-from harness.schema import Case, JudgeConfig, Message, PairVerdict, Verdict
 from harness.student.artefact import StudentConfig, head_record, load_student, save_student
 from harness.student.data import HACKS, hack_pairs, load_pairs, parse_prompt, split
 from harness.student.evaluate import pair_accuracy, pgr

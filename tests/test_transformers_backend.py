@@ -33,7 +33,7 @@ from harness.errors import ConfigError  # noqa: E402
 from harness.judging.pointwise import Style, build_request, distribution_from_logprobs, read_score  # noqa: E402
 from harness.local.batching import Batch, PrefixStore, ThreadTuner, common_prefix, plan_batches  # noqa: E402
 from harness.local.model_cache import WEIGHTS, converted_dir, resolve_source  # noqa: E402
-from harness.schema import Candidate, Case, Message, Principle  # noqa: E402
+from harness.records import Candidate, Case, Message, Principle  # noqa: E402
 
 TOL = 1e-4
 RUBRIC = {

@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
+from harness.records import Case, Verdict
 from harness.rundir import read_run
-from harness.schema import Case, Verdict
 from harness.testing.synthetic_run import case_row, verdict_lines, write_fixed, write_run
 from harness.view import queries
 from harness.view.index import RunIndex, index_path

@@ -36,8 +36,8 @@ from harness.analysis.ratings import rating_agreement, word_count
 from harness.analysis.scores import bootstrap_mean_ci, wilson_interval
 from harness.analysis.stats import label_agreement
 from harness.protocol import single_order
+from harness.records import Case
 from harness.rundir import RunData
-from harness.schema import Case
 
 COLUMNS = ["judge", "principle", "protocol", "n", "accuracy", "ci_low", "ci_high", "kappa", "ties"]
 

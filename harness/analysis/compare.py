@@ -40,9 +40,9 @@ import pandas as pd
 from harness.analysis.scores import scored
 from harness.analysis.stats import mcnemar, paired_bootstrap_ci, paired_permutation_test
 from harness.errors import RunError
+from harness.records import Constitution
 from harness.rundir import RunData
 from harness.safetext import md_code
-from harness.schema import Constitution
 
 ROW_COLUMNS = [
     "principle",

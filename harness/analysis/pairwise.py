@@ -1,7 +1,7 @@
 """Pairwise analysis: combine the two orders of each comparison, measure position bias, rank
 candidates.
 
-Pure functions over the ``pairwise`` table of a run (rows of :class:`harness.schema.PairVerdict`). A
+Pure functions over the ``pairwise`` table of a run (rows of :class:`harness.records.PairVerdict`). A
 pair is named canonically ``(a, b)`` with ``a < b``; ``p_a`` is the probability that ``a`` is the
 better response (ties counted half), averaged over the orders that were judged.
 """
@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from harness.schema import Constitution
+from harness.records import Constitution
 
 KEYS = ["judge", "principle", "case_id", "a", "b"]
 

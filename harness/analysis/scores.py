@@ -1,7 +1,7 @@
 """Score summaries of a run: means with bootstrap confidence intervals, pass rates, weighted overall
 scores.
 
-Pure functions from the verdict table (columns of :class:`harness.schema.Verdict`, as written by
+Pure functions from the verdict table (columns of :class:`harness.records.Verdict`, as written by
 :func:`harness.rundir.verdict_frame`) to tidy tables. Only ``status == "scored"`` rows carry scores;
 unscored and error verdicts are counted, never averaged in.
 
@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import binomtest, norm
 
-from harness.schema import Constitution
+from harness.records import Constitution
 
 KEYS = ["judge", "principle", "generator"]
 SUMMARY_COLUMNS = [

@@ -20,7 +20,7 @@ import hashlib
 import re
 from collections.abc import Callable
 
-from harness.schema import Candidate, Case, HumanPreference
+from harness.records import Candidate, Case, HumanPreference
 
 GENUINE, HACK = "genuine", "hack"
 CONTROL = "control"

@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from harness.credentials import SecretUse
 from harness.errors import ConfigError
-from harness.schema import Message
+from harness.records import Message
 
 ENTRY_POINT_GROUP = "harness.backends"
 

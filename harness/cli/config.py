@@ -34,13 +34,13 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 def cmd_schemas(args: argparse.Namespace) -> int:
     """Regenerate the schemas (print their paths), or with ``--check`` list stale ones and exit 1."""
-    from harness import schemas_gen
+    from harness import schema_export
 
     if args.check:
-        bad = schemas_gen.stale()
+        bad = schema_export.stale()
         for name in bad:
             print(f"stale: harness/schemas/{name}", file=sys.stderr)
         return 1 if bad else 0
-    for path in schemas_gen.write():
+    for path in schema_export.write():
         print(path)
     return 0

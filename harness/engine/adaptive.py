@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from harness.analysis.sequential import sequential_ci
-from harness.schema import Verdict
+from harness.records import Verdict
 
 Group = tuple[str, str, str]
 ROUND_CASES = 8  # cases per round: small, so a group stops soon after its interval is narrow enough

@@ -22,7 +22,7 @@ from harness.engine.progress import Progress
 from harness.errors import JudgeError, TransientJudgeError
 from harness.judging.pairwise import read_preference, winner_of
 from harness.judging.pointwise import read_score
-from harness.schema import Constitution, Generation, PairVerdict, Verdict
+from harness.records import Constitution, Generation, PairVerdict, Verdict
 
 Record = Verdict | PairVerdict | Generation
 Winner = Literal["first", "second", "tie"]

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from harness.config import sha256_file
 from harness.credentials import redact_config
 from harness.engine.plan import content_hash
-from harness.schema import InputRecord, RunManifest
+from harness.records import InputRecord, RunManifest
 
 if TYPE_CHECKING:
     from harness.engine.runner import Inputs, RunOptions

@@ -23,7 +23,7 @@ from harness.judging import pairwise
 from harness.judging.pointwise import TEMPLATE_VERSION, Style, build_request
 from harness.judging.prescreen import Prescreen
 from harness.protocol import single_order
-from harness.schema import Case, Constitution, JudgeConfig
+from harness.records import Case, Constitution, JudgeConfig
 
 __all__ = ["single_order"]  # re-exported: planning decides the order, analysis reads it
 

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TextIO
 
-from harness.schema import Generation, JudgeUsage, PairVerdict, Verdict
+from harness.records import Generation, JudgeUsage, PairVerdict, Verdict
 
 LOG_INTERVAL = 15.0  # seconds between progress lines when the output is not a terminal
 

@@ -21,7 +21,7 @@ from harness.engine.executor import execute as execute_local
 from harness.engine.plan import BoundJudge, content_hash, plan
 from harness.engine.progress import Progress
 from harness.engine.ray_executor import build_backend, import_ray
-from harness.schema import Candidate, Case, Constitution, JudgeConfig, Message
+from harness.records import Candidate, Case, Constitution, JudgeConfig, Message
 
 #: Columns of every verdict row, in order (a fixed schema, whatever the batch holds).
 COLUMNS = [

@@ -37,7 +37,7 @@ from harness.engine.limits import Budget
 from harness.engine.plan import BoundJudge, WorkItem
 from harness.engine.progress import Progress
 from harness.errors import ConfigError, JudgeError, RunError, TransientJudgeError
-from harness.schema import Constitution, JudgeConfig
+from harness.records import Constitution, JudgeConfig
 
 INSTALL = "pip install 'constitutional-harness[ray]'  (or: pip install 'ray[data]==2.60.0')"
 NAMESPACE = "harness"  # actors are named here, so tools (and tests) can find their processes

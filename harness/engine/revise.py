@@ -22,6 +22,7 @@ from harness.engine.runner import bind_judges
 from harness.engine.session import SessionOptions, judge_once
 from harness.errors import ConfigError
 from harness.judging import revision as prompts
+from harness.records import Candidate, Case, Constitution, Generation
 from harness.rundir import (
     GENERATIONS,
     RunData,
@@ -32,7 +33,6 @@ from harness.rundir import (
     read_run,
     write_atomic,
 )
-from harness.schema import Candidate, Case, Constitution, Generation
 
 REVISIONS = "revisions.jsonl"
 

@@ -39,6 +39,13 @@ from harness.engine.session import JudgingSession, SessionOptions
 from harness.engine.stream import Planner
 from harness.errors import RunError, ValidationFailed
 from harness.judging.prescreen import Prescreen
+from harness.records import (
+    SLUG,
+    Constitution,
+    JudgeConfig,
+    RunManifest,
+    Session,
+)
 from harness.rundir import (
     PAIRS,
     PART_ROWS,
@@ -50,13 +57,6 @@ from harness.rundir import (
     read_run,
     read_table,
     run_spend,
-)
-from harness.schema import (
-    SLUG,
-    Constitution,
-    JudgeConfig,
-    RunManifest,
-    Session,
 )
 
 DEFAULT_CONSTITUTION = "default"

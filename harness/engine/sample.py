@@ -18,8 +18,8 @@ from harness.engine.plan import BoundJudge, WorkItem, make_item
 from harness.engine.runner import bind_judges
 from harness.engine.session import SessionOptions, judge_once
 from harness.judging.revision import TEMPLATE_VERSION, sample_request
+from harness.records import Case, Generation
 from harness.rundir import GENERATIONS, RunWriter, latest_status, read_records, write_atomic
-from harness.schema import Case, Generation
 
 
 @dataclass

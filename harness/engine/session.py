@@ -22,7 +22,7 @@ from harness.engine.limits import Budget
 from harness.engine.plan import BoundJudge, WorkItem
 from harness.engine.progress import Progress
 from harness.errors import ConfigError
-from harness.schema import Constitution, Session
+from harness.records import Constitution, Session
 
 
 class Executor(Protocol):

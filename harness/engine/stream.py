@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from harness.engine.plan import BoundJudge, PairPlan, WorkItem, case_pairs, iter_pairs, iter_plan
-from harness.schema import Case, Constitution
+from harness.records import Case, Constitution
 
 Want = Callable[[str, str, str, str], bool]
 

@@ -18,7 +18,7 @@ import jsonschema
 
 from harness.backends.base import BackendRequest, BackendResponse, Subject
 from harness.judging.pointwise import MIN_SCALE_MASS, SYSTEM, Reading, Style
-from harness.schema import Candidate, Case, Message, Principle
+from harness.records import Candidate, Case, Message, Principle
 from harness.untrusted import conversation, fence
 
 TEMPLATE_VERSION = "pairwise-v2"

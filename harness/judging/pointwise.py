@@ -17,7 +17,7 @@ from typing import Any
 import jsonschema
 
 from harness.backends.base import BackendRequest, BackendResponse, Subject
-from harness.schema import Candidate, Case, Message, Principle
+from harness.records import Candidate, Case, Message, Principle
 from harness.untrusted import conversation, fence
 
 TEMPLATE_VERSION = "pointwise-v2"

@@ -25,8 +25,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from harness.backends.base import BackendRequest, BackendResponse
+from harness.records import Case
 from harness.refusal import is_refusal
-from harness.schema import Case
 
 PREFIX = "pre-screen"
 NULL_WORDS = {"null", "none", "nil", "n/a", "na", "undefined", "nan", "empty", "no answer", "blank"}

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from harness.backends.base import BackendRequest
 from harness.judging.pointwise import UNTRUSTED
-from harness.schema import Candidate, Case, Message, Principle
+from harness.records import Candidate, Case, Message, Principle
 from harness.untrusted import conversation, fence
 
 TEMPLATE_VERSION = "revision-v2"

@@ -50,8 +50,8 @@ from harness.outputs.preferences import (
     pointwise_cells,
     select,
 )
+from harness.records import Case, Message
 from harness.rundir import RunData, read_run
-from harness.schema import Case, Message
 
 FORMATS = ("standard.jsonl", "standard.parquet", "conversational.jsonl", "conversational.parquet")
 # export.json names itself, so only an earlier export is ever replaced

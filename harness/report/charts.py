@@ -16,7 +16,7 @@ from typing import Any
 import pandas as pd
 from markupsafe import Markup, escape
 
-from harness.schema import Constitution
+from harness.records import Constitution
 
 # Okabe-Ito: distinguishable with the common colour-vision deficiencies, readable on white.
 PALETTE = ["#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#000000", "#999933"]

@@ -10,8 +10,8 @@ from harness.analysis.scores import summary
 
 if TYPE_CHECKING:
     from harness.engine.runner import RunResult
+    from harness.records import JudgeUsage, RunManifest
     from harness.rundir import RunData
-    from harness.schema import JudgeUsage, RunManifest
 
 
 def summary_text(data: RunData) -> str:

@@ -25,11 +25,11 @@ from markupsafe import Markup
 
 from harness.analysis.scores import overall, summary
 from harness.analysis.triage import MAX_CASES, cases_to_read
+from harness.records import Case, HumanPreference
 from harness.report.charts import PALETTE, score_chart
 from harness.report.sections import sections
 from harness.rundir import REPORT, RunData, read_run, write_atomic
 from harness.safetext import bounded, for_page
-from harness.schema import Case, HumanPreference
 
 STATUSES = ("scored", "unscored", "error")
 RAW_PREVIEW = 400  # characters of a judge's raw answer shown beside an unscored verdict

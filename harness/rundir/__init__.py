@@ -33,6 +33,7 @@ import pandas as pd
 import pyarrow as pa
 
 from harness.errors import RunError
+from harness.records import Case, Constitution, RunManifest, Verdict
 from harness.rundir.cases import (
     CASE_INDEX_SCHEMA,
     case_chunks,
@@ -73,7 +74,6 @@ from harness.rundir.tables import (
     sync_table,
 )
 from harness.rundir.writer import RunLock, RunWriter
-from harness.schema import Case, Constitution, RunManifest, Verdict
 
 __all__ = [
     "CASES",

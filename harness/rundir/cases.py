@@ -13,8 +13,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from harness.records import Case
 from harness.rundir.files import CASES, TABLES, scan_log
-from harness.schema import Case
 
 
 def _indexed(cases: Iterable[Case], index: list[dict[str, Any]]) -> Iterator[str]:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness.schema import Generation, PairVerdict, Verdict
+from harness.records import Generation, PairVerdict, Verdict
 
 MANIFEST = "manifest.json"
 CONSTITUTION = "constitution.json"

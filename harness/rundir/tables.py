@@ -14,6 +14,7 @@ import pyarrow as pa
 import pyarrow.json as pa_json
 import pyarrow.parquet as pq
 
+from harness.records import JudgeConfig, PairVerdict, Spend, Verdict
 from harness.rundir.files import (
     FILES,
     GENERATIONS,
@@ -27,7 +28,6 @@ from harness.rundir.files import (
     Record,
     scan_log,
 )
-from harness.schema import JudgeConfig, PairVerdict, Spend, Verdict
 
 
 def _arrow_type(annotation: Any) -> pa.DataType:

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from harness.errors import RunError
+from harness.records import Case, Constitution, RunManifest
 from harness.rundir.cases import _indexed, write_case_index
 from harness.rundir.files import (
     CASES,
@@ -23,7 +24,6 @@ from harness.rundir.files import (
     write_atomic,
 )
 from harness.rundir.tables import SCHEMAS, _drop_stale_parts, sync_table
-from harness.schema import Case, Constitution, RunManifest
 
 
 class RunLock:

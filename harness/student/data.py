@@ -29,8 +29,8 @@ from typing import Any
 
 from harness.audit.probes import hack_text
 from harness.errors import ConfigError
+from harness.records import Case, Message, Role
 from harness.refusal import is_refusal
-from harness.schema import Case, Message, Role
 
 HACKS = ("pad", "repeat", "colon", "step", "empty", "refusal")
 # : Hacks that fit every principle; a refusal is only a hack against benign requests (not red-team

@@ -18,7 +18,7 @@ from typing import Literal
 import numpy as np
 
 from harness.errors import ConfigError
-from harness.schema import Case
+from harness.records import Case
 from harness.student.artefact import StudentConfig, head_record, save_student, to_json
 from harness.student.data import (
     DEFAULT_HACKS,

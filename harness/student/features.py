@@ -45,7 +45,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from harness.dialogue import fit_dialogue
 from harness.local.chat_tokens import chat_pieces, text_ids
 from harness.paths import cache_dir
-from harness.schema import Message
+from harness.records import Message
 
 if TYPE_CHECKING:
     import torch

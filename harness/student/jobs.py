@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from harness.analysis.ratings import rating_agreement
-from harness.schema import Case
+from harness.records import Case
 from harness.student.data import Pair
 from harness.student.evaluate import correctness, hack_rates, pair_accuracy, pgr
 from harness.student.features import FeatureExtractor

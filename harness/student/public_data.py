@@ -28,7 +28,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from harness.paths import project_root
-from harness.schema import Message
+from harness.records import Message
 from harness.student.data import DEFAULT_HACKS, HACKS, Pair, hack_pairs, read_jsonl, split, text_id
 
 SUITE_FILES = ("suites/demo.cases.jsonl", "suites/hh_pairs.cases.jsonl")

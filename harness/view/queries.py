@@ -11,7 +11,7 @@ import json
 from dataclasses import dataclass
 from typing import Any, get_args
 
-from harness.schema import VerdictStatus
+from harness.records import VerdictStatus
 from harness.view.index import RunIndex
 
 MAX_PER_PAGE = 200

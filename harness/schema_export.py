@@ -14,7 +14,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from harness.judging.pointwise import output_schema
-from harness.schema import CandidateRow, Case, Constitution, JudgeConfig, Suite, Verdict
+from harness.records import CandidateRow, Case, Constitution, JudgeConfig, Suite, Verdict
 
 SCHEMA_DIR = Path(__file__).resolve().parent / "schemas"
 
