@@ -18,6 +18,7 @@ screen runs before the cache, so turning it on or off never mixes its verdicts w
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections import defaultdict
@@ -145,6 +146,15 @@ def constant_answers(
     )
 
 
+# A response is judged on every principle by every judge, one item after another: remembering the
+# last few verdicts of the screen saves its regexes for all but the first of them.
+@functools.lru_cache(maxsize=4096)
+def _check(constants: frozenset[str], text: str) -> str | None:
+    if _normal(text) in constants:
+        return "the same answer is given to different prompts (input-independent)"
+    return screen(text)
+
+
 @dataclass(frozen=True)
 class Prescreen:
     """The pre-screen of one run: the text rules, plus the run's input-independent answers."""
@@ -158,9 +168,7 @@ class Prescreen:
 
     def check(self, text: str) -> str | None:
         """The reason ``text`` is flagged, or None."""
-        if _normal(text) in self.constants:
-            return "the same answer is given to different prompts (input-independent)"
-        return screen(text)
+        return _check(self.constants, text)
 
     def answer(self, request: BackendRequest) -> BackendResponse | None:
         """The pre-screen's own answer to a judge request, or None to let the judge answer."""
