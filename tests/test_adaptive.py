@@ -12,7 +12,7 @@ from harness.config import load_constitution
 from harness.engine.adaptive import ROUND_CASES, AdaptiveStop
 from harness.engine.runner import RunOptions, run
 from harness.engine.session import JudgingSession, SessionOptions
-from harness.engine.stream import Planner, chunks
+from harness.engine.stream import Planner
 from harness.records import Candidate, Case, Verdict
 from tests.helpers import ScriptedBackend, bound, jsonl
 
@@ -70,7 +70,8 @@ def test_groups_stop_early_and_skip_the_rest() -> None:
     async def go() -> None:
         opts = SessionOptions(use_cache=False, quiet=True)
         async with JudgingSession([judge], constitution, sink, {"scripted": 300}, opts) as s:
-            for chunk in chunks(CASES, ROUND_CASES):
+            for start in range(0, len(CASES), ROUND_CASES):
+                chunk = CASES[start : start + ROUND_CASES]
                 await s.judge(list(planner.items(chunk)))
 
     asyncio.run(go())

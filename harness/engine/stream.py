@@ -70,9 +70,3 @@ class Planner:
                     orders = 2 if self.pairs.both_orders else 1
                     counts[jid] += n_pairs * orders * len(wanted)
         return counts
-
-
-def chunks(cases: Sequence[Case], size: int) -> Iterator[Sequence[Case]]:
-    """Consecutive slices of ``size`` cases."""
-    for start in range(0, len(cases), size):
-        yield cases[start : start + size]
