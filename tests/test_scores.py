@@ -18,7 +18,7 @@ from harness.analysis.scores import (
     wilson_interval,
 )
 from harness.records import Constitution, Principle, Verdict
-from harness.rundir import verdict_frame
+from harness.rundir import VERDICT_COLUMNS
 
 
 def _principle(pid: str, scale: int = 5, weight: float = 1.0, threshold: float = 4) -> Principle:
@@ -72,7 +72,9 @@ def v(
 
 
 def frame(*verdicts: Verdict) -> pd.DataFrame:
-    return verdict_frame(list(verdicts))
+    frame = pd.DataFrame([v.model_dump() for v in verdicts], columns=VERDICT_COLUMNS)
+    keys = ["case_id", "generator", "principle", "judge"]
+    return frame.sort_values(keys, kind="stable").reset_index(drop=True)
 
 
 # --------------------------------------------------------------------------- primitives

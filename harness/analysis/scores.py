@@ -2,7 +2,7 @@
 scores.
 
 Pure functions from the verdict table (columns of :class:`harness.records.Verdict`, as written by
-:func:`harness.rundir.verdict_frame`) to tidy tables. Only ``status == "scored"`` rows carry scores;
+:attr:`harness.rundir.RunData.verdicts`) to tidy tables. Only ``status == "scored"`` rows carry scores;
 unscored and error verdicts are counted, never averaged in.
 
 Bootstrap intervals resample *cases* (the unit that was sampled), with a seeded generator, so every

@@ -25,8 +25,6 @@ from harness.judging.prescreen import Prescreen
 from harness.protocol import single_order
 from harness.records import Case, Constitution, JudgeConfig
 
-__all__ = ["single_order"]  # re-exported: planning decides the order, analysis reads it
-
 
 class WorkItem(BaseModel):
     """One judge call to make, with where its verdict belongs."""

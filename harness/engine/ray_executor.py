@@ -307,13 +307,8 @@ class RayExecutor:
     ):
         self.judges = {j.config.id: j for j in judges}
         self.settings = settings or RaySettings()
-        self.constitution, self.cache, self.sink, self.progress = (
-            constitution,
-            cache,
-            sink,
-            progress,
-        )
-        self.refresh, self.budget = refresh, budget
+        self.constitution, self.cache, self.sink = constitution, cache, sink
+        self.progress, self.refresh, self.budget = progress, refresh, budget
         self.driver = LocalExecutor([], constitution, cache, sink, progress, budget=budget)
         self.pools: dict[str, ActorPool] = {}
         self.started_cluster = False
@@ -351,38 +346,3 @@ class RayExecutor:
         if self.started_cluster:
             self.started_cluster = False
             import_ray().shutdown()
-
-
-async def execute(
-    items: list[WorkItem],
-    judges: list[BoundJudge],
-    constitution: Constitution,
-    cache: JudgeCache | None,
-    sink: Sink,
-    progress: Progress,
-    *,
-    refresh: bool = False,
-    budget: Budget | None = None,
-    settings: RaySettings | None = None,
-) -> int:
-    """Run every item with the backend calls on Ray actors, then end the pools.
-
-    The same contract as the local ``execute``: returns how many items the budget left unstarted
-    (0 when all ran).
-    """
-    executor = RayExecutor(
-        judges,
-        constitution,
-        cache,
-        sink,
-        progress,
-        refresh=refresh,
-        budget=budget,
-        settings=settings,
-    )
-    started = time.monotonic()
-    try:
-        return await executor.run(items)
-    finally:
-        await executor.aclose()
-        progress.finish(time.monotonic() - started)

@@ -82,29 +82,14 @@ class JudgingSession:
 
     def _executor(self) -> Executor:
         opts = self.options
+        args = (self.judges, self.constitution, self.cache, self.sink, self.progress)
         if opts.executor == "local":
-            return LocalExecutor(
-                self.judges,
-                self.constitution,
-                self.cache,
-                self.sink,
-                self.progress,
-                refresh=opts.refresh,
-                budget=self.budget,
-            )
+            return LocalExecutor(*args, refresh=opts.refresh, budget=self.budget)
         if opts.executor == "ray":  # Ray is imported only here, and only when asked for
             from harness.engine.ray_executor import RayExecutor, RaySettings
 
-            return RayExecutor(
-                self.judges,
-                self.constitution,
-                self.cache,
-                self.sink,
-                self.progress,
-                refresh=opts.refresh,
-                budget=self.budget,
-                settings=RaySettings(**opts.ray),
-            )
+            settings = RaySettings(**opts.ray)
+            return RayExecutor(*args, refresh=opts.refresh, budget=self.budget, settings=settings)
         raise ConfigError(f"unknown executor {opts.executor!r}; expected 'local' or 'ray'")
 
     async def judge(self, items: list[WorkItem]) -> int:

@@ -33,7 +33,7 @@ import pandas as pd
 import pyarrow as pa
 
 from harness.errors import RunError
-from harness.records import Case, Constitution, RunManifest, Verdict
+from harness.records import Case, Constitution, RunManifest
 from harness.rundir.cases import (
     CASE_INDEX_SCHEMA,
     case_chunks,
@@ -111,17 +111,9 @@ __all__ = [
     "run_spend",
     "scan_log",
     "sync_table",
-    "verdict_frame",
     "write_atomic",
     "write_case_index",
 ]
-
-
-def verdict_frame(verdicts: list[Verdict]) -> pd.DataFrame:
-    """Verdicts (objects) as a tidy table with a fixed column order (for small in-memory runs)."""
-    frame = pd.DataFrame([v.model_dump() for v in verdicts], columns=VERDICT_COLUMNS)
-    keys = ["case_id", "generator", "principle", "judge"]
-    return frame.sort_values(keys, kind="stable").reset_index(drop=True)
 
 
 @dataclass

@@ -34,10 +34,23 @@ PART_BYTES = 64 << 20  # log bytes per part on the fast (Arrow) path
 
 def write_atomic(path: Path, text: str) -> None:
     """Write a file so readers see the old or the new content, never a torn one, even after a crash."""
+    _replace_atomic(path, [text])
+
+
+def _write_lines_atomic(path: Path, lines: Iterable[str]) -> None:
+    """Like write_atomic, for a stream of lines too large to hold as one string."""
+    _replace_atomic(path, (line + "\n" for line in lines))
+
+
+def _replace_atomic(path: Path, pieces: Iterable[str]) -> None:
+    """Write ``pieces`` to a unique temporary file, fsync it, rename it over ``path``, fsync the
+    folder.
+    """
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
+            for piece in pieces:
+                fh.write(piece)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -114,19 +127,3 @@ def _cut_torn_tail(path: Path) -> None:
         keep = size - back + cut + 1 if cut >= 0 else 0
         if keep != size:
             fh.truncate(keep)
-
-
-def _write_lines_atomic(path: Path, lines: Iterable[str]) -> None:
-    """Like write_atomic, for a stream of lines too large to hold as one string."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            for line in lines:
-                fh.write(line + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
