@@ -10,8 +10,11 @@ REFUSAL_PATTERNS = [
     r"\bas an AI\b.{0,60}\b(?:can(?:'|no)t|unable|not able)\b",
     r"\bI(?:'m| am) not (?:able|allowed|comfortable)\b",
 ]
+# One pass over the text instead of one per pattern: a text matches the alternation exactly when
+# it matches one of the patterns.
+_REFUSAL = re.compile("|".join(f"(?:{p})" for p in REFUSAL_PATTERNS), re.I | re.S)
 
 
 def is_refusal(text: str) -> bool:
     """True when the text declines the request."""
-    return any(re.search(p, text, re.I | re.S) for p in REFUSAL_PATTERNS)
+    return _REFUSAL.search(text) is not None

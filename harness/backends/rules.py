@@ -9,10 +9,12 @@ when none fired. Principles with no rules are not judged by this backend at all.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import re
 import time
 from collections import Counter
+from collections.abc import Callable
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -67,10 +69,19 @@ class Rule(BaseModel):
         return self
 
 
+#: A batch with at most this many characters of responses is checked without a worker thread (its
+#: regexes take a few milliseconds at most).
+INLINE_CHARS = 65_536
+
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")
+
+Check = Callable[[str], bool]
+
+
 def _repeats(text: str, limit: int) -> bool:
     """Whether a sentence (over 8 characters) occurs ``limit`` times; one counting pass, linear."""
     counts: Counter[str] = Counter()
-    for part in re.split(r"(?<=[.!?])\s+|\n+", text):
+    for part in _SENTENCE_END.split(text):
         sentence = part.strip().lower()
         if len(sentence) > 8:
             counts[sentence] += 1
@@ -79,19 +90,35 @@ def _repeats(text: str, limit: int) -> bool:
     return False
 
 
+def _length_check(rule: Rule) -> Check:
+    low, high = rule.min_chars, rule.max_chars
+
+    def outside(text: str) -> bool:
+        n = len(text.strip())
+        return (low is not None and n < low) or (high is not None and n > high)
+
+    return outside
+
+
+def compile_rule(rule: Rule) -> Check:
+    """The rule's check (before ``negate``) as one function, its regexes compiled once."""
+    if rule.kind == "regex":
+        return re.compile(rule.pattern or "", re.I | re.S).search  # type: ignore[return-value]
+    if rule.kind == "keywords":
+        # One alternation finds the same thing as one search per keyword: some keyword as a
+        # whole word. The regex engine retries every branch at each position.
+        words = "|".join(re.escape(k) for k in rule.keywords)
+        return re.compile(rf"\b(?:{words})\b", re.I).search  # type: ignore[return-value]
+    if rule.kind == "length":
+        return _length_check(rule)
+    if rule.kind == "refusal":
+        return is_refusal
+    return functools.partial(_repeats, limit=rule.max_repeats)
+
+
 def matches(rule: Rule, text: str) -> bool:
     """Whether the rule's check matches ``text`` (before ``negate``)."""
-    if rule.kind == "regex":
-        return re.search(rule.pattern or "", text, re.I | re.S) is not None
-    if rule.kind == "keywords":
-        return any(re.search(rf"\b{re.escape(k)}\b", text, re.I) for k in rule.keywords)
-    if rule.kind == "length":
-        n = len(text.strip())
-        too_short = rule.min_chars is not None and n < rule.min_chars
-        return too_short or (rule.max_chars is not None and n > rule.max_chars)
-    if rule.kind == "refusal":
-        return is_refusal(text)
-    return _repeats(text, rule.max_repeats)
+    return bool(compile_rule(rule)(text))
 
 
 class RulesBackend(Backend):
@@ -115,6 +142,13 @@ class RulesBackend(Backend):
 
     options: Options
 
+    def __init__(self, options: BaseModel, *, judge: str | None = None):
+        super().__init__(options, judge=judge)
+        # Each principle's rules with their compiled checks, in declared order, built once.
+        self._checks: dict[str, list[tuple[Rule, Check]]] = {}
+        for r in self.options.rules:
+            self._checks.setdefault(r.principle, []).append((r, compile_rule(r)))
+
     def structured(self) -> bool:
         """Scores come as structured data, never as text to parse."""
         return True
@@ -129,15 +163,13 @@ class RulesBackend(Backend):
 
     def covers(self, principle: str) -> bool:
         """Only principles that have rules are judged."""
-        return any(r.principle == principle for r in self.options.rules)
+        return principle in self._checks
 
     def judge(self, subject: Subject) -> tuple[int, str]:
         """Score and rationale for one subject."""
-        fired = [
-            r
-            for r in self.options.rules
-            if r.principle == subject.principle and matches(r, subject.response) != r.negate
-        ]
+        text = subject.response
+        checks = self._checks.get(subject.principle, [])
+        fired = [r for r, check in checks if bool(check(text)) != r.negate]
         if not fired:
             score = self.options.default_score.get(subject.principle, subject.scale_max)
             return score, "No rule fired."
@@ -146,7 +178,15 @@ class RulesBackend(Backend):
         return min(worst, subject.scale_max), f"Rules fired: {why}."
 
     async def complete(self, requests: list[BackendRequest]) -> list[BackendResponse]:
-        """Judged in a worker thread: a long response must not stall other judges' calls."""
+        """Judged inline when the batch is small; long texts go to a worker thread.
+
+        A worker thread for every batch would cost more than the checks themselves (the event loop
+        and the thread contend for the GIL); a batch of long responses must still not stall other
+        judges' calls while its regexes run.
+        """
+        size = sum(len(r.subject.response) for r in requests if r.subject is not None)
+        if size <= INLINE_CHARS:
+            return self._complete(requests)
         return await asyncio.to_thread(self._complete, requests)
 
     def _complete(self, requests: list[BackendRequest]) -> list[BackendResponse]:

@@ -16,8 +16,6 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict
-
 from harness.backends.base import Backend, BackendRequest
 from harness.judging import pairwise
 from harness.judging.pointwise import TEMPLATE_VERSION, Style, build_request
@@ -26,10 +24,13 @@ from harness.protocol import single_order
 from harness.records import Case, Constitution, JudgeConfig
 
 
-class WorkItem(BaseModel):
-    """One judge call to make, with where its verdict belongs."""
+@dataclass(frozen=True, slots=True)
+class WorkItem:
+    """One judge call to make, with where its verdict belongs.
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    A plain dataclass: it is built only by this module, from values already validated, and
+    building it is on the path of every item of a run.
+    """
 
     item_id: str
     cache_key: str
@@ -89,20 +90,8 @@ def make_item(
     kind: Literal["pointwise", "pairwise", "generate"] = (
         "generate" if step else "pairwise" if other else "pointwise"
     )
-    # Built from values this module computed: validating them again would only cost time.
-    return WorkItem.model_construct(
-        item_id=item_id,
-        cache_key=cache_key,
-        judge=judge,
-        case_id=case_id,
-        generator=generator,
-        principle=principle,
-        template=template,
-        request=request,
-        kind=kind,
-        other=other,
-        step=step,
-    )
+    fields = (judge, case_id, generator, principle, template, request, kind, other, step)
+    return WorkItem(item_id, cache_key, *fields)
 
 
 @dataclass
@@ -148,12 +137,14 @@ def iter_plan(
     for judge in judges:
         identity, style = judge.backend.identity(), judge.style()
         jid = judge.config.id
+        asked = [p for p in constitution.principles if judge.judges(p.id)]
         for case in cases:
+            messages = case.messages()  # once per case, not once per item
             for cand in case.candidates:
-                for principle in constitution.principles:
+                for principle in asked:
                     pid = principle.id
-                    if judge.judges(pid) and want(jid, case.id, cand.generator, pid):
-                        req = build_request(principle, case, cand, style, seed)
+                    if want(jid, case.id, cand.generator, pid):
+                        req = build_request(principle, case, cand, style, seed, messages)
                         yield make_item(jid, identity, case.id, cand.generator, pid, req)
 
 

@@ -10,6 +10,7 @@ manifest.
 from __future__ import annotations
 
 import datetime as dt
+import gc
 import sys
 import time
 from dataclasses import dataclass, field
@@ -74,6 +75,9 @@ class JudgingSession:
         self._sizes: dict[str, dict[str, int]] = {}
 
     async def __aenter__(self) -> JudgingSession:
+        # Everything loaded so far lives as long as the session: frozen, the garbage collector no
+        # longer walks it on every collection, which cost up to a third of the time per item.
+        gc.freeze()
         self._warn_unpriced()
         if self.options.use_cache:
             self.cache = JudgeCache(self.options.cache_path)
@@ -120,6 +124,7 @@ class JudgingSession:
                 await b.backend.aclose()
             if self.cache is not None:
                 self.cache.close()
+            gc.unfreeze()
 
     def record(self) -> Session:
         """The manifest's record of this invocation: counts per judge, spend, why it stopped."""

@@ -17,7 +17,14 @@ from typing import Any
 import jsonschema
 
 from harness.backends.base import BackendRequest, BackendResponse, Subject
-from harness.judging.pointwise import MIN_SCALE_MASS, SYSTEM, Reading, Style
+from harness.judging.pointwise import (
+    JSON_OBJECT,
+    LENIENT_JSON,
+    MIN_SCALE_MASS,
+    SYSTEM,
+    Reading,
+    Style,
+)
 from harness.records import Candidate, Case, Message, Principle
 from harness.untrusted import conversation, fence
 
@@ -95,10 +102,10 @@ def _probs(logprobs: dict[str, float]) -> tuple[list[float] | None, float]:
 
 def _from_text(text: str, structured: bool) -> Reading:
     if structured or text.startswith("{"):
-        match = re.search(r"\{.*\}", text, re.S)
+        match = JSON_OBJECT.search(text)
         data: dict[str, Any] = {}
         try:
-            data = json.loads(match.group(0), strict=False) if match else {}
+            data = LENIENT_JSON.decode(match.group(0)) if match else {}
             _validator().validate(data)
         except (json.JSONDecodeError, jsonschema.ValidationError) as exc:
             return Reading(reason=f"judge JSON invalid: {getattr(exc, 'message', exc)}")

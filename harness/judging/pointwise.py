@@ -35,12 +35,21 @@ SYSTEM = (
     f"using the rubric. {UNTRUSTED}"
 )
 
+#: The outermost braces of an answer, where a JSON object may be.
+JSON_OBJECT = re.compile(r"\{.*\}", re.S)
+#: A JSON reader that tolerates raw newlines inside strings (made once: ``json.loads`` with options
+#: builds a new decoder on every call).
+LENIENT_JSON = json.JSONDecoder(strict=False)
+
 #: Below this much probability on the scale tokens, the judge did not answer with a score.
 MIN_SCALE_MASS = 0.05
 
 
+@functools.cache
 def output_schema(scale_max: int) -> dict[str, Any]:
-    """JSON Schema of a judge's structured answer on a 1..scale_max rubric."""
+    """JSON Schema of a judge's structured answer on a 1..scale_max rubric (shared: do not
+    modify it).
+    """
     return {
         "type": "object",
         "properties": {
@@ -85,15 +94,21 @@ def _instruction(principle: Principle, rationale: bool, structured: bool) -> str
 
 
 def render(
-    principle: Principle, case: Case, candidate: Candidate, *, rationale: bool, structured: bool
+    principle: Principle,
+    case: Case,
+    candidate: Candidate,
+    *,
+    rationale: bool,
+    structured: bool,
+    messages: list[Message] | None = None,
 ) -> list[Message]:
     """The judge chat for one (case, candidate, principle). Shared text comes first, for prefix
-    reuse.
+    reuse. ``messages``: the case's conversation, when the caller already has it.
     """
     user = (
         f"Principle ({principle.id}): {principle.statement}\n\n"
         f"Rubric:\n{_rubric(principle)}\n\n{_examples(principle)}"
-        f"Conversation so far:\n{conversation(case.messages())}\n\n"
+        f"Conversation so far:\n{conversation(messages or case.messages())}\n\n"
         f"Response to score:\n{fence('response', candidate.response)}\n\n"
         f"{_instruction(principle, rationale, structured)}"
     )
@@ -112,24 +127,36 @@ class Style:
 
 
 def build_request(
-    principle: Principle, case: Case, candidate: Candidate, style: Style, seed: int
+    principle: Principle,
+    case: Case,
+    candidate: Candidate,
+    style: Style,
+    seed: int,
+    messages: list[Message] | None = None,
 ) -> BackendRequest:
-    """The backend request for one pointwise judgment."""
+    """The backend request for one pointwise judgment (``messages``: the case's conversation)."""
     wants_text = style.structured or style.rationale or not style.logprobs
     scale = [str(k) for k in range(1, principle.scale_max + 1)]
-    return BackendRequest(
-        messages=render(
-            principle, case, candidate, rationale=style.rationale, structured=style.structured
+    messages = messages or case.messages()
+    chat = []
+    if style.prompt:  # model-free backends read the subject only
+        chat = render(
+            principle,
+            case,
+            candidate,
+            rationale=style.rationale,
+            structured=style.structured,
+            messages=messages,
         )
-        if style.prompt
-        else [],
+    return BackendRequest(
+        messages=chat,
         choices=scale if style.logprobs else None,
         max_tokens=style.max_tokens if wants_text else 0,
         json_schema=output_schema(principle.scale_max) if style.structured else None,
         subject=Subject(
             principle=principle.id,
             response=candidate.response,
-            prompt=case.messages(),
+            prompt=messages,
             scale_max=principle.scale_max,
         ),
         seed=seed,
@@ -174,11 +201,11 @@ def _plainly_valid(data: object, scale_max: int) -> bool:
 
 
 def _from_json(text: str, scale_max: int) -> Reading | None:
-    match = re.search(r"\{.*\}", text, re.S)
+    match = JSON_OBJECT.search(text)
     if not match:
         return None
     try:
-        data = json.loads(match.group(0), strict=False)  # tolerate raw newlines inside strings
+        data = LENIENT_JSON.decode(match.group(0))
         if not _plainly_valid(data, scale_max):
             _validator(scale_max).validate(data)
     except (json.JSONDecodeError, jsonschema.ValidationError) as exc:
