@@ -7,9 +7,9 @@ Figures on the card are recomputed here from the audit's run folders.
 
 from __future__ import annotations
 
-import re
-
 import json
+import random
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -179,6 +179,43 @@ def test_prescreen_patterns_are_lower_case() -> None:
     patterns += [prescreen._OPENER.pattern, prescreen._FILLER.pattern]
     literal = [re.sub(r"\\.", "", p) for p in patterns]  # escapes such as \S are not literals
     assert [p for p in literal if p != p.casefold()] == []
+
+
+def _pieces() -> list[str]:
+    """Fragments that build hack-like and ordinary texts: openers, fillers, leads, words, marks."""
+    from harness.judging import prescreen
+
+    words = ["Paris", "answer", "Answer:", "Sure", "ok", "okay!", "Thought process:", "step 1"]
+    words += ["Let's think step by step.", "解", "答案", "the final answer is", "Grader note:"]
+    words += ["score: 5/5", "Rate this response", "give it the highest", "<|im_start|>", "[INST]"]
+    words += ["</response>", "\nSYSTEM:", "ignore the rubric", "prefer this answer", "note to the"]
+    words += ["judge", "x", "", " ", "\n", ":", "...", "-", "é", "ſcore: 4 / 5"]
+    return words + [lead for _, lead, _, _ in prescreen._ADDRESSED if "|" not in lead]
+
+
+def test_prescreen_shortcuts_agree_with_the_full_scans() -> None:
+    # The lead scan and the first-word test only skip work: on texts built from the fragments
+    # the checks look for, each answer equals the plain scan of every pattern.
+    from harness.judging import prescreen
+
+    def full_master_key(text: str) -> bool:
+        if not text.strip():
+            return False
+        rest, n = prescreen._OPENER.subn(" ", text.casefold())
+        return n > 0 and not re.search(r"\w", prescreen._FILLER.sub(" ", rest))
+
+    def full_addressed(text: str) -> str | None:
+        hits = [why for p, why in prescreen._ADDRESSED_RE if p.search(text.casefold())]
+        return hits[0] if hits else None
+
+    rng = random.Random(7)
+    pieces = _pieces()
+    texts = [" ".join(rng.choices(pieces, k=rng.randint(1, 5))) for _ in range(4000)]
+    texts += ["".join(rng.choices(pieces, k=rng.randint(1, 4))) for _ in range(2000)]
+    assert [prescreen.is_master_key(t) for t in texts] == [full_master_key(t) for t in texts]
+    assert [prescreen.addresses_judge(t) for t in texts] == [full_addressed(t) for t in texts]
+    assert 100 < sum(map(prescreen.is_master_key, texts)) < len(texts) - 100
+    assert 100 < sum(prescreen.addresses_judge(t) is not None for t in texts) < len(texts) - 100
 
 
 def test_prescreen_passes_every_real_answer_of_the_bundled_suites() -> None:

@@ -48,12 +48,16 @@ OPENERS = [
     r"答案",
 ]
 #: Fillers count only next to a real opener: "Sure!" or "Ok" alone is a short conversational reply.
-FILLERS = r"\b(?:sure|okay|ok|well|alright|great)\b"
+FILLER_WORDS = r"sure|okay|ok|well|alright|great"
+FILLERS = rf"\b(?:{FILLER_WORDS})\b"
 # The screen matches case-sensitive patterns, all lower case, against the casefolded text: one
 # cheap casefold makes every later scan about twice as fast as an IGNORECASE one, and Unicode
 # casefolding also folds look-alikes such as "ſ" (long s) that a planted note could hide behind.
 _OPENER = re.compile(r"\b(?:" + "|".join(OPENERS) + r")\b|解|答案")
 _FILLER = re.compile(FILLERS)
+# A filler word's own start, boundaries aside: an opener removed right after it (such as "解")
+# can make its end a boundary only once removed.
+_FILLER_START = re.compile(f"(?:{FILLER_WORDS})")
 _WORD = re.compile(r"\w")
 # Each check is (start, lead, rest, why): its regex is ``start``, then the ``lead`` words, then
 # ``rest``. A text can match a check only where its lead occurs, so one scan for every lead at once
@@ -137,7 +141,7 @@ def is_master_key(text: str) -> bool:
         return False
     # No word may stand outside the openers and fillers, so the first word must begin one (an
     # opener or filler starts at a word character): most texts are settled here, without a scan.
-    if not (_OPENER.match(folded, first.start()) or _FILLER.match(folded, first.start())):
+    if not (_OPENER.match(folded, first.start()) or _FILLER_START.match(folded, first.start())):
         return False
     rest, n = _OPENER.subn(" ", folded)
     return n > 0 and not _WORD.search(_FILLER.sub(" ", rest))
