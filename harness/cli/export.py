@@ -73,6 +73,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         help="pairs with an unscored/error verdict: drop them, or label over the scored principles",
     )
     p.add_argument("--no-revisions", action="store_true", help="leave critique-revision pairs out")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress display")
     p.set_defaults(func=cmd_export_preferences)
 
 
@@ -92,7 +93,7 @@ def cmd_export_preferences(args: argparse.Namespace) -> int:
         source=args.source,
         revisions=not args.no_revisions,
     )
-    result = export_preferences(args.run, args.output, options, args.format)
+    result = export_preferences(args.run, args.output, options, args.format, quiet=args.quiet)
     print(counts_text(result.summary))
     print(f"wrote {result.out_dir} (dataset card: {result.out_dir / 'README.md'})")
     if result.summary["counts"]["kept"] == 0:

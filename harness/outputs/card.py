@@ -73,12 +73,10 @@ COLUMNS = {
 }
 
 
-def render_card(
-    run: RunData, summary: dict[str, Any], tables: dict[str, tuple[list[Any], pa.Schema]]
-) -> str:
+def render_card(run: RunData, summary: dict[str, Any], schemas: dict[str, pa.Schema]) -> str:
     """README.md text: YAML metadata, then the human-readable card."""
     suite = suite_info(run, summary["suite"])
-    meta = metadata(summary, tables, suite["licence"])
+    meta = metadata(summary, schemas, suite["licence"])
     header = yaml.safe_dump(meta, sort_keys=False, allow_unicode=True, width=1000)
     return f"---\n{header}---\n\n{body(run, summary, suite)}"
 
@@ -88,7 +86,7 @@ def render_card(
 
 def metadata(
     summary: dict[str, Any],
-    tables: dict[str, tuple[list[Any], pa.Schema]],
+    schemas: dict[str, pa.Schema],
     licence: str | list[str],
 ) -> dict[str, Any]:
     """The card's YAML header."""
@@ -107,7 +105,7 @@ def metadata(
         "size_categories": [size_category(kept)],
         "configs": configs,
         "dataset_info": [
-            {"config_name": name, "features": features(tables[name][1])} for name in files
+            {"config_name": name, "features": features(schemas[name])} for name in files
         ],
     }
 

@@ -19,37 +19,44 @@ columns.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import itertools
 import json
 import math
 import os
 import shutil
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from harness.analysis.pairwise import rankings
 from harness.errors import ConfigError
 from harness.outputs import card
+from harness.outputs.chunks import (
+    CHUNK_CASES,
+    ChunkReader,
+    Plan,
+    candidate_chunks,
+    make_plan,
+    pair_chunks,
+    revision_chunks,
+)
+from harness.outputs.pairs import Cells
 from harness.outputs.preferences import (
     OVERALL,
     POLICY_STEPS,
-    Cells,
     Decision,
     ExportOptions,
     apply_policies,
-    build_pairs,
-    check_principle,
-    judge_pairs,
-    pointwise_cells,
-    select,
+    new_counts,
 )
+from harness.outputs.sink import Progress, TableSink
 from harness.records import Case, Message
 from harness.rundir import RunData, read_run
 
@@ -211,21 +218,27 @@ def candidate_columns(run: RunData, with_scores: bool, with_wins: bool) -> list[
 
 
 def candidate_rows(
-    run: RunData, judge: str | None, scores: Cells, combined: pd.DataFrame | None
+    run: RunData,
+    cases: list[Case],
+    judge: str | None,
+    scores: Cells | None,
+    combined: pd.DataFrame | None,
 ) -> list[dict[str, Any]]:
-    """Every candidate of every case with its mean scores, pairwise win rates and rank within its
+    """Every candidate of these cases with its mean scores, pairwise win rates and rank within its
     case.
 
-    The rank (1 = best, ties share the better rank) comes from ``rankings`` (the pairwise overall
-    win rate) when the judge compared pairs, else from the pointwise overall score. No export policy
-    applies here.
+    ``scores``: the judge's pointwise cells of these cases, or None when the judge scored nothing
+    pointwise; ``combined``: its pairwise judgments of them over orders, or None when it compared
+    no pairs. The rank (1 = best, ties share the better rank) comes from ``rankings`` (the
+    pairwise overall win rate) when the judge compared pairs, else from the pointwise overall
+    score. No export policy applies here.
     """
-    overall = _overall_scores(run, scores)
+    overall = _overall_scores(run, scores or {})
     wins, rank = _wins(run, combined) if combined is not None else ({}, _ranks(overall))
     rank_from = "pointwise" if combined is None else "pairwise"
     principles = [p.id for p in run.constitution.principles]
     rows = []
-    for case in run.cases:
+    for case in cases:
         for cand in case.candidates:
             key = (case.id, cand.generator)
             row: dict[str, Any] = {
@@ -237,7 +250,7 @@ def candidate_rows(
                 "judge": judge or "",
                 "n_candidates": len(case.candidates),
             }
-            if scores:
+            if scores is not None:
                 row |= {
                     f"score_{p}": _num(scores.get((*key, p), {}).get("score")) for p in principles
                 }
@@ -305,26 +318,6 @@ def schema(columns: list[str], conversational: bool = False) -> pa.Schema:
     return pa.schema([(c, arrow_type(c, conversational)) for c in columns])
 
 
-def write_jsonl(rows: list[dict[str, Any]], columns: list[str], path: Path) -> None:
-    """One JSON object per line, keys in column order, missing values as null (never NaN)."""
-    with path.open("w", encoding="utf-8") as fh:
-        for row in rows:
-            fh.write(
-                json.dumps({c: row.get(c) for c in columns}, ensure_ascii=False, allow_nan=False)
-                + "\n"
-            )
-
-
-def write_parquet(rows: list[dict[str, Any]], table_schema: pa.Schema, path: Path) -> None:
-    """A Parquet file; an empty table gets no row group at all, since ``datasets`` fails on an empty
-    one.
-    """
-    if not rows:
-        pq.ParquetWriter(path, table_schema).close()
-        return
-    pq.write_table(pa.Table.from_pylist(rows, schema=table_schema), path)
-
-
 # --------------------------------------------------------------------------- the export
 
 
@@ -358,25 +351,33 @@ def export_preferences(
     out_dir: Path | str,
     options: ExportOptions | None = None,
     formats: Iterable[str] | None = None,
+    *,
+    chunk_cases: int | None = None,
+    quiet: bool = True,
 ) -> ExportResult:
-    """Build the preference pairs of a run folder and write them, the candidates table and the card."""
+    """Build the preference pairs of a run folder and write them, the candidates table and the card.
+
+    The run is read and the files are written ``chunk_cases`` cases at a time (default
+    CHUNK_CASES), so memory follows the chunk, not the run; progress goes to stderr unless
+    ``quiet``.
+    """
     options, chosen_formats = options or ExportOptions(), parse_formats(formats)
     _check_options(options)
+    if chunk_cases is not None and chunk_cases < 1:
+        raise ConfigError(f"chunk size must be at least 1, got {chunk_cases}")
     run = read_run(run_dir)
-    check_principle(run, options.principle)
-    judge, source = select(run, options)
-    combined = (
-        judge_pairs(run, judge) if source == "pairwise" else None
-    )  # computed once: large runs pay per call
-    weights = {p.id: p.weight for p in run.constitution.principles}
-    kept, counts = apply_policies(
-        build_pairs(run, judge, source, options, combined), options, weights
-    )
-    scores = pointwise_cells(run, judge)
-    tables = _tables(run, kept, options, scores, judge, combined)
-    summary = _summary(run, judge, source, options, chosen_formats, counts, tables)
+    plan = make_plan(run, options)
     out = Path(out_dir)
-    _write_folder(out, tables, chosen_formats, summary, card.render_card(run, summary, tables))
+    _check_replaceable(out)
+    schemas = _schemas(run, plan)
+    writer = _Writer(run, plan, options, chunk_cases or CHUNK_CASES, quiet)
+    with _fresh_folder(out) as tmp:
+        counts, n_candidates = writer.write(tmp, schemas, chosen_formats)
+        summary = _summary(run, plan, options, chosen_formats, counts, n_candidates, schemas)
+        (tmp / "export.json").write_text(
+            json.dumps(summary, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
+        )
+        (tmp / "README.md").write_text(card.render_card(run, summary, schemas), encoding="utf-8")
     return ExportResult(out, summary)
 
 
@@ -387,45 +388,86 @@ def _check_options(options: ExportOptions) -> None:
         raise ConfigError(f"--min-margin must be in [0, 1], got {options.min_margin}")
 
 
-Table = tuple[list[dict[str, Any]], pa.Schema]
-
-
-def _tables(
-    run: RunData,
-    kept: list[Decision],
-    options: ExportOptions,
-    scores: Cells,
-    judge: str | None,
-    combined: pd.DataFrame | None,
-) -> dict[str, Table]:
-    """Rows and schema of each table: 'standard', 'conversational' and 'candidates'."""
-    cases = {c.id: c for c in run.cases}
-    with_scores = bool(scores)
-    cols = pair_columns(run, with_scores)
-    metas = [pair_meta(d, run, options, scores if with_scores else None) for d in kept]
-    standard = [standard_row(d, cases[d.pair.case_id], m) for d, m in zip(kept, metas, strict=True)]
-    conversational = [
-        conversational_row(d, cases[d.pair.case_id], m) for d, m in zip(kept, metas, strict=True)
-    ]
-    head = ["prompt", "chosen", "rejected"]
+def _schemas(run: RunData, plan: Plan) -> dict[str, pa.Schema]:
+    """The schema of each table: 'standard', 'conversational' and 'candidates'."""
+    cols = [*["prompt", "chosen", "rejected"], *pair_columns(run, plan.with_scores)]
+    wins = plan.source == "pairwise"
     return {
-        "standard": (standard, schema([*head, *cols])),
-        "conversational": (conversational, schema([*head, *cols], conversational=True)),
-        "candidates": (
-            candidate_rows(run, judge, scores, combined),
-            schema(candidate_columns(run, with_scores, combined is not None)),
-        ),
+        "standard": schema(cols),
+        "conversational": schema(cols, conversational=True),
+        "candidates": schema(candidate_columns(run, plan.with_scores, wins)),
     }
+
+
+class _Writer:
+    """Streams the pairs, then the candidates, chunk by chunk into their files."""
+
+    def __init__(
+        self, run: RunData, plan: Plan, options: ExportOptions, size: int, quiet: bool
+    ) -> None:
+        self.run, self.plan, self.options, self.size = run, plan, options, size
+        self.weights = {p.id: p.weight for p in run.constitution.principles}
+        judged = len(plan.pair_cases) if plan.source == "pairwise" else plan.cases
+        total = (judged if plan.judge_pairs else 0) + plan.revisions + plan.cases
+        self.progress = Progress(total, quiet)
+
+    def write(
+        self, folder: Path, schemas: dict[str, pa.Schema], formats: tuple[str, ...]
+    ) -> tuple[dict[str, Any], int]:
+        """Write every table into ``folder``; the policy counts and the number of candidates."""
+        exts: dict[str, list[str]] = {"candidates": ["jsonl", "parquet"]}
+        for name in formats:
+            stem, ext = name.split(".")
+            exts.setdefault(stem, []).append(ext)
+        sinks = {stem: TableSink(folder, stem, schemas[stem], e) for stem, e in exts.items()}
+        try:
+            counts = self._pairs(sinks)
+            self._candidates(sinks["candidates"])
+        finally:
+            for sink in sinks.values():
+                sink.close()
+        self.progress.finish()
+        return counts, sinks["candidates"].rows
+
+    def _pairs(self, sinks: dict[str, TableSink]) -> dict[str, Any]:
+        reader, counts = ChunkReader(self.run, self.plan), new_counts()
+        chunks = pair_chunks(self.run, self.plan, reader, self.size)
+        if self.options.revisions:
+            chunks = itertools.chain(chunks, revision_chunks(self.run, reader, self.size))
+        for chunk in chunks:
+            kept, _ = apply_policies(chunk.pairs, self.options, self.weights, counts)
+            scores = chunk.cells if self.plan.with_scores else None
+            cases = {c.id: c for c in chunk.cases}
+            metas = [pair_meta(d, self.run, self.options, scores) for d in kept]
+            for stem, build in (("standard", standard_row), ("conversational", conversational_row)):
+                if stem in sinks:
+                    sinks[stem].append(
+                        [
+                            build(d, cases[d.pair.case_id], m)
+                            for d, m in zip(kept, metas, strict=True)
+                        ]
+                    )
+            self.progress.add(chunk.items)
+        return counts
+
+    def _candidates(self, sink: TableSink) -> None:
+        reader = ChunkReader(self.run, self.plan)
+        for chunk in candidate_chunks(self.run, self.plan, reader, self.size):
+            scores = chunk.cells if self.plan.with_scores else None
+            sink.append(
+                candidate_rows(self.run, chunk.cases, self.plan.judge, scores, chunk.combined)
+            )
+            self.progress.add(chunk.items)
 
 
 def _summary(
     run: RunData,
-    judge: str | None,
-    source: str | None,
+    plan: Plan,
     options: ExportOptions,
     formats: tuple[str, ...],
     counts: dict[str, Any],
-    tables: dict[str, Table],
+    n_candidates: int,
+    schemas: dict[str, pa.Schema],
 ) -> dict[str, Any]:
     """export.json: everything the card states, as data."""
     m = run.manifest
@@ -441,42 +483,27 @@ def _summary(
         "suite": m.suite.model_dump(),
         "constitution": {"id": run.constitution.id, **m.constitution.model_dump()},
         "judges": judges,
-        "judge": judge,
-        "source": source,
+        "judge": plan.judge,
+        "source": plan.source,
         "options": dataclasses.asdict(options),
         "policy_steps": POLICY_STEPS,
         "formats": list(formats),
         "counts": counts,
-        "candidates": len(tables["candidates"][0]),
-        "columns": tables["standard"][1].names,
+        "candidates": n_candidates,
+        "columns": schemas["standard"].names,
     }
 
 
-def _write_folder(
-    out: Path,
-    tables: dict[str, Table],
-    formats: tuple[str, ...],
-    summary: dict[str, Any],
-    readme: str,
-) -> None:
-    """Write everything into a fresh sibling folder, then swap it in for ``out`` in one rename."""
-    _check_replaceable(out)
+@contextlib.contextmanager
+def _fresh_folder(out: Path) -> Iterator[Path]:
+    """A fresh sibling folder to write into, swapped in for ``out`` in one rename when the block
+    ends without error; on error it goes and ``out`` stays as it was.
+    """
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp-{uuid.uuid4().hex[:8]}")
     tmp.mkdir()
     try:
-        wanted = [*formats, "candidates.jsonl", "candidates.parquet"]
-        for name in wanted:
-            stem, ext = name.split(".")
-            rows, table_schema = tables[stem]
-            if ext == "jsonl":
-                write_jsonl(rows, table_schema.names, tmp / name)
-            else:
-                write_parquet(rows, table_schema, tmp / name)
-        (tmp / "export.json").write_text(
-            json.dumps(summary, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
-        )
-        (tmp / "README.md").write_text(readme, encoding="utf-8")
+        yield tmp
         _swap(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

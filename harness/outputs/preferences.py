@@ -33,16 +33,14 @@ POLICY_STEPS).
 
 from __future__ import annotations
 
-import itertools
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
-from harness.analysis.pairwise import combine_orders, prob_better
-from harness.analysis.scores import scored
 from harness.errors import ConfigError, RunError
-from harness.rundir import PAIRS, VERDICTS, RunData, read_jsonl_tolerant
+from harness.rundir import RunData
 
 OVERALL = "overall"
 REVISIONS = "revisions.jsonl"
@@ -131,25 +129,24 @@ class Decision:
 # source
 
 
-def judges_with_data(run: RunData) -> dict[str, list[str]]:
-    """Judges with at least one scored row, per source table."""
+def judges_with_data(verdicts: pa.Table, pairs: pa.Table) -> dict[str, list[str]]:
+    """Judges with at least one scored row, per source table (latest rows: judge, status)."""
 
-    def ids(frame: pd.DataFrame) -> list[str]:
-        return (
-            sorted(frame.loc[frame["status"] == "scored", "judge"].unique())
-            if not frame.empty
-            else []
-        )
+    def ids(table: pa.Table) -> list[str]:
+        scored = table.filter(pc.equal(table["status"], "scored"))
+        return sorted(str(j) for j in pc.unique(scored["judge"]).to_pylist())
 
-    return {
-        "pairwise": ids(run.with_rationale(PAIRS)),
-        "pointwise": ids(run.with_rationale(VERDICTS)),
-    }
+    return {"pairwise": ids(pairs), "pointwise": ids(verdicts)}
 
 
-def select(run: RunData, options: ExportOptions) -> tuple[str | None, Source | None]:
-    """The judge whose labels decide, and the table they come from; errors name the valid choices."""
-    have = judges_with_data(run)
+def select(
+    run: RunData, options: ExportOptions, verdicts: pa.Table, pairs: pa.Table
+) -> tuple[str | None, Source | None]:
+    """The judge whose labels decide, and the table they come from; errors name the valid choices.
+
+    ``verdicts`` and ``pairs``: the latest rows of the two logs, with at least judge and status.
+    """
+    have = judges_with_data(verdicts, pairs)
     known = sorted(
         {str(c.get("id")) for c in run.manifest.judge_configs}
         | set(have["pairwise"] + have["pointwise"])
@@ -187,230 +184,6 @@ def check_principle(run: RunData, principle: str) -> None:
             f"unknown principle {principle!r}: constitution {run.constitution.id} has "
             f"{', '.join(ids)} (or use 'overall')"
         )
-
-
-# --------------------------------------------------------------------------- building pairs
-
-
-def texts_of(run: RunData) -> dict[tuple[str, str], str]:
-    """Response text by (case id, generator)."""
-    return {(c.id, cand.generator): cand.response for c in run.cases for cand in c.candidates}
-
-
-def _text(texts: dict[tuple[str, str], str], case_id: str, gen: str, table: str) -> str:
-    try:
-        return texts[(case_id, gen)]
-    except KeyError:
-        raise RunError(
-            f"{table} names candidate {gen!r} of case {case_id!r}, which cases.jsonl lacks"
-        ) from None
-
-
-def _ordered(principles: set[str], run: RunData) -> list[str]:
-    """Principles in constitution order (then any others by name)."""
-    known = [p.id for p in run.constitution.principles]
-    return [p for p in known if p in principles] + sorted(principles - set(known))
-
-
-Cells = dict[tuple[str, ...], dict[str, Any]]
-
-
-def judge_pairs(run: RunData, judge: str | None) -> pd.DataFrame:
-    """The judge's ordered pairwise judgments combined over orders (``combine_orders``)."""
-    return combine_orders(run.with_rationale(PAIRS)[run.with_rationale(PAIRS)["judge"] == judge])
-
-
-def pairwise_pairs(
-    run: RunData, judge: str, combined_orders: pd.DataFrame | None = None
-) -> list[Pair]:
-    """One pair per (case, a, b) the judge compared, whatever the status of its judgments."""
-    rows = run.with_rationale(PAIRS)[run.with_rationale(PAIRS)["judge"] == judge]
-    expected = _ordered(set(rows["principle"]), run)
-    frame = judge_pairs(run, judge) if combined_orders is None else combined_orders
-    combined: Cells = frame.set_index(["case_id", "a", "b", "principle"]).to_dict("index")
-    failed: dict[tuple[str, str, str], set[str]] = {}
-    notes: dict[tuple[str, str, str], list[str]] = {}
-    for r in rows.itertuples(
-        index=False
-    ):  # one pass: a groupby per pair is far slower on large runs
-        key = (r.case_id, *sorted((r.first, r.second)))
-        bad = failed.setdefault(key, set())
-        if r.status != "scored":
-            bad.add(r.principle)  # a principle counts as scored only if every order judged was
-        if r.rationale:
-            notes.setdefault(key, []).append(
-                f"[{r.principle}, {r.first} shown first] {r.rationale}"
-            )
-    texts, pairs = texts_of(run), []
-    for (case_id, a, b), bad in sorted(failed.items()):
-        pair = Pair(
-            case_id,
-            a,
-            b,
-            _text(texts, case_id, a, "pairwise.jsonl"),
-            _text(texts, case_id, b, "pairwise.jsonl"),
-            "pairwise",
-            judge,
-            expected=expected,
-            rationale="\n".join(notes.get((case_id, a, b), [])),
-        )
-        for principle in expected:
-            cell = combined.get((case_id, a, b, principle))
-            if principle not in bad and cell is not None:
-                pair.labels[principle] = float(cell["p_a"])
-                pair.consistent[principle] = (
-                    None if pd.isna(cell["consistent"]) else bool(cell["consistent"])
-                )
-        pairs.append(pair)
-    return pairs
-
-
-def pointwise_cells(run: RunData, judge: str | None) -> Cells:
-    """The judge's scored verdicts by (case, generator, principle): score, normalized, distribution,
-    rationale.
-
-    Repeated verdicts on one cell (not expected) are averaged; the first distribution is kept.
-    """
-    v = (
-        run.with_rationale(VERDICTS)[run.with_rationale(VERDICTS)["judge"] == judge]
-        if judge is not None
-        else run.with_rationale(VERDICTS).iloc[0:0]
-    )
-    if v.empty:
-        return {}
-    cells: Cells = {}
-    for r in scored(v, run.constitution).itertuples(index=False):
-        cell = cells.setdefault(
-            (r.case_id, r.generator, r.principle),
-            {"scores": [], "norms": [], "distribution": None, "rationale": ""},
-        )
-        cell["scores"].append(float(r.score))
-        cell["norms"].append(float(r.normalized))
-        if cell["distribution"] is None:
-            cell["distribution"] = r.distribution
-        cell["rationale"] = " / ".join(x for x in (cell["rationale"], r.rationale) if x)
-    for cell in cells.values():
-        cell["score"] = sum(cell["scores"]) / len(cell["scores"])
-        cell["normalized"] = sum(cell["norms"]) / len(cell["norms"])
-    return cells
-
-
-def pointwise_pairs(run: RunData, judge: str) -> list[Pair]:
-    """Every pair of candidates of every case, labelled from the judge's pointwise verdicts."""
-    cells = pointwise_cells(run, judge)
-    v = run.with_rationale(VERDICTS)
-    expected = _ordered(set(v.loc[v["judge"] == judge, "principle"]), run)
-    pairs = []
-    for case in run.cases:
-        by_gen = {c.generator: c.response for c in case.candidates}
-        for a, b in itertools.combinations(sorted(by_gen), 2):
-            pair = Pair(case.id, a, b, by_gen[a], by_gen[b], "pointwise", judge, expected=expected)
-            for principle in expected:
-                x, y = cells.get((case.id, a, principle)), cells.get((case.id, b, principle))
-                if x is not None and y is not None:
-                    pair.labels[principle] = _p_better(x, y)
-            pair.rationale = _point_rationale(cells, case.id, a, b, expected)
-            pairs.append(pair)
-    return pairs
-
-
-def _p_better(x: dict[str, Any], y: dict[str, Any]) -> float:
-    """P(x better): from the score distributions when both have one, else from the scores (ties
-    half).
-    """
-    dx, dy = x["distribution"], y["distribution"]
-    if dx is not None and dy is not None and len(dx) == len(dy):
-        return prob_better(list(dx), list(dy))
-    return 0.5 if x["score"] == y["score"] else float(x["score"] > y["score"])
-
-
-def _point_rationale(cells: Cells, case_id: str, a: str, b: str, principles: list[str]) -> str:
-    lines = []
-    for principle, gen in itertools.product(principles, (a, b)):
-        text = cells.get((case_id, gen, principle), {}).get("rationale")
-        if text:
-            lines.append(f"[{principle}, {gen}] {text}")
-    return "\n".join(lines)
-
-
-def revision_pairs(run: RunData) -> list[Pair]:
-    """(revision, original) pairs from revisions.jsonl; an absent file gives none."""
-    rows, _ = read_jsonl_tolerant(run.root / REVISIONS)
-    texts, cases, pairs = texts_of(run), {c.id for c in run.cases}, []
-    for r in rows:
-        case_id, gen, reviser = (
-            str(r.get("case_id", "")),
-            str(r.get("generator", "")),
-            str(r.get("reviser", "")),
-        )
-        original = texts.get(
-            (case_id, gen), r.get("original")
-        )  # the run's text; the row's copy as a fallback
-        principle, p = str(r.get("principle", "")), _probability(r.get("p_revised_better"))
-        pairs.append(
-            Pair(
-                case_id,
-                f"{gen}+revision({reviser})",
-                gen,
-                str(r.get("revision") or ""),
-                original or "",
-                "revision",
-                str(r.get("judge", "")),
-                labels={principle: p} if p is not None else {},
-                reviser=reviser,
-                critique=str(r.get("critique") or ""),
-                principle=principle,
-                confirmed=r.get("confirmed"),
-                failed=r.get("status") not in REVISION_OK
-                or original is None
-                or case_id not in cases,
-            )
-        )
-    return pairs
-
-
-def _probability(value: Any) -> float | None:
-    """A probability from a JSON value; None for null, NaN or anything that is not a number in [0,
-    1].
-    """
-    try:
-        p = float(value)
-    except (TypeError, ValueError):
-        return None
-    return p if 0.0 <= p <= 1.0 else None  # NaN fails both comparisons
-
-
-def build_pairs(
-    run: RunData,
-    judge: str | None,
-    source: Source | None,
-    options: ExportOptions,
-    combined_orders: pd.DataFrame | None = None,
-) -> list[Pair]:
-    """Every candidate pair the export considers: the judge's, then the revisions (unless left out)."""
-    pairs: list[Pair] = []
-    if judge is not None and source == "pairwise":
-        pairs = pairwise_pairs(run, judge, combined_orders)
-    elif judge is not None and source == "pointwise":
-        pairs = pointwise_pairs(run, judge)
-    judged = {p for pair in pairs[:1] for p in pair.expected}
-    if (
-        options.principle != OVERALL
-        and judge is not None
-        and pairs
-        and options.principle not in judged
-    ):
-        raise ConfigError(
-            f"judge {judge!r} made no {source} judgments on principle {options.principle!r}; "
-            f"it judged {', '.join(sorted(judged))}"
-        )
-    if options.revisions:
-        pairs += revision_pairs(run)
-    if not pairs:
-        raise RunError(
-            f"run {run.manifest.run_id}: no scored judgments and no {REVISIONS}: nothing to export"
-        )
-    return pairs
 
 
 # --------------------------------------------------------------------------- policies
@@ -478,30 +251,36 @@ def _not_better(pair: Pair, p: float | None, band: float) -> bool:
     return pair.confirmed is False if p is None else p < 0.5 - band - EPS
 
 
+def new_counts() -> dict[str, Any]:
+    """Counts before any pair: considered per source, dropped per policy step, kept per source."""
+    return {
+        "considered": 0,
+        "considered_by_source": dict.fromkeys(SOURCES, 0),
+        "dropped": dict.fromkeys(POLICY_STEPS, 0),
+        "kept": 0,
+        "kept_by_source": dict.fromkeys(SOURCES, 0),
+    }
+
+
 def apply_policies(
-    pairs: list[Pair], options: ExportOptions, weights: dict[str, float]
+    pairs: list[Pair],
+    options: ExportOptions,
+    weights: dict[str, float],
+    counts: dict[str, Any] | None = None,
 ) -> tuple[list[Decision], dict[str, Any]]:
-    """Kept pairs, and counts: considered per source, dropped per policy step, kept per source."""
-    considered = dict.fromkeys(SOURCES, 0)
-    dropped = dict.fromkeys(POLICY_STEPS, 0)
-    kept_by = dict.fromkeys(SOURCES, 0)
+    """Kept pairs, and ``counts`` (new ones unless given) with these pairs added."""
+    counts = counts if counts is not None else new_counts()
     kept = []
     for pair in pairs:
-        considered[pair.source] += 1
+        counts["considered"] += 1
+        counts["considered_by_source"][pair.source] += 1
         outcome = evaluate(pair, options, weights)
         if isinstance(outcome, str):
-            dropped[outcome] += 1
+            counts["dropped"][outcome] += 1
         else:
             kept.append(outcome)
-            kept_by[pair.source] += 1
-    counts = {
-        "considered": sum(considered.values()),
-        "considered_by_source": considered,
-        "dropped": dropped,
-        "kept": len(kept),
-        "kept_by_source": kept_by,
-    }
-    assert counts["considered"] == sum(dropped.values()) + len(
-        kept
-    )  # every pair is accounted for once
+            counts["kept"] += 1
+            counts["kept_by_source"][pair.source] += 1
+    # every pair is accounted for once
+    assert counts["considered"] == sum(counts["dropped"].values()) + counts["kept"]
     return kept, counts

@@ -65,6 +65,8 @@ from harness.rundir.files import (
 )
 from harness.rundir.tables import (
     SCHEMAS,
+    CaseRows,
+    latest_columns,
     latest_status,
     paid_tokens,
     read_records,
@@ -93,6 +95,7 @@ __all__ = [
     "TEXT_COLUMNS",
     "VERDICTS",
     "VERDICT_COLUMNS",
+    "CaseRows",
     "LogScan",
     "Record",
     "RunData",
@@ -100,6 +103,7 @@ __all__ = [
     "RunWriter",
     "case_chunks",
     "case_entry",
+    "latest_columns",
     "latest_status",
     "paid_tokens",
     "read_case_index",

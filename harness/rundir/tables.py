@@ -5,12 +5,15 @@ from __future__ import annotations
 import io
 import os
 import zlib
+from collections import OrderedDict
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.json as pa_json
 import pyarrow.parquet as pq
 
@@ -248,6 +251,92 @@ def rows_of_cases(root: Path, log: str, case_ids: set[str]) -> list[dict[str, An
         if row.get("case_id") in case_ids:
             latest[row["item_id"]] = row
     return list(latest.values())
+
+
+def latest_columns(root: Path, log: str, columns: list[str]) -> pa.Table:
+    """The latest row per item of a log, as an Arrow table of a few short columns, in log order.
+
+    For whole-run facts at any size: parts are read a batch at a time, columns other than
+    ``item_id`` are dictionary-encoded, and the latest row of an item is found by sorting the ids
+    (no Python object per row, no hash table of every id).
+    """
+    schema = SCHEMAS[log]
+    cols = list(dict.fromkeys(["item_id", *columns]))
+    parts, reach = _usable(root, log)
+    pieces = []
+    for path in parts:
+        if set(cols) <= set(pq.read_schema(path).names):
+            batches = pq.ParquetFile(path).iter_batches(batch_size=1 << 16, columns=cols)
+            pieces += [_compact(pa.Table.from_batches([b])) for b in batches]
+        else:  # a part written before a column existed: it reads as null
+            pieces.append(_compact(_read_part(path, schema, cols)))
+    tail = [{k: r.get(k) for k in cols} for r in scan_log(root / log, reach)]
+    pieces.append(_compact(pa.Table.from_pylist(tail, pa.schema([schema.field(c) for c in cols]))))
+    return _latest(pa.concat_tables(pieces))
+
+
+def _compact(table: pa.Table) -> pa.Table:
+    """Dictionary-encode every column but the item id (judge, status, principle repeat a lot)."""
+    for i, name in enumerate(table.column_names):
+        if name != "item_id" and pa.types.is_string(table.schema.field(name).type):
+            table = table.set_column(i, name, pc.dictionary_encode(table[name]))
+    return table
+
+
+def _latest(table: pa.Table) -> pa.Table:
+    """Drop every row a later row of the same item supersedes."""
+    if len(table) < 2:
+        return table
+    order = pc.array_sort_indices(table["item_id"])  # stable: an item's rows stay in log order
+    ids = table["item_id"].take(order)
+    superseded = pc.equal(ids.slice(0, len(ids) - 1), ids.slice(1)).to_numpy(zero_copy_only=False)
+    keep = np.ones(len(table), dtype=bool)
+    keep[order.to_numpy()[:-1][superseded]] = False
+    return table.filter(pa.array(keep))
+
+
+class CaseRows:
+    """A log's latest rows (free text included) for a few cases at a time, in log order.
+
+    Which parts hold which cases is read once (their ``case_id`` column); each call reads only
+    the parts holding its cases and keeps the last few read, so cases taken in about the order
+    they were judged read each part about once. Memory: a few parts and the unsynced tail of the
+    log, never the whole log.
+    """
+
+    KEEP = 2  # parts kept read between calls
+
+    def __init__(self, root: Path, log: str, columns: list[str]):
+        schema = SCHEMAS[log]
+        self.columns = list(dict.fromkeys(["item_id", "case_id", *columns]))
+        self.schema = pa.schema([schema.field(c) for c in self.columns])
+        self.parts, reach = _usable(root, log)
+        # the distinct case ids of each part: a few per part, not one per row
+        self.held = [
+            pc.unique(pq.read_table(p, columns=["case_id"])["case_id"]) for p in self.parts
+        ]
+        tail = [{k: r.get(k) for k in self.columns} for r in scan_log(root / log, reach)]
+        self.tail = pa.Table.from_pylist(tail, self.schema)
+        self._read: OrderedDict[int, pa.Table] = OrderedDict()
+
+    def rows(self, case_ids: Iterable[str]) -> pd.DataFrame:
+        """The latest row per item of these cases, in log order."""
+        ids = pa.array(sorted(set(case_ids)), pa.string())
+        hit = [
+            i for i, held in enumerate(self.held) if pc.any(pc.is_in(held, value_set=ids)).as_py()
+        ]
+        tables = [self._part(i) for i in hit] + [self.tail]
+        found = [t.filter(pc.is_in(t["case_id"], value_set=ids)) for t in tables]
+        frame = pa.concat_tables(found).to_pandas()
+        return frame.drop_duplicates("item_id", keep="last").reset_index(drop=True)
+
+    def _part(self, i: int) -> pa.Table:
+        if i not in self._read:
+            self._read[i] = _read_part(self.parts[i], self.schema, self.columns)
+            while len(self._read) > self.KEEP:
+                self._read.popitem(last=False)
+        self._read.move_to_end(i)
+        return self._read[i]
 
 
 def paid_tokens(root: Path, logs: Iterable[str]) -> dict[str, tuple[int, int]]:
