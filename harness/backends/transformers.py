@@ -38,6 +38,7 @@ import functools
 import threading
 import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
@@ -407,6 +408,10 @@ class TransformersBackend(Backend):
         # One forward pass at a time: concurrent batches would only fight over the same cores or
         # GPU.
         self._lock = threading.Lock()
+        # Always the same worker thread: glibc gives each thread that allocates its own memory
+        # arena, and tensors freed in one of several arenas were kept as free but resident memory
+        # (about 650 MB over 400 items of smollm2 through asyncio's shared pool).
+        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="transformers-judge")
 
     @classmethod
     def volatile_options(cls) -> set[str]:
@@ -438,7 +443,8 @@ class TransformersBackend(Backend):
         """Answer a batch in a worker thread, so the event loop stays free."""
         if not requests:
             return []
-        return await asyncio.to_thread(self._complete_blocking, requests)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._worker, self._complete_blocking, requests)
 
     def size(self) -> dict[str, int]:
         """The loaded model's parameter count (empty before the first batch)."""
@@ -457,4 +463,4 @@ class TransformersBackend(Backend):
         """Drop the model and the prefix caches (after a batch in flight, without blocking the event
         loop).
         """
-        await asyncio.to_thread(self._drop)
+        await asyncio.get_running_loop().run_in_executor(self._worker, self._drop)

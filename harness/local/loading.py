@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ctypes
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -55,6 +57,7 @@ def load_causal_lm(
     """
     import torch
 
+    map_large_tensors()
     if threads:
         torch.set_num_threads(threads)
     where = resolve_device(device)
@@ -65,3 +68,30 @@ def load_causal_lm(
     except OSError as exc:
         raise ConfigError(f"backend 'transformers': cannot load model {model!r}: {exc}") from None
     return LoadedModel(lm.to(where), tokenizer, where, report)
+
+
+@functools.cache
+def _libc() -> Any:
+    """glibc, when this process runs on it (None elsewhere)."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        return libc if hasattr(libc, "malloc_trim") else None
+    except OSError:
+        return None
+
+
+M_MMAP_THRESHOLD = -3  # mallopt's parameter number in glibc's malloc.h
+MMAP_THRESHOLD = 1 << 20
+
+
+def map_large_tensors() -> None:
+    """Have glibc give every allocation of 1 MiB or more its own mapping (glibc only).
+
+    By default the threshold rises to the largest block freed so far, so after the first batches
+    tensors come from the heap, where freed ones stay resident: 660 MB above a 135M model's own
+    memory after 400 items, against 250 MB with a fixed threshold. A fixed threshold returns each
+    freed tensor to the system at once.
+    """
+    libc = _libc()
+    if libc is not None:
+        libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)
