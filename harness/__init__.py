@@ -44,8 +44,6 @@ _EXPORTS: dict[str, str] = {
     "load_judge": "harness.config",
     "validate_file": "harness.config",
     "LoadedSuite": "harness.config",
-    "open_suite": "harness.suite_stream",
-    "SuiteStream": "harness.suite_stream",
     # backends
     "Backend": "harness.backends.base",
     "BackendRequest": "harness.backends.base",
