@@ -9,15 +9,16 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
 from harness.errors import ConfigError, Issue, ValidationFailed
 from harness.paths import project_root
-from harness.records import Candidate, CandidateRow, Case, Constitution, JudgeConfig, Suite
+from harness.records import CandidateRow, Case, Constitution, JudgeConfig, Suite
 from harness.safetext import SURROGATE
 from harness.yamlfile import Marks, load_yaml, parse_yaml, read_text
 
@@ -168,8 +169,9 @@ def resolve(ref: str, kind: str, relative_to: Path | None = None) -> Path:
 
 
 def sha256_file(path: Path) -> str:
-    """Hex SHA-256 of a file's bytes."""
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+    """Hex SHA-256 of a file's bytes (read in blocks: a suite's cases file can be large)."""
+    with path.open("rb") as fh:
+        return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
 # --------------------------------------------------------------------------- suites
@@ -206,17 +208,41 @@ def _jsonl_line(model: type[M], path: Path, lineno: int, line: str) -> M:
         return validate(model, data, str(path), marks)
 
 
-def _jsonl_records(model: type[M], path: Path, issues: list[Issue]) -> list[tuple[int, M]]:
-    """Records of a JSONL file with their line numbers; every bad line is added to ``issues``."""
-    records: list[tuple[int, M]] = []
-    for lineno, line in enumerate(read_text(path).splitlines(), start=1):
-        if not line.strip():
-            continue
+def jsonl_lines(path: Path) -> Iterator[tuple[int, int, str]]:
+    """(line number, byte offset, text) of each non-blank line of a JSONL file, read as a stream.
+
+    Lines end at a newline only: a U+2028 inside a JSON string is text, not a line break.
+    """
+    try:
+        fh = path.open("rb")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: file not found") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc}") from None
+    with fh:
+        offset = 0
+        for lineno, raw in enumerate(fh, start=1):
+            start, offset = offset, offset + len(raw)
+            try:
+                text = raw.decode("utf-8").removesuffix("\n").removesuffix("\r")
+            except UnicodeDecodeError as exc:
+                raise ConfigError(f"{path}:{lineno}: cannot read: {exc}") from None
+            if text.strip():
+                yield lineno, start, text
+
+
+def jsonl_records(model: type[M], path: Path, issues: list[Issue]) -> Iterator[tuple[int, int, M]]:
+    """(line number, byte offset, record) of each good line; every bad line goes to ``issues``."""
+    for lineno, offset, line in jsonl_lines(path):
         try:
-            records.append((lineno, _jsonl_line(model, path, lineno, line)))
+            yield lineno, offset, _jsonl_line(model, path, lineno, line)
         except ValidationFailed as exc:
             issues.extend(exc.issues)
-    return records
+
+
+def _jsonl_records(model: type[M], path: Path, issues: list[Issue]) -> list[tuple[int, M]]:
+    """Records of a JSONL file with their line numbers; every bad line is added to ``issues``."""
+    return [(n, r) for n, _, r in jsonl_records(model, path, issues)]
 
 
 def load_jsonl(model: type[M], path: Path) -> list[tuple[int, M]]:
@@ -241,40 +267,35 @@ class LoadedSuite:
     inputs: list[Path] = field(default_factory=list)
     where: Located = field(default_factory=dict)
 
+    def locate(self, case_id: str) -> tuple[str, int | None]:
+        """The file and line that define a case."""
+        return self.where.get(case_id, (str(self.path), None))
+
+    def labels(self) -> Iterator[tuple[str, str]]:
+        """(case id, principle) of each case whose human label names a principle."""
+        for case in self.cases:
+            pref = case.human_preference
+            if pref and pref.principle is not None:
+                yield case.id, pref.principle
+
 
 def load_suite(path: Path | str) -> LoadedSuite:
     """Load a suite, merge its files, and check that every reference holds.
 
-    Every problem in the suite and its case files is reported at once.
+    Every problem in the suite and its case files is reported at once. The cases are held in
+    memory; ``harness run`` streams them instead (:func:`harness.suite_stream.open_suite`).
     """
-    path = resolve(str(path), "suite")
-    data, marks = load_yaml(path)
-    if not isinstance(data, dict):
-        raise ValidationFailed([Issue(str(path), 1, 1, "expected a mapping for a Suite")])
-    suite = validate(Suite, data, str(path), marks)
-    issues: list[Issue] = []
-    located: list[tuple[str, int | None, Case]] = [
-        (str(path), marks.get(("cases", str(i)), (None, None))[0], c)
-        for i, c in enumerate(suite.cases)
-    ]
-    inputs = [path]
-    if suite.cases_file:
-        cases_path = _sibling(path, suite.cases_file, marks, "cases_file")
-        inputs.append(cases_path)
-        located += [(str(cases_path), n, c) for n, c in _jsonl_records(Case, cases_path, issues)]
-    cases = _unique_cases(located, issues)
-    if suite.candidates_file:
-        cand_path = _sibling(path, suite.candidates_file, marks, "candidates_file")
-        inputs.append(cand_path)
-        _attach_candidates(cases, cand_path, issues)
-    where = {c.id: (f, n) for f, n, c in located}
-    _check_cases(cases, where, issues)
-    if issues:
-        raise ValidationFailed(issues)
-    return LoadedSuite(suite, path, list(cases.values()), inputs, where)
+    # Imported here: harness.suite_stream is built on this module's validation helpers.
+    from harness.suite_stream import open_suite
+
+    with open_suite(path) as stream:
+        cases = list(stream.cases())
+        where = {c.id: stream.locate(c.id) for c in cases}
+        return LoadedSuite(stream.suite, stream.path, cases, stream.inputs, where)
 
 
-def _sibling(suite_path: Path, name: str, marks: Marks, key: str) -> Path:
+def sibling(suite_path: Path, name: str, marks: Marks, key: str) -> Path:
+    """The file a suite names by ``key`` (next to the suite), or an error at the key's place."""
     target = suite_path.parent / name
     if not target.is_file():
         line, col = marks.get((key,), (None, None))
@@ -295,52 +316,34 @@ def _unique_cases(
     return cases
 
 
-def _attach_candidates(cases: dict[str, Case], path: Path, issues: list[Issue]) -> None:
-    for lineno, row in _jsonl_records(CandidateRow, path, issues):
-        if row.case_id not in cases:
-            msg = f"case_id {row.case_id!r} is not a case of the suite"
-            issues.append(Issue(str(path), lineno, None, msg))
-            continue
-        cases[row.case_id].candidates.append(Candidate(**row.model_dump(exclude={"case_id"})))
+class SuiteFacts(Protocol):
+    """What the label checks ask of a suite, held in memory or streamed."""
+
+    def locate(self, case_id: str) -> tuple[str, int | None]:
+        """The file and line that define a case."""
+        ...
+
+    def labels(self) -> Iterable[tuple[str, str]]:
+        """(case id, principle) of each case whose human label names a principle."""
+        ...
 
 
-def _check_cases(cases: dict[str, Case], where: Located, issues: list[Issue]) -> None:
-    for case in cases.values():
-        file, line = where[case.id]
-        gens = [c.generator for c in case.candidates]
-        if not gens:
-            issues.append(Issue(file, line, None, f"case {case.id!r} has no candidate responses"))
-        if len(set(gens)) != len(gens):
-            issues.append(
-                Issue(file, line, None, f"case {case.id!r} has two candidates from one generator")
-            )
-        pref = case.human_preference
-        for name in (pref.chosen, pref.rejected) if pref else ():
-            if name not in gens:
-                msg = f"case {case.id!r}: human_preference names unknown generator {name!r}"
-                issues.append(Issue(file, line, None, msg))
-
-
-def check_labels(loaded: LoadedSuite, constitution: Constitution, c_path: Path) -> None:
+def check_labels(loaded: SuiteFacts, constitution: Constitution, c_path: Path) -> None:
     """Every ``human_preference.principle`` must name a principle of the constitution.
 
     Raises ValidationFailed listing each case whose label names another principle.
     """
     ids = [p.id for p in constitution.principles]
-    issues = []
-    for case in loaded.cases:
-        pref = case.human_preference
-        if pref and pref.principle is not None and pref.principle not in ids:
-            file, line = loaded.where.get(case.id, (str(loaded.path), None))
-            issues.append(
-                Issue(
-                    file,
-                    line,
-                    None,
-                    f"case {case.id!r}: human_preference.principle {pref.principle!r} is not a "
-                    f"principle of constitution {constitution.id!r} ({c_path}); it has {ids}",
-                )
-            )
+    issues = [
+        Issue(
+            *loaded.locate(case_id),
+            None,
+            f"case {case_id!r}: human_preference.principle {principle!r} is not a "
+            f"principle of constitution {constitution.id!r} ({c_path}); it has {ids}",
+        )
+        for case_id, principle in loaded.labels()
+        if principle not in ids
+    ]
     if issues:
         raise ValidationFailed(issues)
 
@@ -350,7 +353,7 @@ def check_rated_principles(loaded: LoadedSuite, constitution: Constitution) -> N
     known = {p.id for p in constitution.principles}
     issues = [
         Issue(
-            *loaded.where.get(case.id, (str(loaded.path), None)),
+            *loaded.locate(case.id),
             None,
             f"case {case.id!r}, candidate {cand.generator!r}: human_scores names principle "
             f"{pid!r}, "

@@ -14,11 +14,12 @@ import dataclasses
 import random
 import re
 import sys
+from collections import Counter
 from collections.abc import Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import pandas as pd
 
@@ -58,6 +59,7 @@ from harness.rundir import (
     read_table,
     run_spend,
 )
+from harness.suite_stream import SuiteStream, open_suite
 
 DEFAULT_CONSTITUTION = "default"
 DEFAULT_JUDGES = ["student", "rules", "smollm2"]
@@ -112,11 +114,14 @@ class RunResult:
     skipped: int = 0  # items never asked because --target-ci stopped their principle × generator
 
 
-@dataclass
-class Inputs:
-    """Everything loaded for a run."""
+S = TypeVar("S", LoadedSuite, SuiteStream)
 
-    suite: LoadedSuite
+
+@dataclass
+class Inputs(Generic[S]):
+    """Everything loaded for a run: its suite held in memory, or streamed (``harness run``)."""
+
+    suite: S
     constitution: Constitution
     constitution_path: Path
     judges: list[tuple[JudgeConfig, Path]]
@@ -124,9 +129,25 @@ class Inputs:
     judges_named: bool = True
 
 
-def load_inputs(options: RunOptions) -> Inputs:
-    """Load the suite, then the constitution and judges it or the options name."""
-    suite = load_suite(options.suite)
+def load_inputs(options: RunOptions) -> Inputs[LoadedSuite]:
+    """Load the suite (its cases held in memory), then the constitution and judges it or the
+    options name.
+    """
+    return _with_suite(load_suite(options.suite), options)
+
+
+def stream_inputs(options: RunOptions) -> Inputs[SuiteStream]:
+    """Validate the suite in one streamed pass, then load the constitution and judges."""
+    suite = open_suite(options.suite)
+    try:
+        return _with_suite(suite, options)
+    except BaseException:
+        suite.close()
+        raise
+
+
+def _with_suite(suite: S, options: RunOptions) -> Inputs[S]:
+    """The inputs of a run of ``suite``: the constitution and judges it or the options name."""
     c_ref = options.constitution or suite.suite.constitution or DEFAULT_CONSTITUTION
     c_rel = None if options.constitution else suite.path
     constitution, c_path = load_constitution(c_ref, c_rel)
@@ -193,33 +214,35 @@ def _check_same_run(root: Path, manifest: RunManifest) -> RunManifest:
     return old
 
 
-def select_cases(inputs: Inputs, options: RunOptions) -> None:
-    """Apply --max-cases (a seeded sample) and, for --target-ci, a seeded judging order, in place."""
-    cases = list(inputs.suite.cases)
+def select_cases(inputs: Inputs[SuiteStream], options: RunOptions) -> None:
+    """Apply --max-cases (a seeded sample) and, for --target-ci, a seeded judging order.
+
+    Only case positions are chosen and held; the suite then streams those cases in that order.
+    """
+    n = inputs.suite.total
     rng = random.Random(options.seed)
-    if options.max_cases is not None and options.max_cases < len(cases):
-        keep = set(rng.sample(range(len(cases)), options.max_cases))
-        cases = [c for i, c in enumerate(cases) if i in keep]
+    positions: list[int] | None = None
+    if options.max_cases is not None and options.max_cases < n:
+        positions = sorted(rng.sample(range(n), options.max_cases))
     if options.target_ci is not None:
-        rng.shuffle(cases)  # an adaptive estimate needs an order unrelated to the cases' content
+        positions = list(range(n)) if positions is None else positions
+        # an adaptive estimate needs an order unrelated to the cases' content
+        rng.shuffle(positions)
     unknown = set(options.principles) - {p.id for p in inputs.constitution.principles}
     if unknown:
         raise RunError(
             f"unknown principle(s) {sorted(unknown)}; the constitution has "
             f"{[p.id for p in inputs.constitution.principles]}"
         )
-    inputs.suite.cases = cases
+    if positions is not None:
+        inputs.suite.select(positions)
 
 
-def make_planner(inputs: Inputs, bound: list[BoundJudge], options: RunOptions) -> Planner:
+def make_planner(
+    inputs: Inputs[SuiteStream], bound: list[BoundJudge], options: RunOptions
+) -> Planner:
     """The run's planner: kinds, principles and labelled-only restrictions from the options."""
-    labels: dict[str, str] = {}
-    if options.labelled_only:
-        labels = {
-            c.id: c.human_preference.principle
-            for c in inputs.suite.cases
-            if c.human_preference and c.human_preference.principle
-        }
+    labels = dict(inputs.suite.labels()) if options.labelled_only else {}
     if options.pairwise:
         for b in (b for b in bound if not b.backend.pairwise()):
             print(
@@ -261,21 +284,26 @@ def run(options: RunOptions) -> RunResult:
         from harness.engine.ray_executor import import_ray
 
         import_ray()
-    inputs = load_inputs(options)
+    inputs = stream_inputs(options)
+    with inputs.suite:  # its cases stream from a temporary copy, never all held at once
+        return _run(inputs, options)
+
+
+def _run(inputs: Inputs[SuiteStream], options: RunOptions) -> RunResult:
     select_cases(inputs, options)
     bound = bind_judges(inputs.judges, trusted=inputs.judges_named or options.trust_suite_judges)
     if options.prescreen:
-        screen = Prescreen.for_cases(inputs.suite.cases)
+        screen = Prescreen.for_cases(inputs.suite.cases())
         bound = [dataclasses.replace(b, screen=screen) for b in bound]
     planner = make_planner(inputs, bound, options)
-    planned = planner.count(inputs.suite.cases)
+    planned = sum(map(planner.count, inputs.suite.chunks(CHUNK_CASES)), Counter[str]())
     run_id = options.run_id or f"{inputs.suite.suite.id}-{fingerprint(inputs, options)}"
     with RunWriter(run_folder(Path(options.out), run_id)) as writer:
         manifest = new_manifest(inputs, options, sum(planned.values()), run_id)
         if writer.exists():
             manifest = _check_same_run(writer.root, manifest)
         else:
-            writer.initialise(manifest, inputs.constitution, inputs.suite.cases)
+            writer.initialise(manifest, inputs.constitution, inputs.suite.cases())
         record_audits(
             [
                 (b.config.id, judge_identity(b.backend.identity(), b.config.rationale))
@@ -284,9 +312,7 @@ def run(options: RunOptions) -> RunResult:
             writer.root,
             quiet=options.quiet,
         )
-        # From here the cases stream from the run folder's own copy, a chunk at a time: the
-        # suite's list is let go so that memory does not hold every case while judging.
-        inputs.suite.cases = []
+        # From here the cases stream from the run folder's own copy, a chunk at a time.
         session, skipped = asyncio.run(_judge(writer, inputs, bound, planner, planned, options))
         result = finish(writer, manifest, sum(planned.values()) - skipped, session=session)
     result.left = session.stopped_items if session else 0

@@ -19,9 +19,9 @@ screen runs before the cache, so turning it on or off never mixes its verdicts w
 from __future__ import annotations
 
 import functools
+import hashlib
 import math
 import re
-from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -177,17 +177,43 @@ def constant_answers(
 ) -> frozenset[str]:
     """Normalised answers (``min_chars`` or longer, not refusals) given to ``min_prompts`` or more
     different prompts.
+
+    One pass over ``cases`` (a stream will do): each distinct answer costs a hash and at most
+    ``min_prompts`` prompt hashes, never its text; only the texts that qualify are kept.
     """
-    prompts: dict[str, set[str]] = defaultdict(set)
+    prompts: dict[int, int | set[int]] = {}  # answer hash -> its prompt's hash, or prompts' hashes
+    found: set[str] = set()
     for case in cases:
-        key = _normal(" ".join(m.content for m in case.messages()))
+        key = _digest(_normal(" ".join(m.content for m in case.messages())))
         for cand in case.candidates:
-            prompts[_normal(cand.response)].add(key)
-    return frozenset(
-        t
-        for t, p in prompts.items()
-        if len(p) >= min_prompts and len(t) >= min_chars and not is_refusal(t)
-    )
+            text = _normal(cand.response)
+            if len(text) < min_chars:
+                continue
+            n = _meet(prompts, _digest(text), key, min_prompts)
+            if n == min_prompts and not is_refusal(text):
+                found.add(text)
+    return frozenset(found)
+
+
+def _meet(prompts: dict[int, int | set[int]], answer: int, prompt: int, enough: int) -> int:
+    """Note that ``answer`` met ``prompt``; how many prompts it has met now (0: nothing new)."""
+    seen = prompts.get(answer)
+    if seen is None:
+        prompts[answer] = prompt  # most answers meet one prompt only: an int, not a set
+        return 1
+    if isinstance(seen, int):
+        if seen == prompt:
+            return 0
+        seen = prompts[answer] = {seen}
+    if len(seen) >= enough or prompt in seen:
+        return 0
+    seen.add(prompt)
+    return len(seen)
+
+
+def _digest(text: str) -> int:
+    """A 64-bit hash of a text, the same in every process."""
+    return int.from_bytes(hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest(), "big")
 
 
 # A response is judged on every principle by every judge, one item after another: remembering the

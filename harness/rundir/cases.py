@@ -17,13 +17,14 @@ from harness.records import Case
 from harness.rundir.files import CASES, TABLES, scan_log
 
 
-def _indexed(cases: Iterable[Case], index: list[dict[str, Any]]) -> Iterator[str]:
+def _indexed(cases: Iterable[Case], index: CaseIndexWriter) -> Iterator[str]:
     """Each case's JSON line, noting its place in the file and what analyses ask of it."""
     offset = 0
     for case in cases:
         line = case.model_dump_json()
-        index.append(case_entry(case, offset, len(line.encode("utf-8")) + 1))
-        offset += index[-1]["length"]
+        entry = case_entry(case, offset, len(line.encode("utf-8")) + 1)
+        index.append(entry)
+        offset += entry["length"]
         yield line
 
 
@@ -56,13 +57,49 @@ CASE_INDEX_SCHEMA = pa.schema(
 )
 
 
-def write_case_index(root: Path, index: list[dict[str, Any]]) -> None:
+class CaseIndexWriter:
+    """Writes ``tables/cases.parquet`` a batch of rows at a time: memory stays flat in the suite
+    size. The file appears, whole, only on :meth:`close`.
+    """
+
+    BATCH = 16_384  # rows held before they go to the file as one row group
+
+    def __init__(self, root: Path):
+        (root / TABLES).mkdir(exist_ok=True)
+        self.final = root / TABLES / "cases.parquet"
+        self.tmp = self.final.with_name(".cases.parquet.tmp")
+        self.rows: list[dict[str, Any]] = []
+        self._out = pq.ParquetWriter(self.tmp, CASE_INDEX_SCHEMA)
+
+    def append(self, entry: dict[str, Any]) -> None:
+        """Add one row (a :func:`case_entry`)."""
+        self.rows.append(entry)
+        if len(self.rows) >= self.BATCH:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self.rows:
+            self._out.write_table(pa.Table.from_pylist(self.rows, CASE_INDEX_SCHEMA))
+            self.rows = []
+
+    def close(self) -> None:
+        """Write what is left and put the file in place."""
+        self._flush()
+        self._out.close()
+        os.replace(self.tmp, self.final)
+
+    def abort(self) -> None:
+        """Drop the unfinished file."""
+        self._out.close()
+        self.tmp.unlink(missing_ok=True)
+
+
+def write_case_index(root: Path, index: Iterable[dict[str, Any]]) -> None:
     """Write ``tables/cases.parquet``: one small row per case, in suite order."""
-    (root / TABLES).mkdir(exist_ok=True)
-    final = root / TABLES / "cases.parquet"
-    tmp = final.with_name(".cases.parquet.tmp")
-    pq.write_table(pa.Table.from_pylist(index, CASE_INDEX_SCHEMA), tmp)
-    os.replace(tmp, final)
+    out = CaseIndexWriter(root)
+    for entry in index:
+        out.append(entry)
+    out.close()
 
 
 def case_chunks(root: Path, size: int) -> Iterator[list[Case]]:

@@ -7,11 +7,11 @@ import os
 import sys
 from collections.abc import Iterable
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
 from harness.errors import RunError
 from harness.records import Case, Constitution, RunManifest
-from harness.rundir.cases import _indexed, write_case_index
+from harness.rundir.cases import CaseIndexWriter, _indexed
 from harness.rundir.files import (
     CASES,
     CONSTITUTION,
@@ -112,9 +112,13 @@ class RunWriter:
         write_atomic(
             self.root / CONSTITUTION, constitution.model_dump_json(indent=2, by_alias=True)
         )
-        index: list[dict[str, Any]] = []
-        _write_lines_atomic(self.root / CASES, _indexed(cases, index))
-        write_case_index(self.root, index)
+        index = CaseIndexWriter(self.root)
+        try:
+            _write_lines_atomic(self.root / CASES, _indexed(cases, index))
+        except BaseException:
+            index.abort()
+            raise
+        index.close()
         self.write_manifest(manifest)
 
     def write_manifest(self, manifest: RunManifest) -> None:
