@@ -112,13 +112,20 @@ def _surrogate_issues(data: Any, file: str, marks: Marks | None, line: int | Non
 
 
 def validate(
-    model: type[M], data: Any, file: str, marks: Marks | None = None, line: int | None = None
+    model: type[M],
+    data: Any,
+    file: str,
+    marks: Marks | None = None,
+    line: int | None = None,
+    escaped: bool = True,
 ) -> M:
     """Validate ``data`` as ``model``; errors carry file:line:column and what was expected.
 
     Every problem is reported at once; text that is not valid Unicode (a lone surrogate) is refused.
+    ``escaped`` False says the source text held no ``\\u`` escape, the only way JSON read from
+    strictly decoded UTF-8 can carry a surrogate: the walk over every string is then skipped.
     """
-    issues = _surrogate_issues(data, file, marks, line)
+    issues = _surrogate_issues(data, file, marks, line) if escaped else []
     try:
         record = model.model_validate(data)
     except ValidationError as exc:
@@ -200,7 +207,7 @@ def _jsonl_line(model: type[M], path: Path, lineno: int, line: str) -> M:
             [Issue(str(path), lineno, None, "invalid JSON: nested too deeply")]
         ) from None
     try:
-        return validate(model, data, str(path), line=lineno)
+        return validate(model, data, str(path), line=lineno, escaped="\\u" in line)
     except ValidationFailed:
         marks = _line_marks(line, lineno)
         if marks is None:
