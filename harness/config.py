@@ -119,10 +119,10 @@ def validate(
     line: int | None = None,
     escaped: bool = True,
 ) -> M:
-    """Validate ``data`` as ``model``; errors carry file:line:column and what was expected.
+    r"""Validate ``data`` as ``model``; errors carry file:line:column and what was expected.
 
     Every problem is reported at once; text that is not valid Unicode (a lone surrogate) is refused.
-    ``escaped`` False says the source text held no ``\\u`` escape, the only way JSON read from
+    ``escaped`` False says the source text held no ``\u`` escape, the only way JSON read from
     strictly decoded UTF-8 can carry a surrogate: the walk over every string is then skipped.
     """
     issues = _surrogate_issues(data, file, marks, line) if escaped else []

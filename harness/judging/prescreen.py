@@ -220,7 +220,7 @@ def _digest(text: str) -> int:
 # last few verdicts of the screen saves its regexes for all but the first of them.
 @functools.lru_cache(maxsize=4096)
 def _check(constants: frozenset[str], text: str) -> str | None:
-    if _normal(text) in constants:
+    if constants and _normal(text) in constants:
         return "the same answer is given to different prompts (input-independent)"
     return screen(text)
 
