@@ -99,7 +99,8 @@ def demo_items() -> tuple[list[Item], str] | None:
     """
     suite_path = project_root() / "suites" / "demo.yaml"
     try:
-        from harness.config import load_constitution, load_suite
+        from harness.config import load_constitution
+        from harness.suite_stream import load_suite
 
         loaded = load_suite(suite_path)
         constitution, _ = load_constitution(loaded.suite.constitution or "default", loaded.path)

@@ -39,11 +39,11 @@ _EXPORTS: dict[str, str] = {
     "TransientJudgeError": "harness.errors",
     "Issue": "harness.errors",
     # configuration
-    "load_suite": "harness.config",
+    "load_suite": "harness.suite_stream",
     "load_constitution": "harness.config",
     "load_judge": "harness.config",
-    "validate_file": "harness.config",
-    "LoadedSuite": "harness.config",
+    "validate_file": "harness.file_check",
+    "LoadedSuite": "harness.suite_stream",
     # backends
     "Backend": "harness.backends.base",
     "BackendRequest": "harness.backends.base",

@@ -10,7 +10,6 @@ import hashlib
 import json
 import re
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
@@ -18,9 +17,9 @@ from pydantic import BaseModel, ValidationError
 
 from harness.errors import ConfigError, Issue, ValidationFailed
 from harness.paths import project_root
-from harness.records import CandidateRow, Case, Constitution, JudgeConfig, Suite
+from harness.records import Case, Constitution, JudgeConfig
 from harness.safetext import SURROGATE
-from harness.yamlfile import Marks, load_yaml, parse_yaml, read_text
+from harness.yamlfile import Marks, load_yaml, parse_yaml
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -264,43 +263,6 @@ def load_jsonl(model: type[M], path: Path) -> list[tuple[int, M]]:
 Located = dict[str, tuple[str, int | None]]  # case id -> (file, line) where it is defined
 
 
-@dataclass
-class LoadedSuite:
-    """A suite with its cases resolved (inline, cases file and candidates file merged)."""
-
-    suite: Suite
-    path: Path
-    cases: list[Case]
-    inputs: list[Path] = field(default_factory=list)
-    where: Located = field(default_factory=dict)
-
-    def locate(self, case_id: str) -> tuple[str, int | None]:
-        """The file and line that define a case."""
-        return self.where.get(case_id, (str(self.path), None))
-
-    def labels(self) -> Iterator[tuple[str, str]]:
-        """(case id, principle) of each case whose human label names a principle."""
-        for case in self.cases:
-            pref = case.human_preference
-            if pref and pref.principle is not None:
-                yield case.id, pref.principle
-
-
-def load_suite(path: Path | str) -> LoadedSuite:
-    """Load a suite, merge its files, and check that every reference holds.
-
-    Every problem in the suite and its case files is reported at once. The cases are held in
-    memory; ``harness run`` streams them instead (:func:`harness.suite_stream.open_suite`).
-    """
-    # Imported here: harness.suite_stream is built on this module's validation helpers.
-    from harness.suite_stream import open_suite
-
-    with open_suite(path) as stream:
-        cases = list(stream.cases())
-        where = {c.id: stream.locate(c.id) for c in cases}
-        return LoadedSuite(stream.suite, stream.path, cases, stream.inputs, where)
-
-
 def sibling(suite_path: Path, name: str, marks: Marks, key: str) -> Path:
     """The file a suite names by ``key`` (next to the suite), or an error at the key's place."""
     target = suite_path.parent / name
@@ -355,27 +317,6 @@ def check_labels(loaded: SuiteFacts, constitution: Constitution, c_path: Path) -
         raise ValidationFailed(issues)
 
 
-def check_rated_principles(loaded: LoadedSuite, constitution: Constitution) -> None:
-    """Every principle a candidate's ``human_scores`` names must be one of the constitution's."""
-    known = {p.id for p in constitution.principles}
-    issues = [
-        Issue(
-            *loaded.locate(case.id),
-            None,
-            f"case {case.id!r}, candidate {cand.generator!r}: human_scores names principle "
-            f"{pid!r}, "
-            f"which constitution {constitution.id!r} does not have (expected one of "
-            f"{', '.join(sorted(known))})",
-        )
-        for case in loaded.cases
-        for cand in case.candidates
-        for pid in cand.human_scores
-        if pid not in known
-    ]
-    if issues:
-        raise ValidationFailed(issues)
-
-
 def load_constitution(
     ref: str | Path, relative_to: Path | None = None
 ) -> tuple[Constitution, Path]:
@@ -416,67 +357,3 @@ def _check_options(cls: Any, options: dict[str, Any], path: Path, marks: Marks) 
                 for i in exc.issues
             ]
         ) from None
-
-
-def detect_kind(path: Path, data: Any) -> str:
-    """Guess which kind of file this is, from its keys."""
-    if isinstance(data, dict):
-        if "principles" in data:
-            return "constitution"
-        if "backend" in data:
-            return "judge"
-        if "cases" in data or "cases_file" in data or "candidates_file" in data:
-            return "suite"
-    raise ValidationFailed(
-        [
-            Issue(
-                str(path),
-                1,
-                1,
-                "cannot tell the kind: expected a constitution (principles), "
-                "a judge (backend) or a suite (cases / cases_file)",
-            )
-        ]
-    )
-
-
-def validate_file(path: Path) -> str:
-    """Validate one file of any kind, references included; returns the kind.
-
-    A ``.jsonl`` file is a suite's cases file (or, when its rows have ``case_id``, its candidates).
-    """
-    if path.suffix == ".jsonl":
-        return _validate_jsonl(path)
-    data, _ = load_yaml(path)
-    kind = detect_kind(path, data)
-    if kind == "constitution":
-        load_constitution(path)
-    elif kind == "judge":
-        load_judge(path)
-    else:
-        loaded = load_suite(path)
-        constitution, c_path = load_constitution(loaded.suite.constitution or "default", path)
-        check_labels(loaded, constitution, c_path)
-        check_rated_principles(loaded, constitution)
-        for ref in loaded.suite.judges:
-            load_judge(ref, path)
-    return kind
-
-
-def _validate_jsonl(path: Path) -> str:
-    first = next((line for line in read_text(path).splitlines() if line.strip()), "")
-    try:
-        candidates = isinstance(row := json.loads(first), dict) and "case_id" in row
-    except (json.JSONDecodeError, RecursionError):
-        candidates = False
-    if candidates:
-        load_jsonl(CandidateRow, path)
-        return "candidates file (JSONL)"
-    issues: list[Issue] = []
-    located: list[tuple[str, int | None, Case]] = [
-        (str(path), n, c) for n, c in _jsonl_records(Case, path, issues)
-    ]
-    _unique_cases(located, issues)
-    if issues:
-        raise ValidationFailed(issues)
-    return "cases file (JSONL)"

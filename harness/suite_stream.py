@@ -1,7 +1,7 @@
 """A suite validated in one streamed pass, whose cases then stream from a temporary copy.
 
 :func:`open_suite` reports every problem of a suite and its case files at once, with file and line
-(:func:`harness.config.load_suite` is built on it, so the messages are the same), yet holds only a
+(:func:`load_suite` is built on it, so the messages are the same), yet holds only a
 few small facts per case: its id, line, label and where its copy is. Each validated case, with the
 candidates file's rows for it joined on, is written as one JSON line to an anonymous temporary file;
 :meth:`SuiteStream.cases` reads them back in suite order, or in any order of positions
@@ -18,11 +18,11 @@ import os
 import tempfile
 from array import array
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
-from harness.config import jsonl_records, resolve, sibling, validate
+from harness.config import Located, jsonl_records, resolve, sibling, validate
 from harness.errors import Issue, ValidationFailed
 from harness.records import Candidate, CandidateRow, Case, Suite
 from harness.yamlfile import Marks, load_yaml
@@ -261,3 +261,37 @@ def case_problems(case: Case, file: str, line: int | None) -> list[Issue]:
             msg = f"case {case.id!r}: human_preference names unknown generator {name!r}"
             issues.append(Issue(file, line, None, msg))
     return issues
+
+
+@dataclass
+class LoadedSuite:
+    """A suite with its cases resolved (inline, cases file and candidates file merged)."""
+
+    suite: Suite
+    path: Path
+    cases: list[Case]
+    inputs: list[Path] = field(default_factory=list)
+    where: Located = field(default_factory=dict)
+
+    def locate(self, case_id: str) -> tuple[str, int | None]:
+        """The file and line that define a case."""
+        return self.where.get(case_id, (str(self.path), None))
+
+    def labels(self) -> Iterator[tuple[str, str]]:
+        """(case id, principle) of each case whose human label names a principle."""
+        for case in self.cases:
+            pref = case.human_preference
+            if pref and pref.principle is not None:
+                yield case.id, pref.principle
+
+
+def load_suite(path: Path | str) -> LoadedSuite:
+    """Load a suite, merge its files, and check that every reference holds.
+
+    Every problem in the suite and its case files is reported at once. The cases are held in
+    memory; ``harness run`` streams them instead (:func:`open_suite`).
+    """
+    with open_suite(path) as stream:
+        cases = list(stream.cases())
+        where = {c.id: stream.locate(c.id) for c in cases}
+        return LoadedSuite(stream.suite, stream.path, cases, stream.inputs, where)

@@ -23,7 +23,6 @@ from harness.audit.figures import hack_rates
 from harness.audit.run import AuditOptions, audit
 from harness.audit_store import RUN_FILE, latest_card
 from harness.cli import main
-from harness.config import load_suite
 from harness.engine.runner import RunOptions, run
 from harness.judging.prescreen import Prescreen, screen
 from harness.paths import project_root
@@ -33,6 +32,7 @@ from harness.rundir import VERDICTS, read_run
 from harness.student import data as student_data
 from harness.student.artefact import load_student
 from harness.student.calibrate import CALIBRATION, platt
+from harness.suite_stream import load_suite
 from harness.testing.fault_server import start_fault_server
 from tests import test_llama_server
 

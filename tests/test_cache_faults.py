@@ -14,11 +14,12 @@ from typing import Any
 import pytest
 
 from harness.cli import main
-from harness.config import load_constitution, load_suite
+from harness.config import load_constitution
 from harness.engine.cache import JudgeCache
 from harness.engine.executor import execute
 from harness.engine.plan import plan
 from harness.engine.progress import Progress
+from harness.suite_stream import load_suite
 from tests.helpers import ScriptedBackend, bound, jsonl, write_tiny_suite
 
 

@@ -9,8 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from harness.config import load_constitution, load_judge, load_suite, validate_file
+from harness.config import load_constitution, load_judge
 from harness.errors import ConfigError, ValidationFailed
+from harness.file_check import validate_file
+from harness.suite_stream import load_suite
 from tests.helpers import write_tiny_suite
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from harness.backends.base import BackendRequest
-from harness.config import load_constitution, load_suite
+from harness.config import load_constitution
 from harness.engine.cache import JudgeCache
 from harness.engine.executor import execute
 from harness.engine.plan import plan
@@ -15,6 +15,7 @@ from harness.engine.progress import Progress
 from harness.errors import JudgeError, TransientJudgeError
 from harness.records import Verdict
 from harness.rundir import RunWriter, latest_status, read_jsonl_tolerant
+from harness.suite_stream import load_suite
 from tests.helpers import ScriptedBackend, bound, write_tiny_suite
 
 

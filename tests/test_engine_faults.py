@@ -22,7 +22,7 @@ import yaml
 
 from harness.backends.base import BackendRequest
 from harness.cli import main
-from harness.config import load_constitution, load_judge, load_suite
+from harness.config import load_constitution, load_judge
 from harness.engine.cache import JudgeCache
 from harness.engine.executor import execute
 from harness.engine.limits import AdaptiveLimiter
@@ -30,6 +30,7 @@ from harness.engine.plan import plan
 from harness.engine.progress import Progress
 from harness.engine.runner import bind_judges
 from harness.records import RunManifest
+from harness.suite_stream import load_suite
 from harness.testing.fault_server import RunningServer, start_fault_server
 from tests.helpers import ScriptedBackend, bound, write_tiny_suite
 

@@ -13,8 +13,10 @@ import pytest
 import yaml
 
 from harness import yamlfile
-from harness.config import load_judge, load_suite, validate_file
+from harness.config import load_judge
 from harness.errors import ValidationFailed
+from harness.file_check import validate_file
+from harness.suite_stream import load_suite
 from tests.helpers import TINY_SUITE, write_tiny_suite
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -14,8 +14,9 @@ import pytest
 
 from harness.backends.base import BackendRequest, Subject
 from harness.backends.rules import RulesBackend
-from harness.config import load_judge, validate_file
+from harness.config import load_judge
 from harness.errors import ValidationFailed
+from harness.file_check import validate_file
 from harness.records import Message
 from harness.safetext import for_page, for_terminal, md_code
 from tests.helpers import TINY_SUITE

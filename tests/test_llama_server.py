@@ -35,12 +35,13 @@ import pytest
 
 from harness.backends.base import BackendRequest, BackendResponse
 from harness.backends.openai import OpenAIBackend
-from harness.config import load_constitution, load_suite
+from harness.config import load_constitution
 from harness.engine.executor import execute
 from harness.engine.plan import BoundJudge, plan
 from harness.engine.progress import Progress
 from harness.judging.pointwise import output_schema
 from harness.records import JudgeConfig, Message, Verdict
+from harness.suite_stream import load_suite
 from tests.helpers import write_tiny_suite
 
 pytestmark = pytest.mark.slow

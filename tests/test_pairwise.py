@@ -11,12 +11,13 @@ import pytest
 from harness.analysis.agreement import human_agreement
 from harness.analysis.pairwise import combine_orders, position_bias, prob_better, rankings
 from harness.backends.base import BackendRequest
-from harness.config import load_constitution, load_suite
+from harness.config import load_constitution
 from harness.engine.executor import execute
 from harness.engine.plan import PairPlan, case_pairs, plan_pairs
 from harness.engine.progress import Progress
 from harness.records import Candidate, Case, HumanPreference, RunManifest
 from harness.rundir import RunWriter, read_run
+from harness.suite_stream import load_suite
 from harness.untrusted import fenced_texts
 from tests.helpers import ScriptedBackend, bound
 

@@ -15,10 +15,11 @@ import yaml
 
 from harness.analysis.agreement import human_rating_agreement, rated_candidates
 from harness.analysis.ratings import case_pairs, rating_agreement
-from harness.config import load_suite, validate_file
+from harness.config import validate_file
 from harness.errors import ValidationFailed
 from harness.records import Candidate
 from harness.student.data import load_pairs
+from harness.suite_stream import load_suite
 
 ROOT = Path(__file__).resolve().parent.parent
 CLI = [sys.executable, "-m", "harness.cli"]

@@ -17,7 +17,7 @@ import pytest
 
 from harness.backends.base import Subject
 from harness.backends.reward_model import RewardModelBackend, scale_distribution
-from harness.config import load_constitution, load_model, load_suite
+from harness.config import load_constitution, load_model
 from harness.engine.executor import execute
 from harness.engine.plan import BoundJudge, PairPlan, plan, plan_pairs
 from harness.engine.progress import Progress
@@ -30,6 +30,7 @@ from harness.student.data import HACKS, hack_pairs, load_pairs, parse_prompt, sp
 from harness.student.evaluate import pair_accuracy, pgr
 from harness.student.features import FeatureSpec
 from harness.student.train import LinearHead, fit_bt
+from harness.suite_stream import load_suite
 
 ROOT = project_root()
 

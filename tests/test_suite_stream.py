@@ -14,14 +14,13 @@ from pathlib import Path
 
 import pytest
 
-from harness.config import load_suite
 from harness.engine.runner import RunOptions, run
 from harness.errors import ValidationFailed
 from harness.judging.prescreen import Prescreen, _normal, constant_answers
 from harness.records import Candidate, Case
 from harness.refusal import is_refusal
 from harness.rundir import read_case_index
-from harness.suite_stream import open_suite
+from harness.suite_stream import load_suite, open_suite
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -28,11 +28,12 @@ from harness.audit.figures import (
 )
 from harness.audit.verdict import headline, verdict
 from harness.audit_store import digest, judge_identity, load_card, save_card
-from harness.config import load_constitution, load_judge, load_suite, sha256_file
+from harness.config import load_constitution, load_judge, sha256_file
 from harness.engine.runner import RunOptions, bind_judges, run
 from harness.errors import RunError
 from harness.records import Case
 from harness.rundir import read_run
+from harness.suite_stream import load_suite
 
 DEFAULT_SUITES = ("demo", "hh_pairs", "llmbar_mtbench")
 VERSION = "audit-v1"

@@ -19,8 +19,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
 def cmd_validate(args: argparse.Namespace) -> int:
     """Print ``ok (kind)`` per valid file and the error of each invalid one; 2 if any failed."""
-    from harness.config import validate_file
     from harness.errors import ConfigError
+    from harness.file_check import validate_file
 
     failed = 0
     for path in args.files:

@@ -27,13 +27,7 @@ import pyarrow.compute as pc
 
 from harness.audit_store import judge_identity, record_audits
 from harness.backends.base import backend_class, parse_options
-from harness.config import (
-    LoadedSuite,
-    check_labels,
-    load_constitution,
-    load_judge,
-    load_suite,
-)
+from harness.config import check_labels, load_constitution, load_judge
 from harness.credentials import announce, vet
 from harness.engine.adaptive import ROUND_CASES, AdaptiveStop
 from harness.engine.manifest import fingerprint, new_manifest
@@ -62,7 +56,7 @@ from harness.rundir import (
     read_table,
     run_spend,
 )
-from harness.suite_stream import SuiteStream, open_suite
+from harness.suite_stream import LoadedSuite, SuiteStream, load_suite, open_suite
 
 DEFAULT_CONSTITUTION = "default"
 DEFAULT_JUDGES = ["student", "rules", "smollm2"]

@@ -13,13 +13,14 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.config import load_constitution, load_judge, load_suite
+from harness.config import load_constitution, load_judge
 from harness.engine.plan import BoundJudge, WorkItem, make_item
 from harness.engine.runner import bind_judges
 from harness.engine.session import SessionOptions, judge_once
 from harness.judging.revision import TEMPLATE_VERSION, sample_request
 from harness.records import Case, Generation
 from harness.rundir import GENERATIONS, RunWriter, latest_status, read_records, write_atomic
+from harness.suite_stream import load_suite
 
 
 @dataclass

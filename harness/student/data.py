@@ -168,7 +168,7 @@ def suite_pairs(path: Path | str) -> list[Pair]:
     Each case with a ``human_preference``, and every pair of candidates whose human ratings
     (``human_scores``) differ.
     """
-    from harness.config import load_suite
+    from harness.suite_stream import load_suite
 
     pairs = []
     for case in load_suite(path).cases:
@@ -233,7 +233,7 @@ def split(
 
 def tagged_groups(paths: Iterable[Path | str], tag: str) -> set[str]:
     """Ids of the cases tagged ``tag`` in the suites among ``paths`` (other inputs have no tags)."""
-    from harness.config import load_suite
+    from harness.suite_stream import load_suite
 
     return {
         c.id

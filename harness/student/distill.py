@@ -235,7 +235,7 @@ def _tagged(source: PairFiles) -> set[str]:
 
 def _rated_cases(source: PairFiles) -> list[Case]:
     """The cases of the input suites whose candidates carry human ratings."""
-    from harness.config import load_suite
+    from harness.suite_stream import load_suite
 
     return [
         c
