@@ -15,8 +15,8 @@ import yaml
 
 from harness.analysis.agreement import human_rating_agreement, rated_candidates
 from harness.analysis.ratings import case_pairs, rating_agreement
-from harness.config import validate_file
 from harness.errors import ValidationFailed
+from harness.file_check import validate_file
 from harness.records import Candidate
 from harness.student.data import load_pairs
 from harness.suite_stream import load_suite
