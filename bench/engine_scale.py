@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import shutil
 import subprocess
 import sys
@@ -30,7 +29,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
 
-from make_scale_suite import write_suite  # noqa: E402
+from make_scale_suite import judge_suite, measure, write_suite  # noqa: E402
 
 ITEMS_PER_CASE = 8  # 2 responses x 4 principles the rules judge covers
 
@@ -40,28 +39,6 @@ def stage(name: str, folder: Path, run_dir: str = "") -> dict[str, float]:
     cmd = [sys.executable, __file__, "--stage", name, "--folder", str(folder), "--run", run_dir]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=ROOT)
     return json.loads(out.stdout.strip().splitlines()[-1])
-
-
-def _measure(work: object) -> dict[str, float]:
-    wall, cpu = time.perf_counter(), time.process_time()
-    extra = work() if callable(work) else {}
-    return {
-        "wall_s": round(time.perf_counter() - wall, 3),
-        "cpu_s": round(time.process_time() - cpu, 3),
-        "rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-        **(extra or {}),
-    }
-
-
-def _run(folder: Path) -> dict[str, object]:
-    from harness.engine.runner import RunOptions, run
-
-    opts = RunOptions(
-        suite=folder / "scale.yaml", judges=["rules"], out=folder / "out", use_cache=False,
-        quiet=True,
-    )  # fmt: skip
-    result = run(opts)
-    return {"run_dir": str(result.run_dir), "verdicts": sum(result.counts.values())}
 
 
 def _bound(folder: Path) -> dict[str, object]:
@@ -128,7 +105,7 @@ def first_paint(report: Path) -> float | None:
 
 
 STAGES = {
-    "run": lambda a: _run(Path(a.folder)),
+    "run": lambda a: judge_suite(Path(a.folder)),
     "bound": lambda a: _bound(Path(a.folder)),
     "aggregate": lambda a: _aggregate(a.run),
     "compare": lambda a: _compare(a.run),
@@ -157,7 +134,7 @@ def main() -> None:
     parser.add_argument("--run", default="", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.stage:
-        print(json.dumps(_measure(lambda: STAGES[args.stage](args))))
+        print(json.dumps(measure(lambda: STAGES[args.stage](args))))
         return
     n = 100_000 if args.quick else 1_000_000
     with tempfile.TemporaryDirectory(prefix="engine-scale-") as tmp:

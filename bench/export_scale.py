@@ -23,17 +23,15 @@ import argparse
 import hashlib
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
 
-from make_scale_suite import write_suite  # noqa: E402
+from make_scale_suite import judge_suite, measure, write_suite  # noqa: E402
 
 ITEMS_PER_CASE = 8  # 2 responses x 4 principles the rules judge covers
 TEXT_FILES = ("standard.jsonl", "conversational.jsonl", "candidates.jsonl", "README.md")
@@ -46,28 +44,6 @@ def stage(name: str, code: Path, *args: str) -> dict[str, object]:
     env = {**os.environ, "PYTHONPATH": str(code), "HF_HUB_OFFLINE": "1"}
     out = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=code, env=env)
     return json.loads(out.stdout.strip().splitlines()[-1])
-
-
-def _measure(work: object) -> dict[str, object]:
-    wall, cpu = time.perf_counter(), time.process_time()
-    extra = work() if callable(work) else {}
-    return {
-        "wall_s": round(time.perf_counter() - wall, 3),
-        "cpu_s": round(time.process_time() - cpu, 3),
-        "rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-        **(extra or {}),
-    }
-
-
-def _run(folder: str) -> dict[str, object]:
-    from harness.engine.runner import RunOptions, run
-
-    opts = RunOptions(
-        suite=Path(folder) / "scale.yaml", judges=["rules"], out=Path(folder) / "out",
-        use_cache=False, quiet=True,
-    )  # fmt: skip
-    result = run(opts)
-    return {"run_dir": str(result.run_dir), "verdicts": sum(result.counts.values())}
 
 
 def _export(run_dir: str, out: str) -> dict[str, object]:
@@ -149,10 +125,10 @@ def main() -> None:
     parser.add_argument("--run", default="", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.stage == "run":
-        print(json.dumps(_measure(lambda: _run(args.folder))))
+        print(json.dumps(measure(lambda: judge_suite(Path(args.folder)))))
         return
     if args.stage == "export":
-        print(json.dumps(_measure(lambda: _export(args.run, args.folder))))
+        print(json.dumps(measure(lambda: _export(args.run, args.folder))))
         return
     n = 100_000 if args.quick else 1_000_000
     reference = args.reference.resolve() if args.reference else None

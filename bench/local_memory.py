@@ -21,23 +21,17 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
 
-from make_scale_suite import write_suite  # noqa: E402
+from make_scale_suite import judge_suite, measure, write_suite  # noqa: E402
 
 JUDGE = "smollm2"
-
-
-def _peak_mb() -> float:
-    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
 def _model(folder: Path) -> dict[str, object]:
@@ -57,14 +51,7 @@ def _model(folder: Path) -> dict[str, object]:
 
 
 def _run(folder: Path) -> dict[str, object]:
-    from harness.engine.runner import RunOptions, run
-
-    opts = RunOptions(
-        suite=folder / "scale.yaml", judges=[JUDGE], out=folder / "out", use_cache=False,
-        quiet=True,
-    )  # fmt: skip
-    result = run(opts)
-    return {"verdicts": sum(result.counts.values())}
+    return judge_suite(folder, (JUDGE,))
 
 
 STAGES = {"model": _model, "run": _run}
@@ -94,10 +81,7 @@ def main() -> None:
     parser.add_argument("--folder", default="", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.stage:
-        start = time.perf_counter()
-        extra = STAGES[args.stage](Path(args.folder))
-        print(json.dumps({"wall_s": round(time.perf_counter() - start, 1), "rss_mb": _peak_mb(),
-                          **extra}))  # fmt: skip
+        print(json.dumps(measure(lambda: STAGES[args.stage](Path(args.folder)))))
         return
     big = 500 if args.quick else 2000
     figures: dict[str, dict[str, float]] = {}

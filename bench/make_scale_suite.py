@@ -9,8 +9,12 @@ cycled with a case number prepended so that every prompt, response and cache key
 from __future__ import annotations
 
 import json
+import resource
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 SOURCE = ROOT / "suites" / "hh_pairs.cases.jsonl"
@@ -38,6 +42,32 @@ def write_suite(folder: Path, n_cases: int) -> Path:
         f"id: scale-{n_cases}\ncases_file: scale.cases.jsonl\njudges: [rules]\n", encoding="utf-8"
     )
     return suite
+
+
+def measure(work: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """Run ``work``; its wall and CPU seconds and this process's peak RSS, with what it returned."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    extra = work()
+    return {
+        "wall_s": round(time.perf_counter() - wall, 3),
+        "cpu_s": round(time.process_time() - cpu, 3),
+        "rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        **extra,
+    }
+
+
+def judge_suite(
+    folder: Path, judges: tuple[str, ...] = ("rules",), **options: Any
+) -> dict[str, Any]:
+    """``harness run`` of the suite in ``folder`` (no cache, quiet): its run folder and verdicts."""
+    from harness.engine.runner import RunOptions, run
+
+    opts = RunOptions(
+        suite=folder / "scale.yaml", judges=list(judges), out=folder / "out", use_cache=False,
+        quiet=True, **options,
+    )  # fmt: skip
+    result = run(opts)
+    return {"run_dir": str(result.run_dir), "verdicts": sum(result.counts.values())}
 
 
 def _last_user(prompt: object) -> str:

@@ -14,38 +14,24 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
 
-from make_scale_suite import write_suite  # noqa: E402
+from make_scale_suite import judge_suite, measure, write_suite  # noqa: E402
 
 
 def _run(folder: Path, principles: list[str]) -> dict[str, object]:
-    """One run in this process: wall time, peak RSS and what it judged."""
-    from harness.engine.runner import RunOptions, run
-
-    start = time.perf_counter()
-    opts = RunOptions(
-        suite=folder / "scale.yaml", judges=["rules"], out=folder / "out", use_cache=False,
-        quiet=True, principles=principles,
-    )  # fmt: skip
-    result = run(opts)
-    return {
-        "wall_s": round(time.perf_counter() - start, 2),
-        "rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-        "verdicts": sum(result.counts.values()),
-    }
+    """One run in this process: wall and CPU time, peak RSS and what it judged."""
+    return measure(lambda: judge_suite(folder, principles=principles))
 
 
-def measure(n_cases: int, root: Path, principles: list[str]) -> dict[str, Any]:
+def measure_size(n_cases: int, root: Path, principles: list[str]) -> dict[str, Any]:
     """Write a suite of ``n_cases`` and run it in a fresh interpreter."""
     folder = root / f"c{n_cases}"
     write_suite(folder, n_cases)
@@ -67,9 +53,9 @@ def main() -> None:
         return
     big = 12_500 if args.quick else 125_000
     with tempfile.TemporaryDirectory(prefix="suite-memory-") as tmp:
-        small_fig = measure(big // 10, Path(tmp), args.principle)
+        small_fig = measure_size(big // 10, Path(tmp), args.principle)
         print(small_fig, flush=True)
-        big_fig = measure(big, Path(tmp), args.principle)
+        big_fig = measure_size(big, Path(tmp), args.principle)
         print(big_fig, flush=True)
     ratio = round(big_fig["rss_mb"] / small_fig["rss_mb"], 2)
     print(json.dumps({"small": small_fig, "big": big_fig, "rss_ratio": ratio}))
