@@ -12,13 +12,16 @@ and peak RSS; for the run, verdicts/s and CPU µs per item. Two references from 
   ``rss_ratio`` (1.0 = flat) show how cost and memory grow with the number of items.
 
 The report's size and headless Chromium's time to a first screenshot of it are measured too (when
-Chromium is installed). The last line is one JSON object with every figure.
+Chromium is installed), and so is the whole ``harness run`` command as a user types it (default
+options: the cache, the summary and the report included), from outside: ``cli_verdicts_per_s`` is
+items over its wall time. The last line is one JSON object with every figure.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -84,6 +87,27 @@ def _report(run_dir: str) -> dict[str, object]:
     return {"report_mb": round(path.stat().st_size / 1e6, 2)}
 
 
+def whole_cli(folder: Path) -> dict[str, float]:
+    """``harness run`` as a user types it (default options: cache, summary, report), timed from
+    outside: its wall time, CPU time and peak RSS as a child process.
+    """
+    cmd = [sys.executable, "-m", "harness.cli", "run", str(folder / "scale.yaml"), "--judge",
+           "rules", "--out", str(folder / "cli"), "--quiet"]  # fmt: skip
+    env = {**os.environ, "HARNESS_CACHE_DIR": str(folder / "cache"), "HF_HUB_OFFLINE": "1"}
+    start = time.perf_counter()
+    child = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL)
+    _, status, usage = os.wait4(child.pid, 0)  # this child's own CPU time and peak RSS
+    wall = time.perf_counter() - start
+    child.returncode = os.waitstatus_to_exitcode(status)
+    if child.returncode:
+        raise SystemExit(f"harness run failed ({child.returncode}): {' '.join(cmd)}")
+    return {
+        "wall_s": round(wall, 2),
+        "cpu_s": round(usage.ru_utime + usage.ru_stime, 2),
+        "rss_mb": round(usage.ru_maxrss / 1024, 1),
+    }
+
+
 def first_paint(report: Path) -> float | None:
     """Seconds for headless Chromium to load the report and write a screenshot (None: no
     Chromium).
@@ -122,6 +146,7 @@ def scale(n_items: int, root: Path) -> dict[str, dict[str, float]]:
     for name in ("aggregate", "compare", "report"):
         figures[name] = stage(name, folder, run_dir)
     figures["chromium"] = {"first_paint_s": first_paint(Path(run_dir) / "report.html")}
+    figures["cli"] = whole_cli(folder)
     return figures
 
 
@@ -166,6 +191,9 @@ def summarise(n: int, big: dict, small: dict) -> dict[str, object]:
         "report_s": big["report"]["wall_s"],
         "report_mb": big["report"]["report_mb"],
         "chromium_first_paint_s": big["chromium"]["first_paint_s"],
+        "cli_verdicts_per_s": round(n / big["cli"]["wall_s"]),
+        "cli_wall_s": big["cli"]["wall_s"],
+        "cli_rss_mb": big["cli"]["rss_mb"],
     }
 
 

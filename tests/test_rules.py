@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
+import re
+from collections import Counter
 
 import pytest
 from pydantic import ValidationError
 
 from harness.backends.base import BackendRequest, Subject
-from harness.backends.rules import Rule, RulesBackend, matches
+from harness.backends.rules import Rule, RulesBackend, _repeats, matches
 from harness.config import load_judge
 from harness.records import Message
 from harness.refusal import is_refusal
@@ -108,3 +111,31 @@ def test_shipped_rules_judge_only_covered_principles() -> None:
     answer = _score(backend, "I can't help with that.", principle="helpfulness")
     assert answer["score"] == 2 and "refusal-unhelpful" in answer["rationale"]
     assert is_refusal("As an AI, I cannot do that")
+
+
+def _plain_keywords(words: list[str], text: str) -> bool:
+    """The definition: some keyword, caselessly, as a whole word (one search per keyword)."""
+    folded = text.casefold()
+    return any(re.search(rf"\b{re.escape(w.casefold())}\b", folded) for w in words)
+
+
+def _plain_repeats(text: str, limit: int) -> bool:
+    sentences = [p.strip().lower() for p in re.split(r"(?<=[.!?])\s+|\n+", text)]
+    counts = Counter(s for s in sentences if len(s) > 8)
+    return any(n >= limit for n in counts.values())
+
+
+def test_fast_keyword_and_repetition_checks_agree_with_their_definitions() -> None:
+    """The keyword check skips the leading word boundary in the regex and checks it by hand, and
+    the repetition check lower-cases once: both must find exactly what the plain versions find.
+    """
+    words = ["meth", "method", "shut up", "%off", "café", "straße", "I have personally"]
+    pieces = [*words, "METH", "Methods", "xmeth", "meth_", "_meth", "100%off", "%OFF!", "Café",
+              "STRASSE", "CAFÉs", " ", ". ", "\n", "a", "ſhut up", "Buy it today.", "Ok."]  # fmt: skip
+    rng = random.Random(7)
+    check = _backend({"id": "k", "kind": "keywords", "keywords": words, "score": 1})
+    for _ in range(4000):
+        text = "".join(rng.choice(pieces) for _ in range(rng.randint(0, 8)))
+        fired = _score(check, text)["score"] == 1
+        assert fired is _plain_keywords(words, text), text
+        assert _repeats(text, 3) is _plain_repeats(text, 3), text

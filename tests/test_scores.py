@@ -92,6 +92,16 @@ def test_wilson_of_half_hits_spans_the_whole_counts_around_them() -> None:
     assert lo < 0.35 < hi
 
 
+def test_wilson_is_scipys_interval_written_out() -> None:
+    from scipy.stats import binomtest
+
+    for n in (1, 2, 7, 40, 333):
+        for k in sorted({0, 1, n // 3, n - 1, n}):
+            for level in (0.8, 0.95, 0.99):
+                ci = binomtest(k, n).proportion_ci(level, method="wilson")
+                assert wilson_interval(k, n, level) == pytest.approx((ci.low, ci.high), abs=1e-12)
+
+
 def test_wilson_of_nothing_is_undefined() -> None:
     assert all(math.isnan(x) for x in wilson_interval(0, 0))
 

@@ -179,16 +179,19 @@ def preference(score_first: float, score_second: float) -> str:
 
 def pointwise_agreement(run: RunData, seed: int = 0) -> list[dict[str, object]]:
     """Agreement of pointwise scores (higher score wins) with the human labels."""
-    means = mean_scores(run.verdicts)
-    score = means.to_dict()
     principles = [p.id for p in run.constitution.principles]
+    labelled = list(_labelled(run.labelled_cases(), principles))
+    if not labelled:
+        return []
+    # Only the labelled cases' verdicts: the rest of a large run has nothing to agree with.
+    verdicts = run.verdicts[run.verdicts["case_id"].isin({c.id for c, _ in labelled})]
+    means = mean_scores(verdicts)
+    score = means.to_dict()
     rows = []
     for judge in sorted(means.index.get_level_values("judge").unique()):
         for pid in principles:
             pred, truth = [], []
-            for case, _ in (
-                (c, p) for c, p in _labelled(run.labelled_cases(), principles) if p == pid
-            ):
+            for case, _ in ((c, p) for c, p in labelled if p == pid):
                 frame = _frame(case, seed)
                 s = [score.get((judge, pid, case.id, g)) for g in frame]
                 if s[0] is not None and s[1] is not None:

@@ -113,7 +113,7 @@ class Comparison:
 def _pick(frame: pd.DataFrame, generator: str | None, which: str) -> pd.DataFrame:
     if generator is None:
         return frame
-    if generator not in set(frame["generator"]):
+    if generator not in set(frame["generator"].unique()):
         raise RunError(f"{which} run has no generator {generator!r}")
     return frame[frame["generator"] == generator].assign(generator="*")
 
@@ -134,7 +134,7 @@ def align_generators(
                 f"comparing generator {base_generator or 'all'} (base) with {cand_generator or 'all'} (cand)"
             ],
         )
-    gb, gc = set(base["generator"]), set(cand["generator"])
+    gb, gc = set(base["generator"].unique()), set(cand["generator"].unique())
     shared = gb & gc
     if shared:
         notes = [
@@ -351,7 +351,7 @@ def compare_runs(
             "(same case, principle, judge and generator)"
         )
     rows = compare_units(units, options, [p.id for p in base.constitution.principles])
-    jb, jc = set(base.verdicts["judge"]), set(cand.verdicts["judge"])
+    jb, jc = set(base.verdicts["judge"].unique()), set(cand.verdicts["judge"].unique())
     notes += [
         f"judges only in {w}: {', '.join(sorted(s))} (not compared)"
         for w, s in (("base", jb - jc), ("cand", jc - jb))

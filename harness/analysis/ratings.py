@@ -21,7 +21,6 @@ from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
-from scipy import stats as sps
 
 from harness.analysis.scores import resample_counts
 
@@ -64,6 +63,8 @@ def _percentile(values: np.ndarray, level: float) -> tuple[float, float]:
 
 def spearman(x: np.ndarray, y: np.ndarray) -> float:
     """Spearman's rho (NaN when either side is constant)."""
+    from scipy import stats as sps  # on first use: SciPy's stats take about a second to import
+
     if len(x) < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
         return math.nan
     return float(sps.spearmanr(x, y).statistic)
@@ -71,6 +72,8 @@ def spearman(x: np.ndarray, y: np.ndarray) -> float:
 
 def kendall(x: np.ndarray, y: np.ndarray) -> float:
     """Kendall's tau-b (NaN when either side is constant)."""
+    from scipy import stats as sps  # on first use: SciPy's stats take about a second to import
+
     if len(x) < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
         return math.nan
     return float(sps.kendalltau(x, y).statistic)

@@ -15,10 +15,10 @@ memory.
 from __future__ import annotations
 
 import math
+from statistics import NormalDist
 
 import numpy as np
 import pandas as pd
-from scipy.stats import binomtest, norm
 
 from harness.records import Constitution
 
@@ -45,16 +45,32 @@ BLOCK_CELLS = 4_000_000  # resample counts held at once (resamples × cases): bo
 
 
 def wilson_interval(hits: float, n: int, level: float = 0.95) -> tuple[float, float]:
-    """SciPy's Wilson score interval for ``hits`` successes in ``n`` trials (NaNs when n == 0).
+    """Wilson's score interval for ``hits`` successes in ``n`` trials (NaNs when n == 0).
 
     ``hits`` may end in .5 (a tie counted half a hit): the interval then runs from the lower end for
     the whole count below to the upper end for the whole count above.
     """
     if n == 0:
         return math.nan, math.nan
-    low = binomtest(math.floor(hits), n).proportion_ci(level, method="wilson").low
-    high = binomtest(math.ceil(hits), n).proportion_ci(level, method="wilson").high
-    return float(low), float(high)
+    z = _z(level)
+    return _wilson(math.floor(hits), n, z)[0], _wilson(math.ceil(hits), n, z)[1]
+
+
+def _wilson(k: int, n: int, z: float) -> tuple[float, float]:
+    """Wilson's interval without continuity correction (Newcombe 1998, method 3), as SciPy's
+    ``binomtest(k, n).proportion_ci(method="wilson")``; written out, so a summary needs no SciPy
+    (its import takes about a second).
+    """
+    p = k / n
+    scale = 2 * (n + z * z)
+    centre = (2 * n * p + z * z) / scale
+    half = z * math.sqrt(4 * n * p * (1 - p) + z * z) / scale
+    return (0.0 if k == 0 else centre - half), (1.0 if k == n else centre + half)
+
+
+def _z(level: float) -> float:
+    """The standard normal quantile that a two-sided interval at ``level`` reaches out to."""
+    return NormalDist().inv_cdf(0.5 + level / 2)
 
 
 def resample_counts(n: int, n_boot: int, rng: np.random.Generator) -> np.ndarray:
@@ -87,7 +103,7 @@ def bootstrap_mean_ci(
 
 def normal_mean_ci(values: np.ndarray, level: float = 0.95) -> tuple[float, float]:
     """Normal-theory interval of a mean (for many cases, where the bootstrap agrees with it)."""
-    z = float(norm.ppf(0.5 + level / 2))
+    z = _z(level)
     half = z * float(np.std(values, ddof=1)) / math.sqrt(len(values))
     mean = float(np.mean(values))
     return mean - half, mean + half
@@ -108,8 +124,8 @@ def scored(verdicts: pd.DataFrame, constitution: Constitution) -> pd.DataFrame:
     """
     rows = verdicts[verdicts["status"] == "scored"].copy()
     rows["score"] = rows["score"].astype(float)
-    scale = rows["principle"].map(_principle_attr(constitution, "scale_max"))
-    threshold = rows["principle"].map(_principle_attr(constitution, "pass_threshold"))
+    scale = by_value(rows["principle"], _principle_attr(constitution, "scale_max"))
+    threshold = by_value(rows["principle"], _principle_attr(constitution, "pass_threshold"))
     normalized = rows["normalized"].astype(float)
     rows["normalized"] = normalized.fillna((rows["score"] - 1) / (scale.astype(float) - 1))
     passed = rows["passed"].astype(object)
@@ -119,6 +135,15 @@ def scored(verdicts: pd.DataFrame, constitution: Constitution) -> pd.DataFrame:
     return rows
 
 
+def by_value(column: pd.Series, mapping: dict[str, float]) -> pd.Series:
+    """``column.map(mapping)`` as floats, for a column of few distinct values (principles, judges):
+    each distinct value is looked up once, not once per row in Python.
+    """
+    codes, uniques = pd.factorize(column)
+    table = np.array([float(mapping.get(u, math.nan)) for u in uniques] + [math.nan])
+    return pd.Series(table[codes], index=column.index)  # code -1 (a missing value) reads NaN
+
+
 def _principle_attr(constitution: Constitution, attr: str) -> dict[str, float]:
     return {p.id: getattr(p, attr) for p in constitution.principles}
 
@@ -126,7 +151,7 @@ def _principle_attr(constitution: Constitution, attr: str) -> dict[str, float]:
 def _principle_order(constitution: Constitution, present: pd.Series) -> list[str]:
     """Principles in constitution order, then any the verdicts name that the constitution does not."""
     known = [p.id for p in constitution.principles]
-    return known + sorted(set(present) - set(known))
+    return known + sorted(set(present.unique()) - set(known))
 
 
 def _order(frame: pd.DataFrame, constitution: Constitution) -> pd.DataFrame:
@@ -154,6 +179,8 @@ def summary(
     """
     if verdicts.empty:
         return pd.DataFrame(columns=SUMMARY_COLUMNS)
+    # Only the columns the statistics read: each group below is a copy of its rows.
+    verdicts = verdicts[[*KEYS, "case_id", "status", "score", "normalized", "passed"]]
     status = verdicts.groupby(KEYS)["status"].value_counts().unstack(fill_value=0)
     good = scored(verdicts, constitution)
     groups = dict(list(good.groupby(KEYS)))

@@ -15,7 +15,6 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
-from scipy import stats as sps
 
 from harness.analysis.scores import (
     BLOCK_CELLS,
@@ -108,6 +107,8 @@ def _normal_flip_pvalue(d: np.ndarray, alternative: Alternative) -> float:
     Under H0 the sum of differences has mean 0 and variance sum(d^2), and is normal by the CLT
     (Lindeberg).
     """
+    from scipy import stats as sps  # on first use: SciPy's stats take about a second to import
+
     z = float(d.sum()) / math.sqrt(float(np.square(d).sum()))
     if alternative == "less":
         return float(sps.norm.cdf(z))
@@ -125,6 +126,8 @@ def mcnemar(
     continuity-corrected normal approximation. ``alternative="less"`` means the second condition
     passes less often (b > c).
     """
+    from scipy import stats as sps  # on first use: SciPy's stats take about a second to import
+
     n = b + c
     if n == 0:
         return 1.0
@@ -204,6 +207,8 @@ def scaling_fit(
     rows). Returns the fit (slope per tenfold size, intercept, r2, slope CI) and the fitted line
     with its pointwise band on a grid of sizes, for plotting.
     """
+    from scipy import stats as sps  # on first use: SciPy's stats take about a second to import
+
     known = rows[rows["generator"].map(lambda g: (parameters.get(g) or 0) > 0)]
     table = known.pivot_table(index="case_id", columns="generator", values=value, aggfunc="mean")
     if table.shape[1] < 3:

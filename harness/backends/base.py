@@ -91,6 +91,9 @@ class Backend(ABC):
     #: Whether the backend reads the rendered judge chat. Model-free backends (rules) judge the
     #: request's subject alone, so the chat is not rendered for them nor part of their cache keys.
     reads_prompt: bool = True
+    #: Whether answers go to the persistent judge cache. A backend that answers in microseconds
+    #: (rules) sets False: a cache lookup and write would cost more than the answer itself.
+    cacheable: bool = True
 
     def __init__(self, options: BaseModel, *, judge: str | None = None):
         """``judge`` names the judge config in error messages."""

@@ -13,7 +13,6 @@ import functools
 import json
 import re
 import time
-from collections import Counter
 from collections.abc import Callable
 from typing import Literal
 
@@ -32,7 +31,8 @@ class Rule(BaseModel):
     id: str = Field(description="Identifier shown in rationales.")
     principle: str = Field(description="The principle this rule scores.")
     kind: Literal["regex", "keywords", "length", "refusal", "repetition"] = Field(
-        description="regex: pattern matches; keywords: any keyword present (case-insensitive, whole words); "
+        description="regex: pattern matches; keywords: any keyword present (caseless by Unicode "
+        "casefolding, whole words); "
         "length: outside [min_chars, max_chars]; refusal: the response refuses; repetition: a sentence "
         "repeats at least max_repeats times."
     )
@@ -80,12 +80,14 @@ Check = Callable[[str], bool]
 
 def _repeats(text: str, limit: int) -> bool:
     """Whether a sentence (over 8 characters) occurs ``limit`` times; one counting pass, linear."""
-    counts: Counter[str] = Counter()
-    for part in _SENTENCE_END.split(text):
-        sentence = part.strip().lower()
+    counts: dict[str, int] = {}
+    # Lower-casing the whole text first splits it the same way (only letters change) at a
+    # fraction of the cost of lower-casing each sentence.
+    for part in _SENTENCE_END.split(text.lower()):
+        sentence = part.strip()
         if len(sentence) > 8:
-            counts[sentence] += 1
-            if counts[sentence] >= limit:
+            n = counts[sentence] = counts.get(sentence, 0) + 1
+            if n >= limit:
                 return True
     return False
 
@@ -100,15 +102,47 @@ def _length_check(rule: Rule) -> Check:
     return outside
 
 
+# The keywords of a response's rules are matched against its casefolded text, computed once for all
+# of them (a response is checked against every principle, one item after another).
+_fold = functools.lru_cache(maxsize=256)(str.casefold)
+_WORD = re.compile(r"\w")
+
+
+def _keywords_check(keywords: list[str]) -> Check:
+    r"""Some keyword occurs as a whole word, caselessly (Unicode casefolding).
+
+    One case-sensitive alternation over the casefolded text, with no leading word boundary: the
+    regex engine then scans for the keywords' first letters at C speed, where a leading ``\b``
+    (or IGNORECASE) makes it try every branch at every position, about three times slower. The
+    leading boundary is checked by hand at each candidate instead.
+    """
+    words = "|".join(re.escape(k.casefold()) for k in keywords)
+    find = re.compile(rf"(?:{words})\b").search
+
+    def present(text: str) -> bool:
+        folded = _fold(text)
+        found = find(folded)
+        while found is not None:
+            start = found.start()
+            if _is_word(folded, start - 1) != _is_word(folded, start):
+                return True
+            found = find(folded, start + 1)
+        return False
+
+    return present
+
+
+def _is_word(text: str, at: int) -> bool:
+    r"""Whether ``text[at]`` is a word character (``\w``); outside the text it is not."""
+    return at >= 0 and _WORD.match(text, at) is not None
+
+
 def compile_rule(rule: Rule) -> Check:
     """The rule's check (before ``negate``) as one function, its regexes compiled once."""
     if rule.kind == "regex":
         return re.compile(rule.pattern or "", re.I | re.S).search  # type: ignore[return-value]
     if rule.kind == "keywords":
-        # One alternation finds the same thing as one search per keyword: some keyword as a
-        # whole word. The regex engine retries every branch at each position.
-        words = "|".join(re.escape(k) for k in rule.keywords)
-        return re.compile(rf"\b(?:{words})\b", re.I).search  # type: ignore[return-value]
+        return _keywords_check(rule.keywords)
     if rule.kind == "length":
         return _length_check(rule)
     if rule.kind == "refusal":
@@ -127,6 +161,7 @@ class RulesBackend(Backend):
     name = "rules"
     deterministic = True
     reads_prompt = False  # the subject (principle, response) is all a rule looks at
+    cacheable = False  # the rules answer faster than the cache could look the answer up
     batch_size = 64  # cheap checks: hand them over in batches, so per-call overhead is shared
 
     class Options(BaseModel):
@@ -197,11 +232,14 @@ class RulesBackend(Backend):
                 raise JudgeError("the rules backend needs the request's subject")
             start = time.perf_counter()
             score, why = self.judge(req.subject)
-            out.append(
-                BackendResponse(
-                    # The same text as json.dumps of the dict, without its generic encoder.
-                    text=f'{{"score": {score}, "rationale": {json.dumps(why)}}}',
-                    latency_s=time.perf_counter() - start,
-                )
-            )
+            latency = time.perf_counter() - start
+            out.append(BackendResponse(text=_answer(score, why), latency_s=latency))
         return out
+
+
+@functools.lru_cache(maxsize=1024)
+def _answer(score: int, why: str) -> str:
+    """The structured answer's text, the same as ``json.dumps`` of the dict. Remembered: a rule
+    set yields few distinct (score, rationale) pairs.
+    """
+    return f'{{"score": {score}, "rationale": {json.dumps(why)}}}'

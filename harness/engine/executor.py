@@ -58,7 +58,8 @@ class JudgeWorker:
         refresh: bool = False,
         budget: Budget | None = None,
     ):
-        self.judge, self.constitution, self.cache = judge, constitution, cache
+        self.judge, self.constitution = judge, constitution
+        self.cache = cache if judge.backend.cacheable else None
         self.progress, self.sink, self.refresh = progress, sink, refresh
         self.config = judge.config
         self.limiter = AdaptiveLimiter(judge.config.max_concurrency)
@@ -71,7 +72,8 @@ class JudgeWorker:
         """Judge every item (or stop starting new ones once the budget is spent)."""
         pending = self._serve_from_cache(self._prescreened(items))
         size = max(1, self.judge.backend.batch_size)
-        if size > 1:  # similar prompts together, so a local model's batches pad little
+        if size > 1 and self.judge.backend.reads_prompt:
+            # Similar prompts together, so a local model's batches pad little.
             pending.sort(key=lambda i: (i.principle, _length(i)))
         queue = deque(pending[i : i + size] for i in range(0, len(pending), size))
         self._show_limit()
@@ -326,19 +328,22 @@ def make_verdict(
     item: WorkItem, outcome: Outcome, constitution: Constitution, structured: bool
 ) -> Verdict:
     """Turn a backend outcome into a verdict: scored, unscored with the reason, or error."""
-    base: dict[str, Any] = dict(
-        item_id=item.item_id,
-        case_id=item.case_id,
-        generator=item.generator,
-        principle=item.principle,
-        judge=item.judge,
-        attempts=outcome.attempts,
-        cached=outcome.cached,
-    )
+    # One dict validated at once: on every item's path, and cheaper than keyword arguments merged
+    # from several dicts.
+    row: dict[str, Any] = {
+        "item_id": item.item_id,
+        "case_id": item.case_id,
+        "generator": item.generator,
+        "principle": item.principle,
+        "judge": item.judge,
+        "attempts": outcome.attempts,
+        "cached": outcome.cached,
+    }
     resp = outcome.response
     if resp is None:
-        return Verdict(status="error", reason=outcome.error, **base)
-    cost: dict[str, Any] = dict(
+        row.update(status="error", reason=outcome.error)
+        return Verdict.model_validate(row)
+    row.update(
         raw_output=resp.text,
         tokens_in=resp.tokens_in,
         tokens_out=resp.tokens_out,
@@ -348,17 +353,17 @@ def make_verdict(
     principle = constitution.principle(item.principle)
     reading = read_score(resp, principle.scale_max, structured)
     if reading.score is None:
-        return Verdict(status="unscored", reason=reading.reason, **base, **cost)
-    return Verdict(
+        row.update(status="unscored", reason=reading.reason)
+        return Verdict.model_validate(row)
+    row.update(
         status="scored",
         score=round(reading.score, 6),
         normalized=round((reading.score - 1) / (principle.scale_max - 1), 6),
         distribution=reading.distribution,
         passed=reading.score >= principle.pass_threshold,
         rationale=reading.rationale,
-        **base,
-        **cost,
     )
+    return Verdict.model_validate(row)
 
 
 class LocalExecutor:

@@ -24,16 +24,17 @@ from harness.protocol import single_order
 from harness.records import Case, Constitution, JudgeConfig
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class WorkItem:
-    """One judge call to make, with where its verdict belongs.
+    """One judge call to make, with where its verdict belongs. Treat it as read-only.
 
     A plain dataclass: it is built only by this module, from values already validated, and
-    building it is on the path of every item of a run.
+    building it is on the path of every item of a run (not frozen: a frozen dataclass sets each
+    field through ``object.__setattr__``, four times slower).
     """
 
     item_id: str
-    cache_key: str
+    cache_key: str  # "" when the judge's answers are not cached
     judge: str
     case_id: str
     generator: str
@@ -70,7 +71,7 @@ def _head(identity: dict[str, Any], template: str) -> bytes:
 
 def make_item(
     judge: str,
-    identity: dict[str, Any],
+    identity: dict[str, Any] | None,
     case_id: str,
     generator: str,
     principle: str,
@@ -79,19 +80,31 @@ def make_item(
     other: str = "",
     step: str = "",
 ) -> WorkItem:
-    """A work item with its hashes computed."""
-    # Pydantic's own JSON of the request (fixed field order) is as stable as a sorted dump and
-    # several times cheaper; only the small identity dict needs sorting.
-    digest = hashlib.sha256(_head(identity, template))
-    digest.update(request.model_dump_json().encode("utf-8"))
-    cache_key = digest.hexdigest()
-    parts = "\x00".join((judge, cache_key, case_id, generator, other, step))
+    """A work item with its hashes computed.
+
+    ``identity`` None: the judge's answers are never cached (a rules judge), so the item gets no
+    cache key and its id hashes where the verdict belongs, not the rendered request.
+    """
+    cache_key = ""
+    if identity is not None:
+        # Pydantic's own JSON of the request (fixed field order) is as stable as a sorted dump
+        # and several times cheaper; only the small identity dict needs sorting.
+        digest = hashlib.sha256(_head(identity, template))
+        digest.update(request.model_dump_json().encode("utf-8"))
+        cache_key = digest.hexdigest()
+    key = cache_key or f"{template}\x00{principle}"  # keyless: where the verdict belongs
+    parts = "\x00".join((judge, key, case_id, generator, other, step))
     item_id = hashlib.sha256(parts.encode("utf-8")).hexdigest()[:32]
     kind: Literal["pointwise", "pairwise", "generate"] = (
         "generate" if step else "pairwise" if other else "pointwise"
     )
     fields = (judge, case_id, generator, principle, template, request, kind, other, step)
     return WorkItem(item_id, cache_key, *fields)
+
+
+def cache_identity(backend: Backend) -> dict[str, Any] | None:
+    """What joins a backend's cache keys: its identity, or None when its answers are not cached."""
+    return backend.identity() if backend.cacheable else None
 
 
 @dataclass
@@ -135,7 +148,7 @@ def iter_plan(
     """Pointwise work items, streamed in a stable order (judge, case, candidate, principle)."""
     cases = list(cases)  # one chunk of cases: the caller streams the suite
     for judge in judges:
-        identity, style = judge.backend.identity(), judge.style()
+        identity, style = cache_identity(judge.backend), judge.style()
         jid = judge.config.id
         asked = [p for p in constitution.principles if judge.judges(p.id)]
         for case in cases:
@@ -206,7 +219,7 @@ def iter_pairs(
     """Pairwise work items, streamed; ``want`` sees the generator shown first."""
     cases = list(cases)
     for judge in (j for j in judges if j.backend.pairwise()):
-        identity, style = judge.backend.identity(), judge.style()
+        identity, style = cache_identity(judge.backend), judge.style()
         jid = judge.config.id
         for case in cases:
             by_gen = {c.generator: c for c in case.candidates}

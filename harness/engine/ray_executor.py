@@ -251,7 +251,7 @@ class RemoteBackend(Backend):
         self.Options = local.Options  # type: ignore[misc]
         self.local, self.pool = local, pool
         self.batch_size, self.deterministic = local.batch_size, local.deterministic
-        self.reads_prompt = local.reads_prompt
+        self.reads_prompt, self.cacheable = local.reads_prompt, local.cacheable
 
     def identity(self) -> dict[str, Any]:
         """The local backend's identity (part of every cache key)."""

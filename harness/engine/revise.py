@@ -17,7 +17,14 @@ from pathlib import Path
 from harness.analysis.pairwise import combine_orders
 from harness.backends.base import BackendRequest
 from harness.config import load_judge
-from harness.engine.plan import BoundJudge, PairPlan, WorkItem, make_item, plan_pairs
+from harness.engine.plan import (
+    BoundJudge,
+    PairPlan,
+    WorkItem,
+    cache_identity,
+    make_item,
+    plan_pairs,
+)
 from harness.engine.runner import bind_judges
 from harness.engine.session import SessionOptions, judge_once
 from harness.errors import ConfigError
@@ -81,7 +88,7 @@ def targets(run: RunData, principles: list[str], only_failing: bool) -> list[Tar
 def _gen_items(
     judge: BoundJudge, step: str, reqs: list[tuple[Target, BackendRequest]]
 ) -> list[WorkItem]:
-    identity = judge.backend.identity()
+    identity = cache_identity(judge.backend)
     return [
         make_item(
             judge.config.id,

@@ -10,11 +10,10 @@ apart from judging.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
+import collections
 import random
 import re
 import sys
-from collections import Counter
 from collections.abc import Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
@@ -33,9 +32,9 @@ from harness.engine.adaptive import ROUND_CASES, AdaptiveStop
 from harness.engine.manifest import fingerprint, new_manifest
 from harness.engine.plan import BoundJudge, PairPlan
 from harness.engine.session import JudgingSession, SessionOptions
-from harness.engine.stream import Planner
+from harness.engine.stream import Planner, Survey
 from harness.errors import RunError, ValidationFailed
-from harness.judging.prescreen import Prescreen
+from harness.judging.prescreen import ConstantAnswers
 from harness.records import (
     SLUG,
     Constitution,
@@ -289,18 +288,20 @@ def run(options: RunOptions) -> RunResult:
 def _run(inputs: Inputs[SuiteStream], options: RunOptions) -> RunResult:
     select_cases(inputs, options)
     bound = bind_judges(inputs.judges, trusted=inputs.judges_named or options.trust_suite_judges)
-    if options.prescreen:
-        screen = Prescreen.for_cases(inputs.suite.cases())
-        bound = [dataclasses.replace(b, screen=screen) for b in bound]
     planner = make_planner(inputs, bound, options)
-    planned = sum(map(planner.count, inputs.suite.chunks(CHUNK_CASES)), Counter[str]())
+    survey = Survey(planner, ConstantAnswers() if options.prescreen else None)
+    cases = survey.watch(inputs.suite.chunks(CHUNK_CASES))
     run_id = options.run_id or f"{inputs.suite.suite.id}-{fingerprint(inputs, options)}"
     with RunWriter(run_folder(Path(options.out), run_id)) as writer:
-        manifest = new_manifest(inputs, options, sum(planned.values()), run_id)
         if writer.exists():
-            manifest = _check_same_run(writer.root, manifest)
+            collections.deque(cases, maxlen=0)  # the survey only: the folder has its cases
+            manifest = _check_same_run(
+                writer.root, new_manifest(inputs, options, survey.total, run_id)
+            )
         else:
-            writer.initialise(manifest, inputs.constitution, inputs.suite.cases())
+            writer.write_inputs(inputs.constitution, cases)
+            manifest = new_manifest(inputs, options, survey.total, run_id)
+            writer.write_manifest(manifest)
         record_audits(
             [
                 (b.config.id, judge_identity(b.backend.identity(), b.config.rationale))
@@ -309,9 +310,12 @@ def _run(inputs: Inputs[SuiteStream], options: RunOptions) -> RunResult:
             writer.root,
             quiet=options.quiet,
         )
+        bound = survey.screened(bound)
         # From here the cases stream from the run folder's own copy, a chunk at a time.
-        session, skipped = asyncio.run(_judge(writer, inputs, bound, planner, planned, options))
-        result = finish(writer, manifest, sum(planned.values()) - skipped, session=session)
+        session, skipped = asyncio.run(
+            _judge(writer, inputs, bound, planner, survey.planned, options)
+        )
+        result = finish(writer, manifest, survey.total - skipped, session=session)
     result.left = session.stopped_items if session else 0
     result.skipped = skipped
     return result

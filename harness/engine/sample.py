@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness.config import load_constitution, load_judge
-from harness.engine.plan import BoundJudge, WorkItem, make_item
+from harness.engine.plan import BoundJudge, WorkItem, cache_identity, make_item
 from harness.engine.runner import bind_judges
 from harness.engine.session import SessionOptions, judge_once
 from harness.judging.revision import TEMPLATE_VERSION, sample_request
@@ -39,7 +39,7 @@ class SampleOptions:
 
 def sample_items(cases: list[Case], gen: BoundJudge, options: SampleOptions) -> list[WorkItem]:
     """One item per (case, sample index); the sample index is the seed."""
-    identity = gen.backend.identity()
+    identity = cache_identity(gen.backend)
     return [
         make_item(
             gen.config.id,

@@ -7,11 +7,13 @@ chunk's items for the session to judge.
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from harness.engine.plan import BoundJudge, PairPlan, WorkItem, case_pairs, iter_pairs, iter_plan
+from harness.judging.prescreen import ConstantAnswers, Prescreen
 from harness.records import Case, Constitution
 
 Want = Callable[[str, str, str, str], bool]
@@ -70,3 +72,35 @@ class Planner:
                     orders = 2 if self.pairs.both_orders else 1
                     counts[jid] += n_pairs * orders * len(wanted)
         return counts
+
+
+@dataclass
+class Survey:
+    """What one pass over the suite's cases learns on its way to the run folder: the items the run
+    plans per judge, and the answers the pre-screen will flag as input-independent.
+    """
+
+    planner: Planner
+    constants: ConstantAnswers | None
+    planned: Counter[str] = field(default_factory=Counter)
+
+    def watch(self, chunks: Iterable[list[Case]]) -> Iterator[Case]:
+        """The cases, noted as they pass."""
+        for chunk in chunks:
+            self.planned += self.planner.count(chunk)
+            for case in chunk:
+                if self.constants is not None:
+                    self.constants.add(case)
+                yield case
+
+    @property
+    def total(self) -> int:
+        """Items planned, all judges together."""
+        return sum(self.planned.values())
+
+    def screened(self, bound: list[BoundJudge]) -> list[BoundJudge]:
+        """The judges with the run's pre-screen, when it is on."""
+        if self.constants is None:
+            return bound
+        screen = Prescreen(self.constants.found())
+        return [dataclasses.replace(b, screen=screen) for b in bound]

@@ -136,7 +136,6 @@ def build_request(
 ) -> BackendRequest:
     """The backend request for one pointwise judgment (``messages``: the case's conversation)."""
     wants_text = style.structured or style.rationale or not style.logprobs
-    scale = [str(k) for k in range(1, principle.scale_max + 1)]
     messages = messages or case.messages()
     chat = []
     if style.prompt:  # model-free backends read the subject only
@@ -150,7 +149,7 @@ def build_request(
         )
     return BackendRequest(
         messages=chat,
-        choices=scale if style.logprobs else None,
+        choices=[str(k) for k in range(1, principle.scale_max + 1)] if style.logprobs else None,
         max_tokens=style.max_tokens if wants_text else 0,
         json_schema=output_schema(principle.scale_max) if style.structured else None,
         subject=Subject(
@@ -163,7 +162,7 @@ def build_request(
     )
 
 
-@dataclass
+@dataclass(frozen=True)
 class Reading:
     """A score read from a judge answer, or the reason none could be read."""
 
@@ -241,7 +240,18 @@ def read_score(resp: BackendResponse, scale_max: int, structured: bool) -> Readi
             return Reading(
                 reason=f"judge put only {mass:.1%} probability on the scale tokens 1..{scale_max}"
             )
-    text = resp.text.strip()
+    return read_text(resp.text, scale_max, structured)
+
+
+def read_text(answer: str, scale_max: int, structured: bool) -> Reading:
+    """Interpret a judge's text answer on a 1..scale_max rubric."""
+    if len(answer) <= REMEMBERED_CHARS:
+        return _read_remembered(answer, scale_max, structured)
+    return _read_text(answer, scale_max, structured)
+
+
+def _read_text(answer: str, scale_max: int, structured: bool) -> Reading:
+    text = answer.strip()
     if not text:
         return Reading(reason="judge returned no text")
     reading = _from_json(text, scale_max) if (structured or text.startswith("{")) else None
@@ -250,3 +260,9 @@ def read_score(resp: BackendResponse, scale_max: int, structured: bool) -> Readi
     if reading is None:
         return Reading(reason=f"no score 1..{scale_max} found in the judge's answer")
     return reading
+
+
+# A model-free judge gives the same few short answers again and again: each is read once. A model's
+# answers rarely repeat, and then cost one dictionary lookup; long ones are never kept.
+REMEMBERED_CHARS = 512
+_read_remembered = functools.lru_cache(maxsize=1024)(_read_text)

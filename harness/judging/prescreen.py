@@ -176,23 +176,42 @@ def constant_answers(
     cases: Iterable[Case], min_prompts: int = 3, min_chars: int = 40
 ) -> frozenset[str]:
     """Normalised answers (``min_chars`` or longer, not refusals) given to ``min_prompts`` or more
-    different prompts.
-
-    One pass over ``cases`` (a stream will do): each distinct answer costs a hash and at most
-    ``min_prompts`` prompt hashes, never its text; only the texts that qualify are kept.
+    different prompts. One pass over ``cases``: a stream will do.
     """
-    prompts: dict[int, int | set[int]] = {}  # answer hash -> its prompt's hash, or prompts' hashes
-    found: set[str] = set()
+    finder = ConstantAnswers(min_prompts, min_chars)
     for case in cases:
+        finder.add(case)
+    return finder.found()
+
+
+class ConstantAnswers:
+    """Finds the input-independent answers of a run a case at a time, while another pass over the
+    cases (such as the run folder's copy being written) goes on.
+
+    Each distinct answer costs a hash and at most ``min_prompts`` prompt hashes, never its text;
+    only the texts that qualify are kept.
+    """
+
+    def __init__(self, min_prompts: int = 3, min_chars: int = 40):
+        self.min_prompts, self.min_chars = min_prompts, min_chars
+        # answer hash -> its prompt's hash, or its prompts' hashes
+        self.prompts: dict[int, int | set[int]] = {}
+        self.texts: set[str] = set()
+
+    def add(self, case: Case) -> None:
+        """Note the case's answers to its prompt."""
         key = _digest(_normal(" ".join(m.content for m in case.messages())))
         for cand in case.candidates:
             text = _normal(cand.response)
-            if len(text) < min_chars:
+            if len(text) < self.min_chars:
                 continue
-            n = _meet(prompts, _digest(text), key, min_prompts)
-            if n == min_prompts and not is_refusal(text):
-                found.add(text)
-    return frozenset(found)
+            n = _meet(self.prompts, _digest(text), key, self.min_prompts)
+            if n == self.min_prompts and not is_refusal(text):
+                self.texts.add(text)
+
+    def found(self) -> frozenset[str]:
+        """The qualifying answers among the cases added so far."""
+        return frozenset(self.texts)
 
 
 def _meet(prompts: dict[int, int | set[int]], answer: int, prompt: int, enough: int) -> int:

@@ -221,7 +221,7 @@ def score_chart(
 ) -> Markup:
     """Dot-and-whisker plot of mean score with CI per principle for one judge, as inline SVG."""
     rows = table[table["judge"] == judge]
-    principles = [p for p in constitution.principles if p.id in set(rows["principle"])]
+    principles = [p for p in constitution.principles if p.id in set(rows["principle"].unique())]
     top = max((p.scale_max for p in constitution.principles), default=5)
     band = 12 * len(generators) + 16
     width, left, right, head = 520, 120, 16, 10

@@ -141,14 +141,14 @@ def _context(run: RunData) -> dict[str, Any]:
 def _judge_order(run: RunData) -> list[str]:
     """Judges as the manifest lists them, then any others the verdicts name."""
     listed = [str(c.get("id", "")) for c in run.manifest.judge_configs]
-    seen = set(run.verdicts["judge"]) if not run.verdicts.empty else set()
+    seen = set(run.verdicts["judge"].unique()) if not run.verdicts.empty else set()
     return [j for j in listed if j in seen] + sorted(seen - set(listed))
 
 
 def _generator_order(run: RunData) -> list[str]:
     """Generators in order of first appearance among the cases' candidates."""
     order = dict.fromkeys(g for gens in run.case_index["generators"] for g in gens)
-    seen = set(run.verdicts["generator"]) if not run.verdicts.empty else set()
+    seen = set(run.verdicts["generator"].unique()) if not run.verdicts.empty else set()
     return list(order) + sorted(seen - set(order))
 
 

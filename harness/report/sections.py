@@ -231,11 +231,11 @@ def _convergence(run: RunData) -> Section | None:
     from harness.analysis.sequential import convergence_curve
 
     # cases.jsonl holds the planned (judging) order
-    order = {c: i for i, c in enumerate(run.case_index["case_id"])}
+    order = pd.Index(run.case_index["case_id"])
     scored = run.verdicts[run.verdicts["status"] == "scored"].copy()
     if scored.empty or len(order) < 5:
         return None
-    scored["pos"] = scored["case_id"].map(order)
+    scored["pos"] = order.get_indexer(scored["case_id"])  # a hash lookup per row, in C
     curves, rows = [], []
     keys = ["judge", "principle", "generator"]
     for key, g in scored.sort_values("pos").groupby(keys, sort=False):

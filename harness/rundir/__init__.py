@@ -197,8 +197,7 @@ class RunData:
 
     def _table(self, log: str, keys: list[str]) -> pd.DataFrame:
         if log not in self._tables:
-            frame = read_table(self.root, log)
-            self._tables[log] = frame.sort_values(keys, kind="stable").reset_index(drop=True)
+            self._tables[log] = read_table(self.root, log, sort=keys)
         return self._tables[log]
 
     def verdict_rows(self, case_ids: set[str]) -> list[dict[str, Any]]:

@@ -127,7 +127,8 @@ def _sync_fast(root: Path, log: str, start: int) -> bool:
                 table = pa_json.read_json(io.BytesIO(block[:cut]), parse_options=options)
             except pa.ArrowInvalid:
                 return False
-            _write_table(root, log, table, start, start + cut)
+            crc = zlib.crc32(memoryview(block)[:cut])  # the bytes at hand, not read again
+            _write_table(root, log, table, start, start + cut, crc)
             start += cut
             fh.seek(start)
 
@@ -138,9 +139,12 @@ def _write_part(root: Path, log: str, rows: list[dict[str, Any]], start: int, en
     _write_table(root, log, table, start, end)
 
 
-def _write_table(root: Path, log: str, table: pa.Table, start: int, end: int) -> None:
+def _write_table(
+    root: Path, log: str, table: pa.Table, start: int, end: int, crc: int | None = None
+) -> None:
     # The checksum of the covered bytes lets a later writer notice a log edited under its parts.
-    meta = {b"crc32": str(_crc(root / log, start, end)).encode()}
+    crc = _crc(root / log, start, end) if crc is None else crc
+    meta = {b"crc32": str(crc).encode()}
     table = table.select(SCHEMAS[log].names).replace_schema_metadata(meta)
     final = root / TABLES / f"{log.removesuffix('.jsonl')}-{start:012d}-{end:012d}.parquet"
     tmp = final.with_name(f".{final.name}.tmp")
@@ -179,13 +183,21 @@ def _drop_stale_parts(root: Path, log: str) -> None:
 
 
 def read_table(
-    root: Path, log: str, columns: list[str] | None = None, *, latest: bool = True
+    root: Path,
+    log: str,
+    columns: list[str] | None = None,
+    *,
+    latest: bool = True,
+    sort: list[str] | None = None,
 ) -> pd.DataFrame:
-    """The latest row per item of a log (every row unless ``latest``), as a table of ``columns``.
+    """The latest row per item of a log (every row unless ``latest``), as a table of ``columns``,
+    in log order or stably sorted by the ``sort`` columns.
 
     ``columns`` defaults to all but free text.
 
-    Reads the Parquet parts' columns and parses only the log's tail beyond them.
+    Reads the Parquet parts' columns and parses only the log's tail beyond them. Duplicates go and
+    rows are sorted in Arrow, before the one conversion to pandas: a pandas sort or hash of a
+    million string keys would hold several times the table's memory.
     """
     schema = SCHEMAS[log]
     cols = columns or [n for n in schema.names if n not in TEXT_COLUMNS]
@@ -198,11 +210,17 @@ def read_table(
         tables.append(pa.Table.from_pylist(tail, pa.schema([schema.field(c) for c in cols])))
     if not tables:
         return pd.DataFrame({c: pd.Series(dtype=_pandas_dtype(schema.field(c))) for c in cols})
-    frame = pa.concat_tables(tables).to_pandas()
-    if not latest:
-        return frame
-    # Rows are in log order, so the last row of an item is its newest (an error redone on resume).
-    return frame.drop_duplicates("item_id", keep="last").reset_index(drop=True)
+    table = pa.concat_tables(tables)
+    del tables
+    if latest:  # rows are in log order: an item's last row is its newest (an error redone)
+        table = _latest(table)
+    if sort:  # a stable sort, on code points like Python's (UTF-8 bytes sort the same way)
+        table = table.take(pc.sort_indices(table, [(k, "ascending") for k in sort]))
+    frame = table.to_pandas()
+    del table
+    # The pool keeps what Arrow freed for reuse; the analyses that follow need it as pandas memory.
+    pa.default_memory_pool().release_unused()
+    return frame
 
 
 def _read_part(path: Path, schema: pa.Schema, cols: list[str]) -> pa.Table:

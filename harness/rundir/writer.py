@@ -108,7 +108,14 @@ class RunWriter:
     def initialise(
         self, manifest: RunManifest, constitution: Constitution, cases: Iterable[Case]
     ) -> None:
-        """Write the fixed inputs of a new run (cases are streamed, not held)."""
+        """Write the fixed inputs of a new run (cases are streamed, not held), then its manifest."""
+        self.write_inputs(constitution, cases)
+        self.write_manifest(manifest)
+
+    def write_inputs(self, constitution: Constitution, cases: Iterable[Case]) -> None:
+        """Write the constitution, the cases and the case index; the manifest, written after
+        them, is what makes the folder a run.
+        """
         write_atomic(
             self.root / CONSTITUTION, constitution.model_dump_json(indent=2, by_alias=True)
         )
@@ -119,7 +126,6 @@ class RunWriter:
             index.abort()
             raise
         index.close()
-        self.write_manifest(manifest)
 
     def write_manifest(self, manifest: RunManifest) -> None:
         """Replace the manifest atomically."""
