@@ -98,9 +98,16 @@ class SuiteStream:
 
     def chunks(self, size: int) -> Iterator[list[Case]]:
         """The streamed cases, ``size`` at a time."""
-        chunk: list[Case] = []
-        for case in self.cases():
-            chunk.append(case)
+        for chunk in self.line_chunks(size):
+            yield [case for _, case in chunk]
+
+    def line_chunks(self, size: int) -> Iterator[list[tuple[bytes, Case]]]:
+        """The streamed cases with their JSON lines (no newline), ``size`` at a time: a copy of
+        the cases can write the lines instead of serialising the cases again.
+        """
+        chunk: list[tuple[bytes, Case]] = []
+        for line in self.raw():
+            chunk.append((line[:-1], Case.model_validate_json(line)))
             if len(chunk) == size:
                 yield chunk
                 chunk = []

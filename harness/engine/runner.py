@@ -31,7 +31,7 @@ from harness.credentials import announce, vet
 from harness.engine.adaptive import ROUND_CASES, AdaptiveStop
 from harness.engine.manifest import fingerprint, new_manifest
 from harness.engine.plan import BoundJudge, PairPlan
-from harness.engine.session import JudgingSession, SessionOptions
+from harness.engine.session import JudgingSession, RelaxedGC, SessionOptions
 from harness.engine.stream import Planner, Survey
 from harness.errors import RunError, ValidationFailed
 from harness.judging.prescreen import ConstantAnswers
@@ -280,9 +280,11 @@ def run(options: RunOptions) -> RunResult:
         from harness.engine.ray_executor import import_ray
 
         import_ray()
-    inputs = stream_inputs(options)
-    with inputs.suite:  # its cases stream from a temporary copy, never all held at once
-        return _run(inputs, options)
+    # Validating, copying and judging many cases builds no reference cycles: collect rarely.
+    with RelaxedGC():
+        inputs = stream_inputs(options)
+        with inputs.suite:  # its cases stream from a temporary copy, never all held at once
+            return _run(inputs, options)
 
 
 def _run(inputs: Inputs[SuiteStream], options: RunOptions) -> RunResult:
@@ -290,7 +292,7 @@ def _run(inputs: Inputs[SuiteStream], options: RunOptions) -> RunResult:
     bound = bind_judges(inputs.judges, trusted=inputs.judges_named or options.trust_suite_judges)
     planner = make_planner(inputs, bound, options)
     survey = Survey(planner, ConstantAnswers() if options.prescreen else None)
-    cases = survey.watch(inputs.suite.chunks(CHUNK_CASES))
+    cases = survey.watch(inputs.suite.line_chunks(CHUNK_CASES))
     run_id = options.run_id or f"{inputs.suite.suite.id}-{fingerprint(inputs, options)}"
     with RunWriter(run_folder(Path(options.out), run_id)) as writer:
         if writer.exists():

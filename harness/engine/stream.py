@@ -84,14 +84,14 @@ class Survey:
     constants: ConstantAnswers | None
     planned: Counter[str] = field(default_factory=Counter)
 
-    def watch(self, chunks: Iterable[list[Case]]) -> Iterator[Case]:
-        """The cases, noted as they pass."""
+    def watch(self, chunks: Iterable[list[tuple[bytes, Case]]]) -> Iterator[tuple[bytes, Case]]:
+        """The cases with their JSON lines, noted as they pass."""
         for chunk in chunks:
-            self.planned += self.planner.count(chunk)
-            for case in chunk:
+            self.planned += self.planner.count([case for _, case in chunk])
+            for line, case in chunk:
                 if self.constants is not None:
                     self.constants.add(case)
-                yield case
+                yield line, case
 
     @property
     def total(self) -> int:

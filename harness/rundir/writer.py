@@ -109,12 +109,12 @@ class RunWriter:
         self, manifest: RunManifest, constitution: Constitution, cases: Iterable[Case]
     ) -> None:
         """Write the fixed inputs of a new run (cases are streamed, not held), then its manifest."""
-        self.write_inputs(constitution, cases)
+        self.write_inputs(constitution, ((c.model_dump_json().encode(), c) for c in cases))
         self.write_manifest(manifest)
 
-    def write_inputs(self, constitution: Constitution, cases: Iterable[Case]) -> None:
-        """Write the constitution, the cases and the case index; the manifest, written after
-        them, is what makes the folder a run.
+    def write_inputs(self, constitution: Constitution, cases: Iterable[tuple[bytes, Case]]) -> None:
+        """Write the constitution, the cases (each with its JSON line, no newline) and the case
+        index; the manifest, written after them, is what makes the folder a run.
         """
         write_atomic(
             self.root / CONSTITUTION, constitution.model_dump_json(indent=2, by_alias=True)
