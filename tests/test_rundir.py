@@ -23,6 +23,7 @@ from harness.rundir import (
     read_jsonl_tolerant,
     read_run,
     read_table,
+    status_counts,
     write_atomic,
 )
 from tests.helpers import write_tiny_suite
@@ -107,6 +108,19 @@ def test_later_rows_supersede_earlier_ones(tmp_path: Path) -> None:
     assert latest_status(root) == {"a": "scored", "b": "scored"}
     every = read_table(root, VERDICTS, ["item_id", "status"], latest=False)
     assert list(every["status"]) == ["error", "scored", "scored"]
+
+
+def test_status_counts_count_each_items_latest_row(tmp_path: Path) -> None:
+    root = tmp_path / "run"
+    with RunWriter(root) as w:
+        w.append([verdict("a"), verdict("b", "unscored")])
+    assert status_counts(root, VERDICTS) == {"scored": 1, "unscored": 1}  # no error: one column
+    with RunWriter(root) as w:
+        w.append([verdict("c", "error"), verdict("d", "error")])
+        w.sync()
+        w.append([verdict("c")])  # redone: its error row is superseded
+    assert status_counts(root, VERDICTS) == {"scored": 2, "unscored": 1, "error": 1}
+    assert status_counts(tmp_path / "empty", VERDICTS) == {}
 
 
 def test_parts_of_a_log_edited_by_hand_are_rebuilt(tmp_path: Path) -> None:

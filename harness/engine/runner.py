@@ -21,8 +21,6 @@ from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 import pandas as pd
-import pyarrow as pa
-import pyarrow.compute as pc
 
 from harness.audit_store import judge_identity, record_audits
 from harness.backends.base import backend_class, parse_options
@@ -49,11 +47,11 @@ from harness.rundir import (
     Record,
     RunWriter,
     case_chunks,
-    latest_columns,
     read_case_index,
     read_run,
     read_table,
     run_spend,
+    status_counts,
 )
 from harness.suite_stream import LoadedSuite, SuiteStream, load_suite, open_suite
 
@@ -417,19 +415,15 @@ def _session_options(options: RunOptions) -> SessionOptions:
     )
 
 
-def _count(column: pa.ChunkedArray, value: str) -> int:
-    return int(pc.sum(pc.equal(column.cast(pa.string()), value)).as_py() or 0)
-
-
 def finish(
     writer: RunWriter, manifest: RunManifest, n_items: int, session: _Judged | None = None
 ) -> RunResult:
     """Bring the tables up to date; write the manifest's status, counts, sessions and spend."""
     writer.sync()
     # Arrow columns, not a frame of Python strings: about 40 bytes per verdict at any size.
-    statuses = [latest_columns(writer.root, log, ["status"])["status"] for log in (VERDICTS, PAIRS)]
-    counts = {k: sum(_count(s, k) for s in statuses) for k in ("scored", "unscored", "error")}
-    complete = sum(len(s) for s in statuses) >= n_items and counts["error"] == 0
+    tallies = [status_counts(writer.root, log) for log in (VERDICTS, PAIRS)]
+    counts = {k: sum(t.get(k, 0) for t in tallies) for k in ("scored", "unscored", "error")}
+    complete = sum(sum(t.values()) for t in tallies) >= n_items and counts["error"] == 0
     configs = [JudgeConfig.model_validate(c) for c in manifest.judge_configs]
     sessions = [*manifest.sessions, session.record] if session else manifest.sessions
     update = {

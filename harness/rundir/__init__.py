@@ -73,6 +73,7 @@ from harness.rundir.tables import (
     read_table,
     rows_of_cases,
     run_spend,
+    status_counts,
     sync_table,
 )
 from harness.rundir.writer import RunLock, RunWriter
@@ -114,6 +115,7 @@ __all__ = [
     "rows_of_cases",
     "run_spend",
     "scan_log",
+    "status_counts",
     "sync_table",
     "write_atomic",
     "write_case_index",

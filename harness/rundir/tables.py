@@ -212,15 +212,30 @@ def read_table(
         return pd.DataFrame({c: pd.Series(dtype=_pandas_dtype(schema.field(c))) for c in cols})
     table = pa.concat_tables(tables)
     del tables
-    if latest:  # rows are in log order: an item's last row is its newest (an error redone)
-        table = _latest(table)
+    # Rows are in log order: an item's last row is its newest (an error redone on resume).
+    rows = _latest_rows(table) if latest else None
     if sort:  # a stable sort, on code points like Python's (UTF-8 bytes sort the same way)
-        table = table.take(pc.sort_indices(table, [(k, "ascending") for k in sort]))
-    frame = table.to_pandas()
-    del table
-    # The pool keeps what Arrow freed for reuse; the analyses that follow need it as pandas memory.
-    pa.default_memory_pool().release_unused()
-    return frame
+        keys = table.select(sort)
+        keys = keys if rows is None else keys.take(rows)
+        order = pc.sort_indices(keys, [(k, "ascending") for k in sort])
+        rows = order if rows is None else rows.take(order)
+    return _to_pandas(table, rows)
+
+
+def _to_pandas(table: pa.Table, rows: pa.Array | None) -> pd.DataFrame:
+    """The table's ``rows`` (all: None) as pandas, converted a column at a time, each Arrow column
+    let go once converted: the peak is about one table, not the three that taking the rows and
+    then converting the whole table would hold.
+    """
+    out = {}
+    for name in table.column_names:
+        column = table.column(name)
+        out[name] = (column if rows is None else column.take(rows)).to_pandas()
+        table = table.drop_columns([name])
+        del column
+        # The pool keeps what Arrow freed for reuse: pandas needs it back as it grows.
+        pa.default_memory_pool().release_unused()
+    return pd.DataFrame(out)
 
 
 def _read_part(path: Path, schema: pa.Schema, cols: list[str]) -> pa.Table:
@@ -278,8 +293,25 @@ def latest_columns(root: Path, log: str, columns: list[str]) -> pa.Table:
     ``item_id`` are dictionary-encoded, and the latest row of an item is found by sorting the ids
     (no Python object per row, no hash table of every id).
     """
+    return _latest(_columns(root, log, list(dict.fromkeys(["item_id", *columns]))))
+
+
+def status_counts(root: Path, log: str) -> dict[str, int]:
+    """How many items' latest rows have each status.
+
+    Only an item whose row says ``error`` is ever judged again, so in a log with no error row no
+    row is superseded: then the status column alone is counted, without the item ids.
+    """
+    status = _columns(root, log, ["status"])["status"]
+    if pc.any(pc.equal(status.cast(pa.string()), "error")).as_py():
+        status = latest_columns(root, log, ["status"])["status"]
+    counts = pc.value_counts(status.cast(pa.string())).to_pylist()
+    return {c["values"]: c["counts"] for c in counts}
+
+
+def _columns(root: Path, log: str, cols: list[str]) -> pa.Table:
+    """Every row of a log (superseded ones too), as an Arrow table of a few short columns."""
     schema = SCHEMAS[log]
-    cols = list(dict.fromkeys(["item_id", *columns]))
     parts, reach = _usable(root, log)
     pieces = []
     for path in parts:
@@ -290,7 +322,7 @@ def latest_columns(root: Path, log: str, columns: list[str]) -> pa.Table:
             pieces.append(_compact(_read_part(path, schema, cols)))
     tail = [{k: r.get(k) for k in cols} for r in scan_log(root / log, reach)]
     pieces.append(_compact(pa.Table.from_pylist(tail, pa.schema([schema.field(c) for c in cols]))))
-    return _latest(pa.concat_tables(pieces))
+    return pa.concat_tables(pieces)
 
 
 def _compact(table: pa.Table) -> pa.Table:
@@ -303,14 +335,24 @@ def _compact(table: pa.Table) -> pa.Table:
 
 def _latest(table: pa.Table) -> pa.Table:
     """Drop every row a later row of the same item supersedes."""
+    rows = _latest_rows(table)
+    return table if rows is None else table.take(rows)
+
+
+def _latest_rows(table: pa.Table) -> pa.Array | None:
+    """Positions of the rows no later row of the same item supersedes, in log order (None: all
+    of them, as in a run that never redid an item).
+    """
     if len(table) < 2:
-        return table
+        return None
     order = pc.array_sort_indices(table["item_id"])  # stable: an item's rows stay in log order
     ids = table["item_id"].take(order)
     superseded = pc.equal(ids.slice(0, len(ids) - 1), ids.slice(1)).to_numpy(zero_copy_only=False)
+    if not superseded.any():
+        return None
     keep = np.ones(len(table), dtype=bool)
     keep[order.to_numpy()[:-1][superseded]] = False
-    return table.filter(pa.array(keep))
+    return pa.array(np.flatnonzero(keep))
 
 
 class CaseRows:
