@@ -159,8 +159,9 @@ def paired_units(
     passed of each.
     """
     cols = ["score", "normalized", "passed"]
-    b = scored(base, base_c).groupby(UNIT)[cols].mean()
-    c = scored(cand, cand_c).groupby(UNIT)[cols].mean()
+    keep = [*UNIT, "status", *cols]  # only these: scoring copies the rows it keeps
+    b = scored(base[keep], base_c).groupby(UNIT)[cols].mean()
+    c = scored(cand[keep], cand_c).groupby(UNIT)[cols].mean()
     return b.add_suffix("_base").join(c.add_suffix("_cand"), how="inner").reset_index()
 
 

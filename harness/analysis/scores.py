@@ -240,6 +240,8 @@ def overall(
     the mean over cases of principle p's normalized score (so it agrees with `summary`'s
     mean_normalized). The interval resamples whole cases, keeping each case's principles together.
     """
+    # Only the columns read here: scoring copies the rows it keeps.
+    verdicts = verdicts[[*KEYS, "case_id", "status", "score", "normalized", "passed"]]
     good = scored(verdicts, constitution) if not verdicts.empty else verdicts
     rows = []
     for (judge, generator), group in good.groupby(["judge", "generator"]):

@@ -232,12 +232,13 @@ def _convergence(run: RunData) -> Section | None:
 
     # cases.jsonl holds the planned (judging) order
     order = pd.Index(run.case_index["case_id"])
-    scored = run.verdicts[run.verdicts["status"] == "scored"].copy()
+    keys = ["judge", "principle", "generator"]
+    verdicts = run.verdicts
+    scored = verdicts.loc[verdicts["status"] == "scored", [*keys, "case_id", "normalized"]]
     if scored.empty or len(order) < 5:
         return None
     scored["pos"] = order.get_indexer(scored["case_id"])  # a hash lookup per row, in C
     curves, rows = [], []
-    keys = ["judge", "principle", "generator"]
     for key, g in scored.sort_values("pos").groupby(keys, sort=False):
         curve = convergence_curve(g["normalized"].to_numpy(dtype=float))
         last = curve.iloc[-1]

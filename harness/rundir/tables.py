@@ -219,14 +219,17 @@ def read_table(
         keys = keys if rows is None else keys.take(rows)
         order = pc.sort_indices(keys, [(k, "ascending") for k in sort])
         rows = order if rows is None else rows.take(order)
-    return _to_pandas(table, rows)
+    held = [table]
+    del table  # _to_pandas holds the only reference: each column goes once converted
+    return _to_pandas(held, rows)
 
 
-def _to_pandas(table: pa.Table, rows: pa.Array | None) -> pd.DataFrame:
-    """The table's ``rows`` (all: None) as pandas, converted a column at a time, each Arrow column
-    let go once converted: the peak is about one table, not the three that taking the rows and
-    then converting the whole table would hold.
+def _to_pandas(held: list[pa.Table], rows: pa.Array | None) -> pd.DataFrame:
+    """The table in ``held`` (taken out of it), its ``rows`` (all: None) as pandas, converted a
+    column at a time, each Arrow column let go once converted: the peak is about one table, not
+    the three that taking the rows and then converting the whole table would hold.
     """
+    table = held.pop()
     out = {}
     for name in table.column_names:
         column = table.column(name)
@@ -235,7 +238,10 @@ def _to_pandas(table: pa.Table, rows: pa.Array | None) -> pd.DataFrame:
         del column
         # The pool keeps what Arrow freed for reuse: pandas needs it back as it grows.
         pa.default_memory_pool().release_unused()
-    return pd.DataFrame(out)
+    frame = pd.DataFrame(out)
+    del out
+    pa.default_memory_pool().release_unused()
+    return frame
 
 
 def _read_part(path: Path, schema: pa.Schema, cols: list[str]) -> pa.Table:
