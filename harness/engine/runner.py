@@ -278,11 +278,10 @@ def run(options: RunOptions) -> RunResult:
         from harness.engine.ray_executor import import_ray
 
         import_ray()
-    # Validating, copying and judging many cases builds no reference cycles: collect rarely.
-    with RelaxedGC():
+    with RelaxedGC():  # validating and copying many cases builds no reference cycles
         inputs = stream_inputs(options)
-        with inputs.suite:  # its cases stream from a temporary copy, never all held at once
-            return _run(inputs, options)
+    with inputs.suite:  # its cases stream from a temporary copy, never all held at once
+        return _run(inputs, options)
 
 
 def _run(inputs: Inputs[SuiteStream], options: RunOptions) -> RunResult:
@@ -293,15 +292,15 @@ def _run(inputs: Inputs[SuiteStream], options: RunOptions) -> RunResult:
     cases = survey.watch(inputs.suite.line_chunks(CHUNK_CASES))
     run_id = options.run_id or f"{inputs.suite.suite.id}-{fingerprint(inputs, options)}"
     with RunWriter(run_folder(Path(options.out), run_id)) as writer:
-        if writer.exists():
-            collections.deque(cases, maxlen=0)  # the survey only: the folder has its cases
-            manifest = _check_same_run(
-                writer.root, new_manifest(inputs, options, survey.total, run_id)
-            )
-        else:
-            writer.write_inputs(inputs.constitution, cases)
-            manifest = new_manifest(inputs, options, survey.total, run_id)
-            writer.write_manifest(manifest)
+        with RelaxedGC():  # the survey builds no reference cycles either
+            if writer.exists():
+                collections.deque(cases, maxlen=0)  # the survey only: the folder has its cases
+                manifest = new_manifest(inputs, options, survey.total, run_id)
+                manifest = _check_same_run(writer.root, manifest)
+            else:
+                writer.write_inputs(inputs.constitution, cases)
+                manifest = new_manifest(inputs, options, survey.total, run_id)
+                writer.write_manifest(manifest)
         record_audits(
             [
                 (b.config.id, judge_identity(b.backend.identity(), b.config.rationale))

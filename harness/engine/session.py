@@ -13,6 +13,7 @@ import datetime as dt
 import gc
 import sys
 import time
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -105,7 +106,11 @@ class JudgingSession:
         self._started = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
         self._clock = time.monotonic()
         self._sizes: dict[str, dict[str, int]] = {}
-        self._gc = RelaxedGC()
+        # Only for judges that answer in microseconds (not worth caching) is the collector a
+        # visible share of the time. A model judge's batches may leave cycles holding activations:
+        # the default collector frees them soon.
+        cheap = all(not b.backend.cacheable for b in judges)
+        self._gc: AbstractContextManager[Any] = RelaxedGC() if cheap else nullcontext()
 
     async def __aenter__(self) -> JudgingSession:
         # Everything loaded so far lives as long as the session; items and verdicts are acyclic.
@@ -156,7 +161,7 @@ class JudgingSession:
                 await b.backend.aclose()
             if self.cache is not None:
                 self.cache.close()
-            self._gc.__exit__()
+            self._gc.__exit__(None, None, None)
 
     def record(self) -> Session:
         """The manifest's record of this invocation: counts per judge, spend, why it stopped."""
