@@ -419,7 +419,7 @@ def finish(
 ) -> RunResult:
     """Bring the tables up to date; write the manifest's status, counts, sessions and spend."""
     writer.sync()
-    # Arrow columns, not a frame of Python strings: about 40 bytes per verdict at any size.
+    # From the status column, not a frame of Python strings (or item ids: see status_counts).
     tallies = [status_counts(writer.root, log) for log in (VERDICTS, PAIRS)]
     counts = {k: sum(t.get(k, 0) for t in tallies) for k in ("scored", "unscored", "error")}
     complete = sum(sum(t.values()) for t in tallies) >= n_items and counts["error"] == 0

@@ -75,7 +75,7 @@ def _libc() -> Any:
     """glibc, when this process runs on it (None elsewhere)."""
     try:
         libc = ctypes.CDLL("libc.so.6")
-        return libc if hasattr(libc, "malloc_trim") else None
+        return libc if hasattr(libc, "mallopt") else None
     except OSError:
         return None
 

@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 from pydantic import ValidationError
 
 from harness.records import Case
-from harness.rundir.files import CASES, TABLES
+from harness.rundir.files import CASES, TABLES, whole_lines
 
 
 def _indexed(cases: Iterable[tuple[bytes, Case]], index: CaseIndexWriter) -> Iterator[str]:
@@ -111,7 +111,7 @@ def case_chunks(root: Path, size: int) -> Iterator[list[Case]]:
     line that is not a case is an error.
     """
     chunk: list[Case] = []
-    for line in _whole_lines(root / CASES):
+    for line in whole_lines(root / CASES):
         try:  # JSON straight to a case: half the cost of json.loads, then validating the dict
             chunk.append(Case.model_validate_json(line))
         except ValidationError as exc:
@@ -128,17 +128,6 @@ def case_chunks(root: Path, size: int) -> Iterator[list[Case]]:
 def _not_a_row(error: Any) -> bool:
     """Whether a validation error says the line is not a JSON object at all."""
     return error["type"] == "json_invalid" or (error["type"] == "model_type" and not error["loc"])
-
-
-def _whole_lines(path: Path) -> Iterator[bytes]:
-    """A file's lines that end in a newline (a write cut off mid-line is not one yet)."""
-    if not path.exists():
-        return
-    with path.open("rb") as fh:
-        for line in fh:
-            if not line.endswith(b"\n"):
-                return
-            yield line
 
 
 def read_case_index(root: Path) -> pd.DataFrame:

@@ -77,27 +77,35 @@ class LogScan:
     end: int = 0  # byte offset just past the last terminated line
 
 
-def scan_log(path: Path, start: int = 0, scan: LogScan | None = None) -> Iterator[dict[str, Any]]:
-    """Rows of a JSONL log from byte ``start``, streamed; skips corrupt lines and a torn last line."""
-    scan = scan if scan is not None else LogScan()
-    scan.end = start
+def whole_lines(path: Path, start: int = 0) -> Iterator[bytes]:
+    """A file's lines from byte ``start`` that end in a newline, streamed: a write cut off mid-line
+    is not a line (yet). A missing file has none.
+    """
     if not path.exists():
         return
     with path.open("rb") as fh:
         fh.seek(start)
         for line in fh:
             if not line.endswith(b"\n"):
-                break  # a write cut off mid-line: not a row (yet)
-            scan.end += len(line)
-            try:
-                row = json.loads(line)
-            except ValueError:
-                scan.corrupt += 1
-                continue
-            if isinstance(row, dict):
-                yield row
-            else:
-                scan.corrupt += 1
+                return
+            yield line
+
+
+def scan_log(path: Path, start: int = 0, scan: LogScan | None = None) -> Iterator[dict[str, Any]]:
+    """Rows of a JSONL log from byte ``start``, streamed; skips corrupt lines and a torn last line."""
+    scan = scan if scan is not None else LogScan()
+    scan.end = start
+    for line in whole_lines(path, start):
+        scan.end += len(line)
+        try:
+            row = json.loads(line)
+        except ValueError:
+            scan.corrupt += 1
+            continue
+        if isinstance(row, dict):
+            yield row
+        else:
+            scan.corrupt += 1
 
 
 def read_jsonl_tolerant(path: Path) -> tuple[list[dict[str, Any]], int]:

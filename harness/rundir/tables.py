@@ -308,11 +308,14 @@ def status_counts(root: Path, log: str) -> dict[str, int]:
     Only an item whose row says ``error`` is ever judged again, so in a log with no error row no
     row is superseded: then the status column alone is counted, without the item ids.
     """
-    status = _columns(root, log, ["status"])["status"]
-    if pc.any(pc.equal(status.cast(pa.string()), "error")).as_py():
-        status = latest_columns(root, log, ["status"])["status"]
-    counts = pc.value_counts(status.cast(pa.string())).to_pylist()
-    return {c["values"]: c["counts"] for c in counts}
+    counts = _tally(_columns(root, log, ["status"])["status"])
+    if counts.get("error"):
+        counts = _tally(latest_columns(root, log, ["status"])["status"])
+    return counts
+
+
+def _tally(column: pa.ChunkedArray) -> dict[str, int]:
+    return {c["values"]: c["counts"] for c in pc.value_counts(column.cast(pa.string())).to_pylist()}
 
 
 def _columns(root: Path, log: str, cols: list[str]) -> pa.Table:
